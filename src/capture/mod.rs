@@ -1,0 +1,296 @@
+//! Frame sources: V4L2 cameras, replay of image files, and a synthetic test pattern, behind one
+//! trait, [`FrameSource`].
+//!
+//! A source hands out [`Capture`]s: frames, or events worth reporting (camera lost/restored, a
+//! corrupt file skipped). Sources never decode for analysis: a frame carries the source's
+//! original bytes (MJPEG frames keep the camera's JPEG untouched — those bytes are what gets
+//! signed) and the analyser decodes.
+
+pub mod convert;
+pub mod reconnect;
+pub mod replay;
+pub mod samples;
+pub mod synthetic;
+#[cfg(target_os = "linux")]
+pub mod v4l2;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::shutdown::Shutdown;
+
+/// How a frame's bytes are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelFormat {
+    /// JPEG (camera MJPEG or a JPEG file).
+    Jpeg,
+    /// PNG file.
+    Png,
+    /// Packed YUV 4:2:2, Y0 U Y1 V.
+    Yuyv,
+    /// Packed 8-bit R, G, B.
+    Rgb24,
+}
+
+impl PixelFormat {
+    pub fn is_encoded(self) -> bool {
+        matches!(self, PixelFormat::Jpeg | PixelFormat::Png)
+    }
+}
+
+impl fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PixelFormat::Jpeg => "jpeg",
+            PixelFormat::Png => "png",
+            PixelFormat::Yuyv => "yuyv",
+            PixelFormat::Rgb24 => "rgb24",
+        })
+    }
+}
+
+/// Identity of the source a frame came from; goes into every sealed manifest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceInfo {
+    /// `v4l2`, `replay` or `synthetic`.
+    pub kind: String,
+    /// Device path, file/directory path, or `synthetic`.
+    pub path: String,
+    /// Driver name (V4L2 `driver`), or the source kind for non-camera sources.
+    pub driver: String,
+    /// Card name (V4L2 `card`), or a description.
+    pub card: String,
+    /// Bus info (V4L2 `bus_info`), empty otherwise.
+    pub bus: String,
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    /// Nominal frames per second.
+    pub fps: f64,
+}
+
+/// One captured frame.
+#[derive(Clone)]
+pub struct Frame {
+    /// Sequence number assigned by the capture stage, contiguous within one run.
+    pub seq: u64,
+    /// Driver's own sequence number (V4L2 buffer `sequence`), when there is one.
+    pub device_seq: Option<u64>,
+    /// Wall-clock capture time.
+    pub captured_wall: SystemTime,
+    /// Monotonic capture time (CLOCK_MONOTONIC since boot).
+    pub captured_mono: Duration,
+    pub source: Arc<SourceInfo>,
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    /// The source's original bytes, untouched.
+    pub bytes: Arc<[u8]>,
+    /// For replay sources: the file this frame came from.
+    pub origin: Option<PathBuf>,
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("seq", &self.seq)
+            .field("device_seq", &self.device_seq)
+            .field("format", &self.format)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("len", &self.bytes.len())
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// Something a source wants reported (as a log line, a status update or an alert).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum CaptureEvent {
+    /// The camera went away (unplugged, ENODEV, EIO, …). Capture keeps trying to reopen it.
+    CameraLost { path: String, reason: String },
+    /// The camera is back after [`CaptureEvent::CameraLost`].
+    CameraRestored { path: String, after_ms: u64 },
+    /// A replay file could not be read or is not a decodable image; it is skipped.
+    SkippedCorrupt { path: String, reason: String },
+    /// A replay without looping reached its end.
+    EndOfStream,
+}
+
+/// What a source yields.
+#[derive(Debug)]
+pub enum Capture {
+    Frame(Frame),
+    Event(CaptureEvent),
+}
+
+/// Errors from capture sources.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot open {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("device {path} failed: {reason}")]
+    Device {
+        path: String,
+        reason: String,
+        /// Whether reopening might help (unplug, ENODEV, EIO) as opposed to a configuration
+        /// problem (unsupported format).
+        transient: bool,
+    },
+    #[error("replay source {path} has no usable images")]
+    NoImages { path: String },
+    #[error("unsupported source {0:?}: expected /dev/videoN, an image file or directory, `synthetic` or `samples`")]
+    Unsupported(String),
+    #[error("V4L2 capture is not available on this platform")]
+    NoV4l2,
+    #[error("frame conversion failed: {0}")]
+    Convert(String),
+    #[error("shutdown requested")]
+    Shutdown,
+}
+
+/// A source of frames. Implementations block in [`next`](FrameSource::next) until a frame is due
+/// (pacing, camera DQBUF), waking early when `shutdown` fires.
+///
+/// The returned frame's `seq` is left for the capture stage to assign; sources fill the rest.
+pub trait FrameSource: Send {
+    /// The current identity of the source (it may change after a reconnect).
+    fn info(&self) -> Arc<SourceInfo>;
+    /// Block until the next frame or event. `Err(CaptureError::Shutdown)` when shutdown fired.
+    fn next(&mut self, shutdown: &Shutdown) -> Result<Capture, CaptureError>;
+}
+
+/// CLOCK_MONOTONIC now, as a duration since boot.
+pub fn monotonic_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Where frames come from, parsed from `--source` / `source.uri`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    /// The sample frames compiled into the binary.
+    Samples,
+    Synthetic,
+    V4l2(PathBuf),
+    Replay(PathBuf),
+}
+
+impl SourceSpec {
+    pub fn parse(s: &str) -> Result<Self, CaptureError> {
+        match s {
+            "" => Err(CaptureError::Unsupported(s.into())),
+            "samples" | "builtin:samples" => Ok(SourceSpec::Samples),
+            "synthetic" => Ok(SourceSpec::Synthetic),
+            p if p.starts_with("/dev/") => Ok(SourceSpec::V4l2(PathBuf::from(p))),
+            p => Ok(SourceSpec::Replay(PathBuf::from(p))),
+        }
+    }
+}
+
+/// Open the configured source.
+pub fn open(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, CaptureError> {
+    match SourceSpec::parse(&cfg.uri)? {
+        SourceSpec::Samples => Ok(Box::new(replay::Replay::samples(cfg.fps, cfg.looping)?)),
+        SourceSpec::Synthetic => Ok(Box::new(synthetic::Synthetic::new(
+            cfg.width, cfg.height, cfg.fps,
+        ))),
+        SourceSpec::Replay(p) => Ok(Box::new(replay::Replay::open(&p, cfg.fps, cfg.looping)?)),
+        #[cfg(target_os = "linux")]
+        SourceSpec::V4l2(p) => {
+            let opener = v4l2::V4l2Opener::new(p, cfg.clone());
+            Ok(Box::new(reconnect::Reconnecting::new(
+                opener,
+                reconnect::Backoff::new(cfg.reconnect_initial, cfg.reconnect_max),
+            )?))
+        }
+        #[cfg(not(target_os = "linux"))]
+        SourceSpec::V4l2(_) => Err(CaptureError::NoV4l2),
+    }
+}
+
+/// Camera pixel format requested from a V4L2 device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+/// `[source]` section of the config file.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `samples` (bundled images), `synthetic`, `/dev/videoN`, or an image file or directory.
+    pub uri: String,
+    /// Frames per second (replay pacing, synthetic rate, camera frame interval).
+    pub fps: f64,
+    /// Replay: start again at the end.
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    /// Camera pixel format.
+    pub format: CameraFormat,
+    pub width: u32,
+    pub height: u32,
+    /// First reopen delay after a camera is lost.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    /// Cap on the reopen delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            uri: "samples".into(),
+            fps: 10.0,
+            looping: true,
+            format: CameraFormat::Mjpeg,
+            width: 640,
+            height: 480,
+            reconnect_initial: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SourceConfig {
+    /// Check values; returns (key, reason) of the first bad one.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.fps > 0.0 && self.fps <= 1000.0) {
+            return Err((
+                "source.fps",
+                format!("must be in (0, 1000], got {}", self.fps),
+            ));
+        }
+        if self.width == 0 || self.height == 0 || self.width > 8192 || self.height > 8192 {
+            return Err((
+                "source.width",
+                format!("size {}x{} out of range", self.width, self.height),
+            ));
+        }
+        if !self.width.is_multiple_of(2) {
+            return Err(("source.width", "must be even (YUYV pairs pixels)".into()));
+        }
+        SourceSpec::parse(&self.uri).map_err(|e| ("source.uri", e.to_string()))?;
+        if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
+            return Err((
+                "source.reconnect_max",
+                "need 0 < reconnect_initial <= reconnect_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}

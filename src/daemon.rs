@@ -1,0 +1,351 @@
+//! Wiring: capture, analysis and sealing on dedicated threads, publishing on the async runtime,
+//! joined by bounded queues; stats at an interval; graceful shutdown that drains every stage.
+//!
+//! ```text
+//! capture thread ──DropOldest(queue_capacity)──▶ analysis thread ──sync_channel(seal_queue)──▶ seal thread
+//!        │ events                                   │ (decide, actuator)                          │ sealed, alerts
+//!        └──────────────────────────────────────────┴──────────────▶ EventSink (publish) ◀────────┘
+//! ```
+//! Capture never blocks on analysis (drop-oldest, counted as `dropped`); analysis never blocks on
+//! sealing (a full seal queue counts `seal_dropped`, alerts still go out). On shutdown capture
+//! stops first, then each stage drains what is queued and exits; `captured = analysed + dropped`.
+
+use std::sync::mpsc::{self, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::capture::{
+    self, monotonic_now, Capture, CaptureError, CaptureEvent, Frame, FrameSource,
+};
+use crate::config::Config;
+use crate::decide::{self, Action, DeciderState, Decision};
+use crate::detect::{self, Analysis, Analyzer};
+use crate::device::{Actuator, NoDevice};
+use crate::publish::{AlertRequest, Event, EventSink, LogSink};
+use crate::queue::{DropOldest, Pop};
+use crate::seal::{NoSeal, SealInput, Sealer};
+use crate::shutdown::{self, Shutdown, StageGuard};
+use crate::stats::{Stage, Stats, StatsSnapshot};
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("capture: {0}")]
+    Capture(#[from] CaptureError),
+    #[error("detector: {0}")]
+    Detect(#[from] detect::DetectError),
+    #[error("cannot start thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// When a run ends by itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// Stop after this many captured frames.
+    pub frames: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// The stage implementations, chosen by the caller (real ones from config, fakes in tests).
+pub struct Components {
+    pub source: Box<dyn FrameSource>,
+    pub analyzer: Box<dyn Analyzer>,
+    pub sealer: Box<dyn Sealer>,
+    pub sink: Arc<dyn EventSink>,
+    pub actuator: Box<dyn Actuator>,
+}
+
+impl Components {
+    /// Build the stages described by `cfg`.
+    pub fn from_config(cfg: &Config) -> Result<Self, DaemonError> {
+        Ok(Self {
+            source: capture::open(&cfg.source)?,
+            analyzer: detect::build(&cfg.detect)?,
+            sealer: Box::new(NoSeal),
+            sink: Arc::new(LogSink),
+            actuator: Box::new(NoDevice),
+        })
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub final_stats: StatsSnapshot,
+    /// Every stage drained within the shutdown timeout.
+    pub drained: bool,
+    /// Capture ended with an error (after draining).
+    pub capture_error: Option<String>,
+}
+
+struct Analysed {
+    frame: Frame,
+    analysis: Option<Analysis>,
+    decision: Decision,
+}
+
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    queue: DropOldest<Frame>,
+    stats: Arc<Stats>,
+    sink: Arc<dyn EventSink>,
+    limits: Limits,
+    shutdown: Shutdown,
+) -> Result<(), CaptureError> {
+    let mut seq = 0u64;
+    let result = loop {
+        if limits.frames.is_some_and(|n| seq >= n) {
+            break Ok(());
+        }
+        match source.next(&shutdown) {
+            Ok(Capture::Frame(mut f)) => {
+                f.seq = seq;
+                seq += 1;
+                Stats::inc(&stats.captured);
+                if queue.push(f).is_some() {
+                    Stats::inc(&stats.dropped);
+                }
+            }
+            Ok(Capture::Event(CaptureEvent::EndOfStream)) => {
+                tracing::info!("source reached its end");
+                break Ok(());
+            }
+            Ok(Capture::Event(ev)) => {
+                tracing::warn!(event = ?ev, "capture event");
+                sink.send(Event::Capture(ev));
+            }
+            Err(CaptureError::Shutdown) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    queue.close();
+    result
+}
+
+fn analysis_loop(
+    mut analyzer: Box<dyn Analyzer>,
+    mut actuator: Box<dyn Actuator>,
+    queue: DropOldest<Frame>,
+    seal_tx: mpsc::SyncSender<Analysed>,
+    stats: Arc<Stats>,
+    sink: Arc<dyn EventSink>,
+) {
+    let mut state = DeciderState::default();
+    loop {
+        let frame = match queue.pop_timeout(Duration::from_millis(200)) {
+            Pop::Item(f) => f,
+            Pop::Empty => continue,
+            Pop::Closed => break,
+        };
+        stats.record(
+            Stage::Queue,
+            monotonic_now().saturating_sub(frame.captured_mono),
+        );
+        let t0 = Instant::now();
+        let analysis = match analyzer.analyze(&frame) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                Stats::inc(&stats.analysis_errors);
+                tracing::warn!(seq = frame.seq, error = %e, "analysis failed");
+                None
+            }
+        };
+        stats.record(Stage::Analyze, t0.elapsed());
+        Stats::inc(&stats.analysed);
+        let (next, decision) = decide::step(state, analysis.as_ref());
+        state = next;
+        actuator.on_verdict(decision.verdict);
+        let item = Analysed {
+            frame,
+            analysis,
+            decision,
+        };
+        match seal_tx.try_send(item) {
+            Ok(()) => {}
+            Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {
+                // The seal stage lags (slow or full disk): do not wait. Alerts still go out,
+                // without sealed evidence.
+                Stats::inc(&stats.seal_dropped);
+                for a in alerts_for(&item, None) {
+                    sink.send(Event::Alert(a));
+                }
+            }
+        }
+    }
+}
+
+fn alerts_for(item: &Analysed, evidence: Option<String>) -> Vec<AlertRequest> {
+    item.decision
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Alert {
+                kind,
+                severity,
+                score,
+            } => AlertRequest {
+                kind: kind.clone(),
+                severity: severity.clone(),
+                first_seq: item.frame.seq,
+                last_seq: item.frame.seq,
+                score: *score,
+                models: item
+                    .analysis
+                    .as_ref()
+                    .map(|a| a.models.clone())
+                    .unwrap_or_default(),
+                evidence: evidence.clone(),
+                detail: String::new(),
+            },
+        })
+        .collect()
+}
+
+fn seal_loop(
+    mut sealer: Box<dyn Sealer>,
+    rx: mpsc::Receiver<Analysed>,
+    stats: Arc<Stats>,
+    sink: Arc<dyn EventSink>,
+) {
+    for item in rx {
+        let t0 = Instant::now();
+        let input = SealInput {
+            frame: &item.frame,
+            analysis: item.analysis.as_ref(),
+            decision: &item.decision,
+        };
+        let evidence = match sealer.seal(&input) {
+            Ok(Some(sealed)) => {
+                Stats::inc(&stats.sealed);
+                stats.record(Stage::Seal, t0.elapsed());
+                stats.record(
+                    Stage::EndToEnd,
+                    monotonic_now().saturating_sub(item.frame.captured_mono),
+                );
+                let h = sealed.manifest_sha256.clone();
+                sink.send(Event::Sealed(sealed));
+                Some(h)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                Stats::inc(&stats.seal_errors);
+                tracing::warn!(seq = item.frame.seq, error = %e, "sealing failed");
+                None
+            }
+        };
+        for a in alerts_for(&item, evidence) {
+            sink.send(Event::Alert(a));
+        }
+    }
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(
+    name: &str,
+    guard: StageGuard,
+    f: F,
+) -> Result<std::thread::JoinHandle<()>, DaemonError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _guard = guard;
+            f()
+        })
+        .map_err(DaemonError::Thread)
+}
+
+/// Run the pipeline until `shutdown` fires or a limit is reached, then drain.
+pub async fn run_pipeline(
+    cfg: &Config,
+    parts: Components,
+    limits: Limits,
+    shutdown: Shutdown,
+) -> Result<RunReport, DaemonError> {
+    let stats = Arc::new(Stats::new());
+    let queue = DropOldest::new(cfg.pipeline.queue_capacity);
+    let (seal_tx, seal_rx) = mpsc::sync_channel(cfg.pipeline.seal_queue_capacity);
+    let (guard, completion) = shutdown::completion();
+    let (cap_done_tx, mut cap_done_rx) = tokio::sync::oneshot::channel();
+
+    let Components {
+        source,
+        analyzer,
+        sealer,
+        sink,
+        actuator,
+    } = parts;
+    tracing::info!(source = ?source.info(), "starting pipeline");
+
+    {
+        let (q, st, sk, sd) = (queue.clone(), stats.clone(), sink.clone(), shutdown.clone());
+        spawn("vf-capture", guard.clone(), move || {
+            let r = capture_loop(source, q, st, sk, limits, sd);
+            let _ = cap_done_tx.send(r);
+        })?;
+    }
+    {
+        let (q, st, sk) = (queue.clone(), stats.clone(), sink.clone());
+        spawn("vf-analyse", guard.clone(), move || {
+            analysis_loop(analyzer, actuator, q, seal_tx, st, sk)
+        })?;
+    }
+    {
+        let (st, sk) = (stats.clone(), sink.clone());
+        spawn("vf-seal", guard.clone(), move || {
+            seal_loop(sealer, seal_rx, st, sk)
+        })?;
+    }
+    drop(guard);
+
+    let deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticker = tokio::time::interval(cfg.pipeline.stats_interval);
+    ticker.tick().await; // the first tick is immediate
+    let capture_result = loop {
+        tokio::select! {
+            _ = shutdown.recv() => {
+                tracing::info!("shutdown requested; draining");
+                break (&mut cap_done_rx).await.ok();
+            }
+            r = &mut cap_done_rx => {
+                shutdown.trigger();
+                break r.ok();
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("duration limit reached; draining");
+                shutdown.trigger();
+            }
+            _ = ticker.tick() => {
+                let snap = stats.snapshot();
+                tracing::info!(target: "veriframe::stats", "{}", snap.line());
+                sink.send(Event::Stats(snap));
+            }
+        }
+    };
+    let drained = completion.wait(cfg.pipeline.shutdown_timeout).await;
+    if !drained {
+        tracing::warn!(
+            "not every stage drained within {:?}",
+            cfg.pipeline.shutdown_timeout
+        );
+    }
+    let final_stats = stats.snapshot();
+    tracing::info!(target: "veriframe::stats", "final: {}", final_stats.line());
+    sink.send(Event::Stats(final_stats.clone()));
+    let capture_error = match capture_result {
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "capture stopped");
+            Some(e.to_string())
+        }
+        _ => None,
+    };
+    Ok(RunReport {
+        final_stats,
+        drained,
+        capture_error,
+    })
+}

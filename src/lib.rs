@@ -1,0 +1,48 @@
+//! Veriframe: a trustworthy camera capture point.
+//!
+//! Every authentic frame is signed at the source (defeating *injected* deepfakes) and every frame
+//! runs through an on-device presentation-attack detector (defeating deepfakes *presented* to the
+//! lens). Operators hear about attacks, tamper and faults over MQTT.
+//!
+//! # Layout (one module per pipeline stage, a trait at each seam)
+//!
+//! ```text
+//!  capture ──(bounded, drop-oldest)──▶ detect ─▶ decide ─▶ seal ─▶ publish
+//!  FrameSource                         Analyzer   (pure)    Sealer   EventSink
+//! ```
+//!
+//! | module | owns | seam |
+//! |---|---|---|
+//! | [`config`] | TOML → validated [`config::Config`], CLI overrides | — |
+//! | [`capture`] | V4L2, replay, synthetic sources; reconnect; YUYV conversion | [`capture::FrameSource`] |
+//! | [`detect`] | decode, face detection, PAD, model files, kernels | [`detect::Analyzer`] |
+//! | [`decide`] | smoothing, hysteresis, alert decisions (pure functions) | — |
+//! | [`seal`] | keys, manifests, hash chain, atomic store, verification | [`seal::Sealer`] |
+//! | [`publish`] | MQTT topics, payloads, durable outbox | [`publish::EventSink`] |
+//! | [`device`] | sd_notify, GPIO | [`device::Actuator`] |
+//! | [`daemon`] | wiring, threads, queues, shutdown, stats | — |
+//! | [`queue`], [`stats`], [`shutdown`] | drop-oldest queue, counters and latency windows, shutdown signal | — |
+//!
+//! The `veriframe` binary (`src/main.rs`) parses arguments once and dispatches to these modules;
+//! it is the only place `anyhow` is used.
+
+pub mod capture;
+pub mod config;
+pub mod daemon;
+pub mod decide;
+pub mod detect;
+pub mod device;
+pub mod publish;
+pub mod queue;
+pub mod seal;
+pub mod shutdown;
+pub mod stats;
+
+/// What a command reports back to `main`, which turns it into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything checked out: exit 0.
+    Ok,
+    /// A check failed (e.g. a capture did not verify): exit 1.
+    CheckFailed,
+}

@@ -1,0 +1,159 @@
+//! The `veriframe` binary: parses arguments once, dispatches to the library, maps outcomes to
+//! exit codes (0 ok, 1 a check failed, 2 usage/config/runtime error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use veriframe::config::{Config, LogFormat, Overrides};
+use veriframe::daemon::{self, Components, Limits};
+use veriframe::shutdown::Shutdown;
+use veriframe::{detect, publish, seal, Outcome};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "veriframe",
+    version,
+    about = "Trustworthy camera capture: signed frames, on-device presentation-attack detection, MQTT alerts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the capture daemon.
+    Run(RunArgs),
+    /// List V4L2 cameras with their formats, frame sizes and intervals.
+    Probe,
+    /// Create a device signing key.
+    Keygen(seal::cli::KeygenArgs),
+    /// Verify sealed captures.
+    Verify(seal::cli::VerifyArgs),
+    /// Subscribe to a device's alerts and check their signatures.
+    Watch(publish::cli::WatchArgs),
+    /// Evaluate the detector on labelled images.
+    Eval(detect::cli::EvalArgs),
+    /// Benchmark the detector on this machine.
+    Bench(detect::cli::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML). Without one, built-in defaults are used.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Frame source: /dev/videoN, an image file or directory, `synthetic`, or `samples`.
+    #[arg(long)]
+    source: Option<String>,
+    /// Directory for captures, keys and the outbox.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Device signing key (PKCS#8).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// MQTT broker, `mqtt://host:port` or `mqtts://host:port`.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Stop after this long (e.g. `30s`, `5m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // try_init: a second initialisation (never expected here) is not worth a crash.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let ov = Overrides {
+        source: args.source,
+        data_dir: args.data_dir,
+        log_format: args.log_format,
+        key: args.key,
+        broker: args.broker,
+    };
+    let cfg = Config::load(args.config.as_deref(), &ov)?;
+    init_logging(cfg.log.format, &cfg.log.level);
+    let limits = Limits {
+        frames: args.frames,
+        duration: args.duration,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting async runtime")?;
+    rt.block_on(async move {
+        let shutdown = Shutdown::new();
+        spawn_signal_handler(shutdown.clone())?;
+        let parts = Components::from_config(&cfg)?;
+        let report = daemon::run_pipeline(&cfg, parts, limits, shutdown).await?;
+        if let Some(e) = report.capture_error {
+            anyhow::bail!("capture failed: {e}");
+        }
+        Ok(Outcome::Ok)
+    })
+}
+
+fn spawn_signal_handler(shutdown: Shutdown) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+        shutdown.trigger();
+    });
+    Ok(())
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Run(a) => run(a),
+        Command::Probe => {
+            init_logging(LogFormat::Text, "warn");
+            Ok(veriframe::capture::v4l2::probe_cli()?)
+        }
+        Command::Keygen(a) => Ok(seal::cli::keygen(&a)?),
+        Command::Verify(a) => Ok(seal::cli::verify(&a)?),
+        Command::Watch(a) => {
+            init_logging(LogFormat::Text, "warn");
+            Ok(publish::cli::watch(&a)?)
+        }
+        Command::Eval(a) => Ok(detect::cli::eval(&a)?),
+        Command::Bench(a) => Ok(detect::cli::bench(&a)?),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // clap exits with 2 on usage errors, 0 for --help/--version
+    match dispatch(cli) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("veriframe: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
