@@ -76,6 +76,30 @@ pub trait Analyzer: Send {
     fn models(&self) -> Vec<ModelId>;
 }
 
+/// Face detection seam (BlazeFace and friends): faces in frame pixel coordinates, most confident
+/// first; `live_score`/`deepfake_score` left `None`.
+pub trait FaceDetector: Send {
+    fn detect(&mut self, img: &RgbImage) -> Result<Vec<Face>, DetectError>;
+    fn model(&self) -> ModelId;
+}
+
+/// Presentation-attack classifier seam: the probability that `face` in `img` is a live person
+/// (e.g. the MiniFASNet ensemble score `(softmax_V2 + softmax_V1SE)[1] / 2`).
+pub trait PadClassifier: Send {
+    fn live_score(&mut self, img: &RgbImage, face: &Face) -> Result<f32, DetectError>;
+    fn models(&self) -> Vec<ModelId>;
+}
+
+/// Weight precision of a model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Quant {
+    F32,
+    #[value(name = "q8_0")]
+    #[serde(rename = "q8_0")]
+    Q8_0,
+}
+
 /// Decode a frame into RGB, whatever its format.
 pub fn decode_rgb(frame: &Frame) -> Result<RgbImage, DetectError> {
     let err = |reason: String| DetectError::Decode {

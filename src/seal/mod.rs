@@ -48,6 +48,17 @@ pub struct Sealed {
     pub path: PathBuf,
 }
 
+/// Signs bytes with the device key (Ed25519). Implemented by the seal module's key type; the
+/// publish stage uses it to sign alert payloads without touching key material.
+pub trait Signer: Send + Sync {
+    /// Key id: lowercase hex SHA-256 of the raw 32-byte Ed25519 public key.
+    fn key_id(&self) -> String;
+    /// Raw 32-byte Ed25519 public key.
+    fn public_key(&self) -> [u8; 32];
+    /// 64-byte Ed25519 signature over `msg`.
+    fn sign(&self, msg: &[u8]) -> [u8; 64];
+}
+
 /// The seal seam.
 pub trait Sealer: Send {
     /// Seal the frame if policy says so.
