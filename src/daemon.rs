@@ -102,6 +102,7 @@ fn capture_loop(
             Ok(Capture::Frame(mut f)) => {
                 f.seq = seq;
                 seq += 1;
+                tracing::debug!(seq = f.seq, device_seq = f.device_seq, "frame");
                 Stats::inc(&stats.captured);
                 if queue.push(f).is_some() {
                     Stats::inc(&stats.dropped);
@@ -297,7 +298,7 @@ pub async fn run_pipeline(
     }
     drop(guard);
 
-    let deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(cfg.pipeline.stats_interval);
     ticker.tick().await; // the first tick is immediate
     let capture_result = loop {
@@ -317,6 +318,7 @@ pub async fn run_pipeline(
                 }
             } => {
                 tracing::info!("duration limit reached; draining");
+                deadline = None;
                 shutdown.trigger();
             }
             _ = ticker.tick() => {

@@ -29,7 +29,11 @@ enum Command {
     /// Run the capture daemon.
     Run(RunArgs),
     /// List V4L2 cameras with their formats, frame sizes and intervals.
-    Probe,
+    Probe {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a device signing key.
     Keygen(seal::cli::KeygenArgs),
     /// Verify sealed captures.
@@ -131,9 +135,9 @@ fn spawn_signal_handler(shutdown: Shutdown) -> anyhow::Result<()> {
 fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Run(a) => run(a),
-        Command::Probe => {
+        Command::Probe { json } => {
             init_logging(LogFormat::Text, "warn");
-            Ok(veriframe::capture::v4l2::probe_cli()?)
+            Ok(veriframe::capture::v4l2::probe_cli(json)?)
         }
         Command::Keygen(a) => Ok(seal::cli::keygen(&a)?),
         Command::Verify(a) => Ok(seal::cli::verify(&a)?),

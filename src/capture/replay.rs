@@ -73,6 +73,14 @@ pub fn sniff(bytes: &[u8]) -> Option<PixelFormat> {
 /// Fully decode `bytes` to check they are a usable image; returns its format and size.
 pub fn check_image(bytes: &[u8]) -> Result<(PixelFormat, u32, u32), String> {
     let fmt = sniff(bytes).ok_or_else(|| "not a JPEG or PNG file".to_string())?;
+    // The JPEG decoder is lenient and fills in a truncated scan with grey; a file without its
+    // EOI marker (allowing trailing padding) is truncated, so reject it here.
+    if fmt == PixelFormat::Jpeg {
+        let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        if end < 4 || bytes[end - 2..end] != [0xFF, 0xD9] {
+            return Err("truncated JPEG (no end-of-image marker)".into());
+        }
+    }
     let img = image::load_from_memory_with_format(
         bytes,
         if fmt == PixelFormat::Jpeg {

@@ -58,7 +58,8 @@ impl EventSink for LogSink {
         match event {
             // The daemon logs stats itself.
             Event::Stats(_) => {}
-            Event::Capture(e) => tracing::warn!(event = ?e, "capture event"),
+            // The daemon logs capture events itself.
+            Event::Capture(_) => {}
             Event::Sealed(s) => {
                 tracing::debug!(chain_seq = s.chain_seq, manifest = %s.manifest_sha256, "sealed")
             }
