@@ -39,12 +39,15 @@ TOML
 python3 - "$W/run.txt" <<'PY'
 import json, sys
 frames, final = [], None
+dec = json.JSONDecoder()
 for line in open(sys.argv[1], errors="replace"):
-    line = line.strip()
-    if not line.startswith("{"):
+    # The VM's console interleaves kernel messages with the program's output: parse the JSON
+    # object where it starts and ignore whatever follows it on the line.
+    i = line.find('{"timestamp"')
+    if i < 0:
         continue
     try:
-        ev = json.loads(line)
+        ev, _ = dec.raw_decode(line[i:])
     except ValueError:
         continue
     f = ev.get("fields", {})
