@@ -23,7 +23,7 @@ use crate::detect::{self, Analysis, Analyzer};
 use crate::device::{Actuator, NoDevice};
 use crate::publish::{AlertRequest, Event, EventSink, LogSink};
 use crate::queue::{DropOldest, Pop};
-use crate::seal::{NoSeal, SealInput, Sealer};
+use crate::seal::{ChainSealer, SealError, SealInput, Sealer};
 use crate::shutdown::{self, Shutdown, StageGuard};
 use crate::stats::{Stage, Stats, StatsSnapshot};
 
@@ -36,6 +36,9 @@ pub enum DaemonError {
     Detect(#[from] detect::DetectError),
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
+    // seal: key/store errors at startup.
+    #[error("seal: {0}")]
+    Seal(#[from] crate::seal::SealError),
 }
 
 /// When a run ends by itself.
@@ -62,7 +65,7 @@ impl Components {
         Ok(Self {
             source: capture::open(&cfg.source)?,
             analyzer: detect::build(&cfg.detect)?,
-            sealer: Box::new(NoSeal),
+            sealer: Box::new(ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?),
             sink: Arc::new(LogSink),
             actuator: Box::new(NoDevice),
         })
@@ -209,6 +212,8 @@ fn seal_loop(
     stats: Arc<Stats>,
     sink: Arc<dyn EventSink>,
 ) {
+    // seal hook: one `storage_full` alert per episode (until a capture is stored again).
+    let mut storage_full = false;
     for item in rx {
         let t0 = Instant::now();
         let input = SealInput {
@@ -226,9 +231,28 @@ fn seal_loop(
                 );
                 let h = sealed.manifest_sha256.clone();
                 sink.send(Event::Sealed(sealed));
+                storage_full = false;
                 Some(h)
             }
             Ok(None) => None,
+            Err(SealError::StorageFull { path }) => {
+                Stats::inc(&stats.seal_errors);
+                if !storage_full {
+                    storage_full = true;
+                    tracing::error!(path = %path.display(), "storage full: captures are not being stored");
+                    sink.send(Event::Alert(AlertRequest {
+                        kind: "storage_full".into(),
+                        severity: "critical".into(),
+                        first_seq: item.frame.seq,
+                        last_seq: item.frame.seq,
+                        score: None,
+                        models: Vec::new(),
+                        evidence: None,
+                        detail: format!("cannot write {}: no space left", path.display()),
+                    }));
+                }
+                None
+            }
             Err(e) => {
                 Stats::inc(&stats.seal_errors);
                 tracing::warn!(seq = item.frame.seq, error = %e, "sealing failed");

@@ -38,6 +38,8 @@ enum Command {
     Keygen(seal::cli::KeygenArgs),
     /// Verify sealed captures.
     Verify(seal::cli::VerifyArgs),
+    /// Benchmark sealing (hash + sign + write) on this machine.
+    BenchSeal(seal::cli::BenchSealArgs),
     /// Subscribe to a device's alerts and check their signatures.
     Watch(publish::cli::WatchArgs),
     /// Evaluate the detector on labelled images.
@@ -141,6 +143,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Keygen(a) => Ok(seal::cli::keygen(&a)?),
         Command::Verify(a) => Ok(seal::cli::verify(&a)?),
+        Command::BenchSeal(a) => Ok(seal::cli::bench_seal(&a)?),
         Command::Watch(a) => {
             init_logging(LogFormat::Text, "warn");
             Ok(publish::cli::watch(&a)?)

@@ -2,16 +2,44 @@
 //!
 //! The seam is [`Sealer`]: one analysed frame in, a [`Sealed`] reference out (or `None` when the
 //! seal policy skips the frame). Only this module touches key material.
+//!
+//! | file | what |
+//! |---|---|
+//! | [`keys`] | Ed25519 device keys (PKCS#8 v2, 0600), public key PEM, key id |
+//! | [`manifest`] | manifest and chain-state schema, canonical JSON, strict parser |
+//! | [`policy`] | which frames are sealed (pure) |
+//! | [`store`] | atomic capture store, chain recovery, retention |
+//! | [`verify`] | signature, image hash and chain checks |
+//! | [`cli`] | `keygen`, `verify`, `bench-seal` |
+//!
+//! The format is specified in `docs/capture-format.md`.
 
 pub mod cli;
+pub mod fsio;
+pub mod keys;
+pub mod manifest;
+pub mod policy;
+pub mod store;
+pub mod verify;
 
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::Frame;
-use crate::decide::Decision;
+use crate::capture::{convert, Frame, PixelFormat};
+use crate::decide::{Action, Decision, Verdict};
 use crate::detect::Analysis;
+
+use keys::DeviceKey;
+use manifest::{
+    micro, pixel, AnalysisDesc, CaptureInfo, FaceDesc, ImageInfo, Manifest, ModelDesc, SourceDesc,
+    MANIFEST_FORMAT,
+};
+use policy::{FrameFacts, PolicyKind, PolicyParams, PolicyState, Step};
+use store::{Retention, Store};
 
 /// Errors from sealing, storage and verification.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +50,21 @@ pub enum SealError {
         #[source]
         source: std::io::Error,
     },
-    #[error("not implemented yet: {0}")]
-    NotImplemented(&'static str),
+    /// The disk (or quota) is full: the capture was not stored. Capture goes on.
+    #[error("{path}: storage full")]
+    StorageFull { path: PathBuf },
+    #[error("key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error(
+        "key {path} is accessible by group or others (mode {mode:04o}); run `chmod 600 {path}`"
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
+    #[error("key {path} already exists; refusing to overwrite it")]
+    KeyExists { path: PathBuf },
+    #[error("cannot encode capture: {0}")]
+    Encode(String),
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// What the seal stage is given for one frame.
@@ -76,15 +117,426 @@ impl Sealer for NoSeal {
 }
 
 /// `[seal]` section of the config file.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SealConfig {
-    /// Private key file (PKCS#8). Empty: a key is created under the data directory.
+    /// Private key file (PKCS#8). Unset: `<data_dir>/keys/device.key`, created on first run.
     pub key: Option<PathBuf>,
+    /// Which frames are sealed: `authentic` (verdict in `verdicts`, at most `max_per_second`),
+    /// `every`, or `evidence` (around alerts). Alert frames are sealed under every policy.
+    pub policy: PolicyKind,
+    /// Rate limit for the `authentic` policy.
+    pub max_per_second: f64,
+    /// Verdicts the `authentic` policy seals. `unknown` is included by default so a booth
+    /// without a detector still seals; drop it once the detector is deployed.
+    pub verdicts: Vec<Verdict>,
+    /// `evidence` policy: frames kept before an alert and sealed with it.
+    pub evidence_pre: usize,
+    /// `evidence` policy: frames sealed after an alert.
+    pub evidence_post: usize,
+    /// Delete captures older than this (e.g. `30d`); unset keeps them.
+    #[serde(with = "humantime_serde")]
+    pub retention_max_age: Option<Duration>,
+    /// Keep the capture store under this many MiB (oldest deleted first); 0 disables.
+    pub retention_max_mb: u64,
+    /// fsync every file and directory (crash-safe). Off only for benchmarks or tmpfs.
+    pub fsync: bool,
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            policy: PolicyKind::Authentic,
+            max_per_second: 2.0,
+            verdicts: vec![Verdict::Authentic, Verdict::Unknown],
+            evidence_pre: 5,
+            evidence_post: 10,
+            retention_max_age: Some(Duration::from_secs(30 * 86400)),
+            retention_max_mb: 1024,
+            fsync: true,
+        }
+    }
 }
 
 impl SealConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.max_per_second > 0.0 && self.max_per_second <= 1000.0) {
+            return Err((
+                "seal.max_per_second",
+                format!("must be in (0, 1000], got {}", self.max_per_second),
+            ));
+        }
+        if self.policy == PolicyKind::Authentic && self.verdicts.is_empty() {
+            return Err(("seal.verdicts", "must not be empty".into()));
+        }
+        if self.evidence_pre > 1000 {
+            return Err(("seal.evidence_pre", "must be at most 1000".into()));
+        }
+        if self.evidence_post > 100_000 {
+            return Err(("seal.evidence_post", "must be at most 100000".into()));
+        }
+        if self
+            .retention_max_age
+            .is_some_and(|a| a < Duration::from_secs(60))
+        {
+            return Err(("seal.retention_max_age", "must be at least 1m".into()));
+        }
+        if self.key.as_ref().is_some_and(|k| k.as_os_str().is_empty()) {
+            return Err(("seal.key", "must not be empty".into()));
+        }
         Ok(())
+    }
+
+    fn params(&self) -> PolicyParams {
+        PolicyParams {
+            kind: self.policy,
+            max_per_second: self.max_per_second,
+            verdicts: self.verdicts.clone(),
+            evidence_pre: self.evidence_pre,
+            evidence_post: self.evidence_post,
+        }
+    }
+
+    fn retention(&self) -> Retention {
+        Retention {
+            max_age: self.retention_max_age,
+            max_bytes: (self.retention_max_mb > 0).then(|| self.retention_max_mb * 1024 * 1024),
+        }
+    }
+}
+
+/// The boot id (`/proc/sys/kernel/random/boot_id`), or `unknown`.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn verdict_str(v: Verdict) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The stored image: the source's bytes when already encoded, else PNG (encoded once).
+fn stored_image(
+    frame: &Frame,
+) -> Result<(Arc<[u8]>, &'static str, &'static str, &'static str), SealError> {
+    match frame.format {
+        PixelFormat::Jpeg => Ok((frame.bytes.clone(), "image/jpeg", "jpg", "source")),
+        PixelFormat::Png => Ok((frame.bytes.clone(), "image/png", "png", "source")),
+        PixelFormat::Yuyv | PixelFormat::Rgb24 => {
+            let rgb = if frame.format == PixelFormat::Yuyv {
+                convert::yuyv_to_rgb(&frame.bytes, frame.width, frame.height)
+                    .map_err(|e| SealError::Encode(e.to_string()))?
+            } else {
+                frame.bytes.to_vec()
+            };
+            let need = frame.width as usize * frame.height as usize * 3;
+            if rgb.len() < need {
+                return Err(SealError::Encode(format!(
+                    "RGB buffer has {} bytes, {}x{} needs {need}",
+                    rgb.len(),
+                    frame.width,
+                    frame.height
+                )));
+            }
+            let mut out = Vec::with_capacity(need / 2);
+            let enc = image::codecs::png::PngEncoder::new_with_quality(
+                &mut out,
+                image::codecs::png::CompressionType::Fast,
+                image::codecs::png::FilterType::Sub,
+            );
+            image::ImageEncoder::write_image(
+                enc,
+                &rgb[..need],
+                frame.width,
+                frame.height,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| SealError::Encode(e.to_string()))?;
+            Ok((out.into(), "image/png", "png", "png"))
+        }
+    }
+}
+
+/// Build the manifest for `frame` at chain position (`seq`, `prev`).
+#[allow(clippy::too_many_arguments)]
+pub fn build_manifest(
+    key: &DeviceKey,
+    device_id: &str,
+    boot_id: &str,
+    seq: u64,
+    prev: Option<String>,
+    policy: &str,
+    input: &SealInput<'_>,
+    image: &[u8],
+    media_type: &str,
+    ext: &str,
+    encoding: &str,
+) -> Manifest {
+    let f = input.frame;
+    let wall_us = f
+        .captured_wall
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let src = &f.source;
+    Manifest {
+        format: MANIFEST_FORMAT.into(),
+        device_id: device_id.into(),
+        key_id: key.key_id(),
+        public_key: keys::public_key_b64(&key.public()),
+        seq,
+        prev,
+        policy: policy.into(),
+        captured: CaptureInfo {
+            wall_unix_us: wall_us.min(manifest::MAX_INT),
+            mono_us: (f.captured_mono.as_micros() as u64).min(manifest::MAX_INT),
+            boot_id: boot_id.into(),
+            frame_seq: f.seq.min(manifest::MAX_INT),
+            device_seq: f.device_seq.map(|s| s.min(manifest::MAX_INT)),
+        },
+        source: SourceDesc {
+            kind: src.kind.clone(),
+            path: src.path.clone(),
+            driver: src.driver.clone(),
+            card: src.card.clone(),
+            bus: src.bus.clone(),
+            format: src.format.to_string(),
+            width: src.width.into(),
+            height: src.height.into(),
+            fps_milli: if src.fps.is_finite() && src.fps > 0.0 {
+                ((src.fps * 1000.0).round() as u64).min(manifest::MAX_INT)
+            } else {
+                0
+            },
+        },
+        image: ImageInfo {
+            file: format!("{}.{ext}", store::stem(seq)),
+            media_type: media_type.into(),
+            sha256: keys::sha256_hex(image),
+            len: image.len() as u64,
+            width: f.width.into(),
+            height: f.height.into(),
+            encoding: encoding.into(),
+        },
+        analysis: AnalysisDesc {
+            verdict: verdict_str(input.decision.verdict),
+            analysed: input.analysis.is_some(),
+            faces: input
+                .analysis
+                .map(|a| {
+                    a.faces
+                        .iter()
+                        .map(|fc| FaceDesc {
+                            bbox: fc.bbox.map(pixel),
+                            score_micro: micro(fc.score),
+                            live_micro: fc.live_score.map(micro),
+                            deepfake_micro: fc.deepfake_score.map(micro),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            models: input
+                .analysis
+                .map(|a| {
+                    a.models
+                        .iter()
+                        .map(|m| ModelDesc {
+                            name: m.name.clone(),
+                            weights_sha256: m.weights_sha256.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            alerts: input
+                .decision
+                .actions
+                .iter()
+                .map(|a| match a {
+                    Action::Alert { kind, .. } => kind.clone(),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// A frame held for the evidence window.
+struct Held {
+    frame: Frame,
+    analysis: Option<Analysis>,
+    decision: Decision,
+}
+
+/// The real sealer: policy, manifest, signature, atomic store.
+pub struct ChainSealer {
+    key: Arc<DeviceKey>,
+    store: Store,
+    device_id: String,
+    boot_id: String,
+    params: PolicyParams,
+    state: PolicyState,
+    held: VecDeque<Held>,
+}
+
+impl std::fmt::Debug for ChainSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainSealer")
+            .field("key", &self.key)
+            .field("store", &self.store.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainSealer {
+    /// Load (or create, when none is configured) the key and open the store under `data_dir`.
+    pub fn open(cfg: &SealConfig, data_dir: &Path, device_id: &str) -> Result<Self, SealError> {
+        let key = match &cfg.key {
+            Some(p) => keys::load_key(p)?,
+            None => {
+                let p = data_dir.join("keys").join("device.key");
+                let (k, created) = keys::load_or_create(&p)?;
+                if created {
+                    tracing::info!(path = %p.display(), key_id = %k.id(), "created device key");
+                }
+                k
+            }
+        };
+        Self::with_key(cfg, Arc::new(key), data_dir, device_id)
+    }
+
+    pub fn with_key(
+        cfg: &SealConfig,
+        key: Arc<DeviceKey>,
+        data_dir: &Path,
+        device_id: &str,
+    ) -> Result<Self, SealError> {
+        let store = Store::open(
+            &data_dir.join("captures"),
+            &key,
+            device_id,
+            cfg.retention(),
+            cfg.fsync,
+        )?;
+        let (next, _) = store.next();
+        tracing::info!(
+            key_id = %key.id(),
+            store = %store.dir().display(),
+            next_seq = next,
+            policy = ?cfg.policy,
+            "sealing captures"
+        );
+        Ok(Self {
+            key,
+            store,
+            device_id: device_id.into(),
+            boot_id: boot_id(),
+            params: cfg.params(),
+            state: PolicyState::default(),
+            held: VecDeque::new(),
+        })
+    }
+
+    /// The device key, for signing other things (MQTT alerts).
+    pub fn signer(&self) -> Arc<dyn Signer> {
+        self.key.clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Seal one frame now, regardless of policy.
+    pub fn seal_now(&mut self, input: &SealInput<'_>, reason: &str) -> Result<Sealed, SealError> {
+        let (image, media_type, ext, encoding) = stored_image(input.frame)?;
+        let (seq, prev) = self.store.next();
+        let m = build_manifest(
+            &self.key,
+            &self.device_id,
+            &self.boot_id,
+            seq,
+            prev,
+            reason,
+            input,
+            &image,
+            media_type,
+            ext,
+            encoding,
+        );
+        let bytes = m
+            .to_canonical()
+            .map_err(|e| SealError::Encode(e.to_string()))?;
+        let sig = self.key.sign(&bytes);
+        let path = self.store.write(&self.key, &m, &bytes, &sig, &image)?;
+        Ok(Sealed {
+            chain_seq: seq,
+            frame_seq: input.frame.seq,
+            manifest_sha256: keys::sha256_hex(&bytes),
+            image_sha256: m.image.sha256,
+            path,
+        })
+    }
+}
+
+impl Sealer for ChainSealer {
+    fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
+        let facts = FrameFacts {
+            mono: input.frame.captured_mono,
+            verdict: input.decision.verdict,
+            alert: !input.decision.actions.is_empty(),
+        };
+        let (st, step) = policy::step(&self.params, self.state, facts);
+        self.state = st;
+        match step {
+            Step::Skip => Ok(None),
+            Step::Hold => {
+                if self.held.len() >= self.params.evidence_pre {
+                    self.held.pop_front();
+                }
+                self.held.push_back(Held {
+                    frame: input.frame.clone(),
+                    analysis: input.analysis.cloned(),
+                    decision: input.decision.clone(),
+                });
+                Ok(None)
+            }
+            Step::Seal { reason, flush_held } => {
+                if flush_held {
+                    let mut first_err = None;
+                    while let Some(h) = self.held.pop_front() {
+                        let hi = SealInput {
+                            frame: &h.frame,
+                            analysis: h.analysis.as_ref(),
+                            decision: &h.decision,
+                        };
+                        if let Err(e) = self.seal_now(&hi, "evidence") {
+                            tracing::warn!(seq = h.frame.seq, error = %e, "sealing held frame failed");
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                    if let Some(SealError::StorageFull { path }) = first_err {
+                        // Still try the alert frame itself; report the full disk if it fails too.
+                        return self
+                            .seal_now(input, reason)
+                            .map(Some)
+                            .map_err(|_| SealError::StorageFull { path });
+                    }
+                }
+                self.seal_now(input, reason).map(Some)
+            }
+        }
+    }
+}
+
+impl Drop for ChainSealer {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.checkpoint(&self.key) {
+            tracing::warn!(error = %e, "final chain checkpoint failed");
+        }
     }
 }
