@@ -36,6 +36,8 @@ pub enum DaemonError {
     Detect(#[from] detect::DetectError),
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
+    #[error("publish: {0}")]
+    Publish(#[from] crate::publish::PublishError),
 }
 
 /// When a run ends by itself.
@@ -63,7 +65,13 @@ impl Components {
             source: capture::open(&cfg.source)?,
             analyzer: detect::build(&cfg.detect)?,
             sealer: Box::new(NoSeal),
-            sink: Arc::new(LogSink),
+            // publish: MqttSink when a broker is configured (needs the tokio runtime), else LogSink.
+            // TODO(seal-merge): take the signer from the seal module's key.
+            sink: if cfg.mqtt.enabled() {
+                crate::publish::build_sink(cfg, crate::publish::device_signer(cfg)?)?
+            } else {
+                Arc::new(LogSink)
+            },
             actuator: Box::new(NoDevice),
         })
     }
@@ -336,6 +344,8 @@ pub async fn run_pipeline(
     let final_stats = stats.snapshot();
     tracing::info!(target: "veriframe::stats", "final: {}", final_stats.line());
     sink.send(Event::Stats(final_stats.clone()));
+    // publish hook: flush the outbox and publish `stopped` within the shutdown timeout.
+    sink.shutdown(cfg.pipeline.shutdown_timeout).await;
     let capture_error = match capture_result {
         Some(Err(e)) => {
             tracing::error!(error = %e, "capture stopped");
