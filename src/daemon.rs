@@ -39,6 +39,8 @@ pub enum DaemonError {
     // seal: key/store errors at startup.
     #[error("seal: {0}")]
     Seal(#[from] crate::seal::SealError),
+    #[error("publish: {0}")]
+    Publish(#[from] crate::publish::PublishError),
 }
 
 /// When a run ends by itself.
@@ -62,11 +64,18 @@ pub struct Components {
 impl Components {
     /// Build the stages described by `cfg`.
     pub fn from_config(cfg: &Config) -> Result<Self, DaemonError> {
+        let sealer = ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?;
         Ok(Self {
             source: capture::open(&cfg.source)?,
             analyzer: detect::build(&cfg.detect)?,
-            sealer: Box::new(ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?),
-            sink: Arc::new(LogSink),
+            // publish: MqttSink when a broker is configured (needs the tokio runtime), else
+            // LogSink. Alerts are signed with the same device key as captures.
+            sink: if cfg.mqtt.enabled() {
+                crate::publish::build_sink(cfg, sealer.signer())?
+            } else {
+                Arc::new(LogSink)
+            },
+            sealer: Box::new(sealer),
             actuator: Box::new(NoDevice),
         })
     }
@@ -362,6 +371,8 @@ pub async fn run_pipeline(
     let final_stats = stats.snapshot();
     tracing::info!(target: "veriframe::stats", "final: {}", final_stats.line());
     sink.send(Event::Stats(final_stats.clone()));
+    // publish hook: flush the outbox and publish `stopped` within the shutdown timeout.
+    sink.shutdown(cfg.pipeline.shutdown_timeout).await;
     let capture_error = match capture_result {
         Some(Err(e)) => {
             tracing::error!(error = %e, "capture stopped");

@@ -42,6 +42,8 @@ enum Command {
     BenchSeal(seal::cli::BenchSealArgs),
     /// Subscribe to a device's alerts and check their signatures.
     Watch(publish::cli::WatchArgs),
+    /// Benchmark the durable MQTT outbox against a broker.
+    BenchOutbox(publish::cli::BenchOutboxArgs),
     /// Evaluate the detector on labelled images.
     Eval(detect::cli::EvalArgs),
     /// Benchmark the detector on this machine.
@@ -147,6 +149,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Watch(a) => {
             init_logging(LogFormat::Text, "warn");
             Ok(publish::cli::watch(&a)?)
+        }
+        Command::BenchOutbox(a) => {
+            init_logging(LogFormat::Text, "warn");
+            Ok(publish::cli::bench_outbox(&a)?)
         }
         Command::Eval(a) => Ok(detect::cli::eval(&a)?),
         Command::Bench(a) => Ok(detect::cli::bench(&a)?),
