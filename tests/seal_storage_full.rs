@@ -44,13 +44,15 @@ impl EventSink for Recorder {
 
 #[test]
 fn storage_full_alerts_once_per_episode_and_capture_goes_on() {
-    let mut cfg = Config::default();
-    cfg.source = SourceConfig {
-        uri: "synthetic".into(),
-        fps: 200.0,
-        width: 64,
-        height: 48,
-        ..SourceConfig::default()
+    let mut cfg = Config {
+        source: SourceConfig {
+            uri: "synthetic".into(),
+            fps: 200.0,
+            width: 64,
+            height: 48,
+            ..SourceConfig::default()
+        },
+        ..Config::default()
     };
     // Large queues so no frame is dropped on a slow machine.
     cfg.pipeline.queue_capacity = 64;

@@ -125,9 +125,7 @@ fn every_manifest_field_is_protected() {
         keys_seen += 1;
         // Value byte: inside the string, or the first byte of a number/literal/array/object.
         let mut at = colon + 1;
-        if orig[at] == b'"' && orig[at + 1] != b'"' {
-            at += 1;
-        } else if orig[at] == b'[' || orig[at] == b'{' {
+        if (orig[at] == b'"' && orig[at + 1] != b'"') || orig[at] == b'[' || orig[at] == b'{' {
             at += 1;
         }
         for (what, pos) in [("value", at), ("key", colon - 2)] {

@@ -222,10 +222,11 @@ fn verdict_str(v: Verdict) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// (bytes, media type, file extension, `image.encoding`) of a stored image.
+type StoredImage = (Arc<[u8]>, &'static str, &'static str, &'static str);
+
 /// The stored image: the source's bytes when already encoded, else PNG (encoded once).
-fn stored_image(
-    frame: &Frame,
-) -> Result<(Arc<[u8]>, &'static str, &'static str, &'static str), SealError> {
+fn stored_image(frame: &Frame) -> Result<StoredImage, SealError> {
     match frame.format {
         PixelFormat::Jpeg => Ok((frame.bytes.clone(), "image/jpeg", "jpg", "source")),
         PixelFormat::Png => Ok((frame.bytes.clone(), "image/png", "png", "source")),

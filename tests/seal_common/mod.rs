@@ -24,7 +24,7 @@ pub fn config() -> SealConfig {
 /// A small frame: JPEG for even `n`, raw RGB24 (stored as PNG) for odd `n`.
 pub fn frame(n: u64, wall: SystemTime) -> Frame {
     let (w, h) = (64u32, 48u32);
-    let (format, bytes) = if n % 2 == 0 {
+    let (format, bytes) = if n.is_multiple_of(2) {
         (PixelFormat::Jpeg, cli::test_jpeg(w, h, n).unwrap())
     } else {
         (
