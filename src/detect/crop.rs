@@ -35,8 +35,11 @@ pub fn new_box(
         return Err(bad("image smaller than 2x2"));
     }
     let (sw, sh) = (f64::from(src_w), f64::from(src_h));
-    // Upstream works in Python floats (f64); the scale constant comes from the model name.
-    let scale = ((sh - 1.0) / bh).min(((sw - 1.0) / bw).min(f64::from(scale)));
+    // Upstream works in Python floats (f64) with the scale parsed from the model name ("2.7");
+    // recover that decimal from the f32 (2.7f32 is 2.70000005, which would shift boxes by one
+    // pixel at integer boundaries).
+    let scale = (f64::from(scale) * 1e6).round() / 1e6;
+    let scale = ((sh - 1.0) / bh).min(((sw - 1.0) / bw).min(scale));
     let new_w = bw * scale;
     let new_h = bh * scale;
     let (cx, cy) = (bw / 2.0 + x, bh / 2.0 + y);

@@ -253,10 +253,8 @@ mod tests {
     fn corrupted_tensor_data_is_rejected() {
         let bytes = to_bytes(&sample()).unwrap();
         let mut bad = bytes.clone();
-        // The bias is the last tensor written (sorted names: a.bias, a.weight -> weight last);
-        // flip a byte in the final tensor's data.
-        let n = bad.len();
-        let i = (n - 40..n).find(|&i| bad[i] != 0).unwrap();
+        // Sorted names: a.bias, a.weight -> the weight's data is last; flip its last non-zero byte.
+        let i = (0..bad.len()).rev().find(|&i| bad[i] != 0).unwrap();
         bad[i] ^= 0x55;
         let e = from_bytes(&bad).unwrap_err().to_string();
         assert!(e.contains("hash mismatch"), "{e}");
