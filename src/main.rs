@@ -48,6 +48,8 @@ enum Command {
     Eval(detect::cli::EvalArgs),
     /// Benchmark the detector on this machine.
     Bench(detect::cli::BenchArgs),
+    /// Convert and inspect detector model files.
+    Model(detect::cli::ModelArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +158,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Eval(a) => Ok(detect::cli::eval(&a)?),
         Command::Bench(a) => Ok(detect::cli::bench(&a)?),
+        Command::Model(a) => Ok(detect::cli::model(&a)?),
     }
 }
 

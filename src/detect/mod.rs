@@ -4,6 +4,10 @@
 //! frame (so corrupt frames surface here) and reports no faces.
 
 pub mod cli;
+pub mod crop;
+pub mod kernels;
+pub mod minifasnet;
+pub mod modelfile;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
