@@ -235,7 +235,7 @@ pub fn describe(e: &ConnectionError) -> String {
             "broker refused the connection: bad user name or password (check mqtt.username / mqtt.password)".into()
         }
         ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-            "broker refused the connection: not authorized (check credentials / client certificate / ACL)".into()
+            "broker refused the connection: not authorized (bad user name or password, or not allowed by the broker; check mqtt.username / mqtt.password / client certificate)".into()
         }
         ConnectionError::ConnectionRefused(c) => format!("broker refused the connection: {c:?}"),
         ConnectionError::Tls(t) => format!(
