@@ -424,9 +424,8 @@ impl MqttSink {
         let (writer_tx, writer_rx) = std::sync::mpsc::channel();
 
         let available = opts.topic("available");
-        let mqtt_opts = mqtt_options(&opts.connect, Some((available, "offline")))?;
+        let mut mqtt_opts = mqtt_options(&opts.connect, Some((available, "offline")))?;
         let window = opts.window.max(1);
-        let mut mqtt_opts = mqtt_opts;
         mqtt_opts.set_inflight(window.saturating_add(64));
         let (client, eventloop) = AsyncClient::new(mqtt_opts, 1024);
         let link = Arc::new(Mutex::new(Link::default()));
@@ -996,7 +995,7 @@ impl Publisher {
                     }
                 }
                 let acts = self.core.acked(seq);
-                if acts.iter().any(|a| *a == Action::Delete(seq)) {
+                if acts.contains(&Action::Delete(seq)) {
                     self.shared.acked.fetch_add(1, Ordering::SeqCst);
                 }
                 self.apply(acts);
