@@ -40,6 +40,22 @@ fn mosquitto_bin() -> &'static str {
     }
 }
 
+/// The user mosquitto should run as: ourselves (as root it would otherwise switch to `mosquitto`
+/// and lose access to the test's private temporary directory).
+fn current_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            // SAFETY: getuid has no preconditions.
+            if unsafe { libc::getuid() } == 0 {
+                "root".into()
+            } else {
+                "nobody".into()
+            }
+        })
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -65,7 +81,8 @@ impl Broker {
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\n{extra}persistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest file {}\nlog_type all\nmax_queued_messages 100000\n",
+            "user {}\nlistener {port} 127.0.0.1\n{extra}persistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest file {}\nlog_type all\nmax_queued_messages 100000\n",
+            current_user(),
             dir.display(),
             dir.join("mosquitto.log").display()
         );

@@ -68,8 +68,7 @@ pub struct Alert {
 
 /// A random 128-bit id in UUID v4 text form.
 pub fn new_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let mut b = b;
+    let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);
@@ -84,7 +83,13 @@ pub fn new_id() -> String {
 }
 
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{x:02x}");
+    }
+    s
 }
 
 /// Build the alert object for `req` at `time`.

@@ -271,6 +271,8 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
     let signer = Arc::new(alert::Pkcs8Signer::load_or_create(&dir.join("bench.key"))?);
     runtime()?.block_on(async move {
         let sink = MqttSink::start(opts, signer)?;
+        // Alerts left on disk by an earlier (killed) run, counted before any is acknowledged.
+        let backlog = sink.outbox_len();
         let start = Instant::now();
         while !sink.is_connected() {
             if start.elapsed() > args.timeout {
@@ -280,7 +282,6 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let backlog = sink.outbox_len();
         let t0 = Instant::now();
         for i in 0..args.n {
             if args.rate > 0.0 {

@@ -235,7 +235,7 @@ pub fn describe(e: &ConnectionError) -> String {
             "broker refused the connection: bad user name or password (check mqtt.username / mqtt.password)".into()
         }
         ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-            "broker refused the connection: not authorized (check credentials / client certificate / ACL)".into()
+            "broker refused the connection: not authorized (bad user name or password, or not allowed by the broker; check mqtt.username / mqtt.password / client certificate)".into()
         }
         ConnectionError::ConnectionRefused(c) => format!("broker refused the connection: {c:?}"),
         ConnectionError::Tls(t) => format!(
@@ -424,9 +424,8 @@ impl MqttSink {
         let (writer_tx, writer_rx) = std::sync::mpsc::channel();
 
         let available = opts.topic("available");
-        let mqtt_opts = mqtt_options(&opts.connect, Some((available, "offline")))?;
+        let mut mqtt_opts = mqtt_options(&opts.connect, Some((available, "offline")))?;
         let window = opts.window.max(1);
-        let mut mqtt_opts = mqtt_opts;
         mqtt_opts.set_inflight(window.saturating_add(64));
         let (client, eventloop) = AsyncClient::new(mqtt_opts, 1024);
         let link = Arc::new(Mutex::new(Link::default()));
@@ -996,7 +995,7 @@ impl Publisher {
                     }
                 }
                 let acts = self.core.acked(seq);
-                if acts.iter().any(|a| *a == Action::Delete(seq)) {
+                if acts.contains(&Action::Delete(seq)) {
                     self.shared.acked.fetch_add(1, Ordering::SeqCst);
                 }
                 self.apply(acts);

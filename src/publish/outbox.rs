@@ -284,7 +284,8 @@ mod tests {
                     in_flight.clear();
                     vec![]
                 }
-                _ => c.connected(),
+                _ if !c.is_connected() => c.connected(),
+                _ => vec![],
             };
             for a in acts {
                 match a {
