@@ -12,9 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mqtt_util::{alert_ids, Broker, Collector};
-use veriframe::publish::alert::{self, Pkcs8Signer};
+use veriframe::publish::alert;
 use veriframe::publish::store::Store;
 use veriframe::publish::AlertRequest;
+use veriframe::seal::keys::load_or_create;
 
 const BIN: &str = env!("CARGO_BIN_EXE_veriframe");
 
@@ -248,7 +249,7 @@ fn watch_verifies_and_flags_bad_signatures() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&dir.path().join("broker"));
     let key = dir.path().join("device.key");
-    let signer = Pkcs8Signer::load_or_create(&key).unwrap();
+    let signer = load_or_create(&key).unwrap().0;
     let pubf = dir.path().join("device.key.pub");
     // Persistent session so no alert published after the first connect is missed.
     let watch_args = [

@@ -12,8 +12,9 @@ use std::time::Duration;
 use mqtt_util::{alert_ids, Broker, Collector};
 use veriframe::capture::CaptureEvent;
 use veriframe::detect::ModelId;
-use veriframe::publish::alert::{self, Alert, Pkcs8Signer, SigCheck, KINDS};
+use veriframe::publish::alert::{self, Alert, SigCheck, KINDS};
 use veriframe::publish::{AlertRequest, Event, EventSink, MqttConfig, MqttSink, SinkOptions};
+use veriframe::seal::keys::DeviceKey;
 use veriframe::seal::{Sealed, Signer};
 use veriframe::stats::Stats;
 
@@ -62,7 +63,7 @@ fn every_message_kind_is_delivered_with_its_schema() {
 
     let rt = runtime();
     let _enter = rt.enter();
-    let signer = Arc::new(Pkcs8Signer::generate().unwrap());
+    let signer = Arc::new(DeviceKey::generate().unwrap().0);
     let mut c = cfg(&broker.url());
     c.publish_captures = true;
     let opts = SinkOptions::new(&c, "booth-1", dir.path()).unwrap();
@@ -241,7 +242,7 @@ fn broker_restarts_while_alerts_flow_lose_nothing() {
 
     let rt = runtime();
     let _enter = rt.enter();
-    let signer = Arc::new(Pkcs8Signer::generate().unwrap());
+    let signer = Arc::new(DeviceKey::generate().unwrap().0);
     let opts = SinkOptions::new(&cfg(&broker.url()), "flow", dir.path()).unwrap();
     let sink = Arc::new(MqttSink::start(opts, signer).unwrap());
 
@@ -307,7 +308,7 @@ fn tls_with_ca_and_client_certificate() {
     let url = format!("mqtts://127.0.0.1:{}", broker.port);
     let rt = runtime();
     let _enter = rt.enter();
-    let signer = Arc::new(Pkcs8Signer::generate().unwrap());
+    let signer = Arc::new(DeviceKey::generate().unwrap().0);
 
     let mut c = cfg(&url);
     c.ca_file = Some(p("ca.crt"));
@@ -379,7 +380,7 @@ fn wrong_password_gives_a_clear_error() {
     );
     let rt = runtime();
     let _enter = rt.enter();
-    let signer = Arc::new(Pkcs8Signer::generate().unwrap());
+    let signer = Arc::new(DeviceKey::generate().unwrap().0);
     let mut c = cfg(&broker.url());
     c.username = Some("booth".into());
     c.password = Some("wrong-password".into());

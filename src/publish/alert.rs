@@ -14,7 +14,7 @@
 //! `json.JSONDecoder().raw_decode(s, 9)` returns its end) or re-encode the parsed object with
 //! sorted keys and compact separators.
 
-use ring::signature::{self, KeyPair};
+use ring::signature;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -293,82 +293,6 @@ pub fn public_key_pem(pk: &[u8; 32]) -> String {
     )
 }
 
-/// Device key loaded from a ring PKCS#8 file.
-// TODO(seal-merge): replace with the seal module's key type (which implements `Signer`) once the
-// seal branch is merged; this exists only so the publish stage can sign before that.
-pub struct Pkcs8Signer {
-    pair: signature::Ed25519KeyPair,
-}
-
-impl Pkcs8Signer {
-    pub fn from_pkcs8(der: &[u8]) -> Result<Self, PublishError> {
-        let pair = signature::Ed25519KeyPair::from_pkcs8(der)
-            .or_else(|_| signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der))
-            .map_err(|e| PublishError::Key(format!("not an Ed25519 PKCS#8 key: {e}")))?;
-        Ok(Self { pair })
-    }
-
-    /// A fresh random key (tests, benchmarks).
-    pub fn generate() -> Result<Self, PublishError> {
-        let rng = ring::rand::SystemRandom::new();
-        let doc = signature::Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| PublishError::Key("key generation failed".into()))?;
-        Self::from_pkcs8(doc.as_ref())
-    }
-
-    /// Load `path`, or create it (mode 0600, plus `path.pub` as PEM) when missing.
-    // TODO(seal-merge): key creation belongs to the seal module.
-    pub fn load_or_create(path: &std::path::Path) -> Result<Self, PublishError> {
-        let kerr = |e: std::io::Error| PublishError::Key(format!("{}: {e}", path.display()));
-        match std::fs::read(path) {
-            Ok(der) => Self::from_pkcs8(&der),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let rng = ring::rand::SystemRandom::new();
-                let doc = signature::Ed25519KeyPair::generate_pkcs8(&rng)
-                    .map_err(|_| PublishError::Key("key generation failed".into()))?;
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(kerr)?;
-                }
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(kerr)?;
-                f.write_all(doc.as_ref()).map_err(kerr)?;
-                f.sync_all().map_err(kerr)?;
-                let s = Self::from_pkcs8(doc.as_ref())?;
-                let mut pubp = path.as_os_str().to_owned();
-                pubp.push(".pub");
-                std::fs::write(&pubp, public_key_pem(&s.public_key())).map_err(kerr)?;
-                tracing::info!(path = %path.display(), key_id = %s.key_id(), "created device key");
-                Ok(s)
-            }
-            Err(e) => Err(kerr(e)),
-        }
-    }
-}
-
-impl Signer for Pkcs8Signer {
-    fn key_id(&self) -> String {
-        key_id_of(&self.public_key())
-    }
-    fn public_key(&self) -> [u8; 32] {
-        let mut pk = [0u8; 32];
-        // An Ed25519 public key is 32 bytes (invariant of ring's Ed25519KeyPair).
-        pk.copy_from_slice(self.pair.public_key().as_ref());
-        pk
-    }
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        let mut s = [0u8; 64];
-        // An Ed25519 signature is 64 bytes (invariant).
-        s.copy_from_slice(self.pair.sign(msg).as_ref());
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,7 +316,7 @@ mod tests {
 
     #[test]
     fn signed_alert_verifies_and_round_trips() {
-        let k = Pkcs8Signer::generate().unwrap();
+        let k = crate::seal::keys::DeviceKey::generate().unwrap().0;
         let a = build(&req(), "booth-1", std::time::SystemTime::now());
         let p = sign(&a, &k).unwrap();
         let r = verify(&p, Some(&k.public_key())).unwrap();
@@ -409,8 +333,8 @@ mod tests {
 
     #[test]
     fn tampering_or_another_key_is_flagged() {
-        let k = Pkcs8Signer::generate().unwrap();
-        let other = Pkcs8Signer::generate().unwrap();
+        let k = crate::seal::keys::DeviceKey::generate().unwrap().0;
+        let other = crate::seal::keys::DeviceKey::generate().unwrap().0;
         let a = build(&req(), "booth-1", std::time::SystemTime::now());
         let p = sign(&a, &k).unwrap();
         let tampered = String::from_utf8(p.clone())
@@ -441,7 +365,7 @@ mod tests {
 
     #[test]
     fn pem_round_trip_and_key_id() {
-        let k = Pkcs8Signer::generate().unwrap();
+        let k = crate::seal::keys::DeviceKey::generate().unwrap().0;
         let pem = public_key_pem(&k.public_key());
         assert_eq!(parse_public_key_pem(&pem).unwrap(), k.public_key());
         assert_eq!(k.key_id().len(), 64);
@@ -464,8 +388,8 @@ mod tests {
     fn load_or_create_persists_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k").join("device.key");
-        let a = Pkcs8Signer::load_or_create(&p).unwrap();
-        let b = Pkcs8Signer::load_or_create(&p).unwrap();
+        let a = crate::seal::keys::load_or_create(&p).unwrap().0;
+        let b = crate::seal::keys::load_or_create(&p).unwrap().0;
         assert_eq!(a.public_key(), b.public_key());
         let pem = std::fs::read_to_string(dir.path().join("k").join("device.key.pub")).unwrap();
         assert_eq!(parse_public_key_pem(&pem).unwrap(), a.public_key());

@@ -268,7 +268,11 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
     };
     let mut opts = SinkOptions::new(&cfg, &args.device_id, &dir)?;
     opts.record_latency = true;
-    let signer = Arc::new(alert::Pkcs8Signer::load_or_create(&dir.join("bench.key"))?);
+    let signer = Arc::new(
+        crate::seal::keys::load_or_create(&dir.join("bench.key"))
+            .map_err(|e| PublishError::Key(e.to_string()))?
+            .0,
+    );
     runtime()?.block_on(async move {
         let sink = MqttSink::start(opts, signer)?;
         // Alerts left on disk by an earlier (killed) run, counted before any is acknowledged.

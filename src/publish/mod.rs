@@ -228,18 +228,3 @@ pub fn build_sink(
     let opts = SinkOptions::new(&cfg.mqtt, &cfg.device_id, &cfg.data_dir)?;
     Ok(Arc::new(MqttSink::start(opts, signer)?))
 }
-
-/// The device key used to sign alerts.
-// TODO(seal-merge): use the seal module's key loader (`cfg.seal.key`, or the key it creates under
-// the data directory) once the seal branch is merged. Until then: `cfg.seal.key`, else
-// `<data_dir>/device.key`, created when missing.
-pub fn device_signer(
-    cfg: &crate::config::Config,
-) -> Result<Arc<dyn crate::seal::Signer>, PublishError> {
-    let path = cfg
-        .seal
-        .key
-        .clone()
-        .unwrap_or_else(|| cfg.data_dir.join("device.key"));
-    Ok(Arc::new(alert::Pkcs8Signer::load_or_create(&path)?))
-}
