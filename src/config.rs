@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::SourceConfig;
+use crate::decide::DecideConfig;
 use crate::detect::DetectConfig;
 use crate::device::DeviceConfig;
 use crate::publish::MqttConfig;
@@ -102,6 +103,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub source: SourceConfig,
     pub detect: DetectConfig,
+    pub decide: DecideConfig,
     pub seal: SealConfig,
     pub mqtt: MqttConfig,
     pub device: DeviceConfig,
@@ -116,6 +118,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             source: SourceConfig::default(),
             detect: DetectConfig::default(),
+            decide: DecideConfig::default(),
             seal: SealConfig::default(),
             mqtt: MqttConfig::default(),
             device: DeviceConfig::default(),
@@ -256,6 +259,7 @@ impl Config {
         }
         self.source.validate().map_err(invalid)?;
         self.detect.validate().map_err(invalid)?;
+        self.decide.validate().map_err(invalid)?;
         self.seal.validate().map_err(invalid)?;
         self.mqtt.validate().map_err(invalid)?;
         self.device.validate().map_err(invalid)?;

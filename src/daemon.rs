@@ -143,8 +143,9 @@ fn analysis_loop(
     seal_tx: mpsc::SyncSender<Analysed>,
     stats: Arc<Stats>,
     sink: Arc<dyn EventSink>,
+    decide_cfg: decide::DecideConfig,
 ) {
-    let mut state = DeciderState::default();
+    let mut state = DeciderState::new(decide_cfg);
     loop {
         let frame = match queue.pop_timeout(Duration::from_millis(200)) {
             Pop::Item(f) => f,
@@ -166,7 +167,7 @@ fn analysis_loop(
         };
         stats.record(Stage::Analyze, t0.elapsed());
         Stats::inc(&stats.analysed);
-        let (next, decision) = decide::step(state, analysis.as_ref());
+        let (next, decision) = decide::step(state, analysis.as_ref(), frame.captured_mono);
         state = next;
         actuator.on_verdict(decision.verdict);
         let item = Analysed {
@@ -319,8 +320,9 @@ pub async fn run_pipeline(
     }
     {
         let (q, st, sk) = (queue.clone(), stats.clone(), sink.clone());
+        let decide_cfg = cfg.decide.clone();
         spawn("vf-analyse", guard.clone(), move || {
-            analysis_loop(analyzer, actuator, q, seal_tx, st, sk)
+            analysis_loop(analyzer, actuator, q, seal_tx, st, sk, decide_cfg)
         })?;
     }
     {

@@ -1,8 +1,9 @@
 //! `veriframe eval`, `veriframe bench` and `veriframe model …`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::DetectError;
+use super::{bench, build_pipeline, eval, DetectConfig, DetectError, Quant};
+use crate::config::{Config, Overrides};
 use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -13,9 +14,12 @@ pub struct EvalArgs {
     /// Directory of attack images, searched recursively.
     #[arg(long)]
     pub attack: PathBuf,
-    /// Model set to evaluate.
+    /// Model set (`face`, `minifasnet`) or PAD weights path (e.g. ../shared/models/upstream/minifasnet); default: the config
     #[arg(long)]
     pub model: Option<String>,
+    /// Configuration file whose `[detect]` section is used (thresholds, weights).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -26,20 +30,139 @@ pub struct BenchArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Weights precision.
-    #[arg(long, default_value = "q8_0")]
-    pub quant: String,
+    /// Weights precision of the PAD networks.
+    #[arg(long, value_enum, default_value = "q8_0")]
+    pub quant: Quant,
+    /// Timed iterations (after 10 warm-up ones).
+    #[arg(long, default_value_t = 200)]
+    pub iters: usize,
+    /// Configuration file whose `[detect]` section is used.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn eval(_args: &EvalArgs) -> Result<Outcome, DetectError> {
-    Err(DetectError::NotImplemented("eval"))
+fn detect_config(path: Option<&Path>) -> Result<DetectConfig, DetectError> {
+    Config::load(path, &Overrides::default())
+        .map(|c| c.detect)
+        .map_err(|e| DetectError::Config(e.to_string()))
 }
 
-pub fn bench(_args: &BenchArgs) -> Result<Outcome, DetectError> {
-    Err(DetectError::NotImplemented("bench"))
+fn init_logging() {
+    // Warnings (e.g. missing PAD weights) to stderr; stdout stays clean for --json.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn eval(args: &EvalArgs) -> Result<Outcome, DetectError> {
+    init_logging();
+    let mut cfg = detect_config(args.config.as_deref())?;
+    if let Some(m) = &args.model {
+        // A model set name, or PAD weights (a MiniFASNet directory or model files).
+        if std::path::Path::new(m).exists() {
+            cfg.model = "minifasnet".into();
+            cfg.pad_model = m.into();
+        } else {
+            cfg.model = m.clone();
+        }
+    }
+    cfg.validate()
+        .map_err(|(k, r)| DetectError::Config(format!("{k}: {r}")))?;
+    let mut p = build_pipeline(&cfg)?
+        .ok_or_else(|| DetectError::Config("model set `none` has nothing to evaluate".into()))?;
+    if !p.has_pad() {
+        return Err(DetectError::Config(format!(
+            "model set {:?} has no PAD classifier here (weights at {}?): nothing to score",
+            cfg.model,
+            cfg.pad_model.display()
+        )));
+    }
+    let real = eval::score_dir(&mut p, &args.real)?;
+    let attack = eval::score_dir(&mut p, &args.attack)?;
+    for (f, e) in real.unreadable.iter().chain(&attack.unreadable) {
+        eprintln!("skipped unreadable image {}: {e}", f.display());
+    }
+    let m = eval::metrics(&real.scores, &attack.scores, cfg.live_threshold);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&m).map_err(|e| DetectError::Model(e.to_string()))?
+        );
+    } else {
+        println!(
+            "model set {:?}; real {} ({} no face), attack {} ({} no face)",
+            cfg.model, m.n_real, real.no_face, m.n_attack, attack.no_face
+        );
+        println!("AUC {:.4}", m.auc);
+        println!(
+            "at threshold {:.3}: APCER {:.2}%  BPCER {:.2}%  ACER {:.2}%",
+            cfg.live_threshold,
+            m.apcer * 100.0,
+            m.bpcer * 100.0,
+            m.acer * 100.0
+        );
+        println!(
+            "threshold for BPCER <= 5%: {:.4}, APCER there {:.2}%",
+            m.threshold,
+            m.apcer_at_bpcer5 * 100.0
+        );
+        println!(
+            "(images without a face count as rejected; no-face total {})",
+            m.no_face
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn bench(args: &BenchArgs) -> Result<Outcome, DetectError> {
+    init_logging();
+    let mut cfg = detect_config(args.config.as_deref())?;
+    cfg.threads = args.threads;
+    cfg.quant = args.quant;
+    if cfg.model == "none" {
+        cfg.model = "face".into();
+    }
+    cfg.validate()
+        .map_err(|(k, r)| DetectError::Config(format!("{k}: {r}")))?;
+    let r = bench::run(
+        || {
+            build_pipeline(&cfg)?
+                .ok_or_else(|| DetectError::Config("no detector configured".into()))
+        },
+        args.threads,
+        args.quant,
+        args.iters.max(1),
+        10,
+    )?;
+    if !r.stages.contains_key("pad") {
+        eprintln!("note: no PAD classifier loaded; the `pad` stage is not measured");
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&r).map_err(|e| DetectError::Model(e.to_string()))?
+        );
+    } else {
+        println!(
+            "threads {}, quant {:?}, model load {:.1} ms, peak RSS {:.1} MiB",
+            r.threads, r.quant, r.model_load_ms, r.peak_rss_mb
+        );
+        for (k, s) in &r.stages {
+            println!(
+                "{k:>7}: median {:8.3} ms  p99 {:8.3} ms",
+                s.median_ms, s.p99_ms
+            );
+        }
+        println!("{:.1} frames/s (median total)", r.fps);
+    }
+    Ok(Outcome::Ok)
 }
 
 /// `veriframe model …`: Veriframe model files.

@@ -3,11 +3,18 @@
 //! The seam is [`Analyzer`]. Until the quantized candle detector lands, [`DecodeOnly`] decodes the
 //! frame (so corrupt frames surface here) and reports no faces.
 
+pub mod bench;
 pub mod cli;
 pub mod crop;
 pub mod kernels;
 pub mod minifasnet;
 pub mod modelfile;
+
+pub mod eval;
+pub mod face;
+pub mod pipeline;
+
+use std::path::PathBuf;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -29,6 +36,8 @@ pub enum DetectError {
     Io(#[from] std::io::Error),
     #[error("not implemented yet: {0}")]
     NotImplemented(&'static str),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Which model produced a result: name plus SHA-256 of its weights file. Cited in manifests and
@@ -158,34 +167,240 @@ impl Analyzer for DecodeOnly {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
-    /// `none` (decode only) until the detector lands.
+    /// Model set: `none` (decode only), `face` (BlazeFace face detection only), `minifasnet`
+    /// (BlazeFace + the MiniFASNetV2/V1SE PAD ensemble; face detection only, with a warning at
+    /// startup, when the PAD weights are missing).
     pub model: String,
     /// Worker threads for inference.
     pub threads: usize,
+    /// BlazeFace weights (safetensors). Empty: the copy built into the binary.
+    pub face_model: PathBuf,
+    /// Faces the detector scores below this are ignored.
+    pub min_face_score: f32,
+    /// Non-maximum suppression: `weighted` (MediaPipe) or `regular`.
+    pub nms: face::NmsMode,
+    /// Boxes overlapping more than this (IoU) are one face.
+    pub nms_iou: f32,
+    /// PAD weights: a MiniFASNet directory (e.g. `../shared/models/upstream/minifasnet` for the
+    /// upstream V2+V1SE ensemble), Veriframe model files, or empty for the project's shipped
+    /// model `veriframe-pad-v1` (see [`shipped_pad_model`]).
+    pub pad_model: PathBuf,
+    /// PAD weight precision.
+    pub quant: Quant,
+    /// Per-image decision: a live score at or above this accepts the face as bona fide
+    /// (`veriframe eval` reports APCER/BPCER/ACER here; the daemon smooths over time, see
+    /// `[decide]`).
+    pub live_threshold: f32,
 }
 
 impl Default for DetectConfig {
     fn default() -> Self {
         Self {
-            model: "none".into(),
+            model: "minifasnet".into(),
             threads: 1,
+            face_model: PathBuf::new(),
+            min_face_score: 0.6,
+            nms: face::NmsMode::Weighted,
+            nms_iou: 0.3,
+            pad_model: PathBuf::new(),
+            quant: Quant::F32,
+            live_threshold: 0.5,
         }
     }
 }
+
+/// Model sets `detect.model` accepts.
+pub const MODEL_SETS: [&str; 3] = ["none", "face", "minifasnet"];
 
 impl DetectConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.threads == 0 || self.threads > 64 {
             return Err(("detect.threads", "must be in 1..=64".into()));
         }
+        if !MODEL_SETS.contains(&self.model.as_str()) {
+            return Err((
+                "detect.model",
+                format!("unknown model set {:?} (one of {MODEL_SETS:?})", self.model),
+            ));
+        }
+        let unit = |v: f32| (0.0..=1.0).contains(&v);
+        if !unit(self.min_face_score) {
+            return Err(("detect.min_face_score", "must be in 0..=1".into()));
+        }
+        if !(self.nms_iou > 0.0 && self.nms_iou < 1.0) {
+            return Err(("detect.nms_iou", "must be in (0, 1)".into()));
+        }
+        if !unit(self.live_threshold) {
+            return Err(("detect.live_threshold", "must be in 0..=1".into()));
+        }
         Ok(())
     }
+
+    fn face_options(&self) -> face::BlazeFaceOptions {
+        face::BlazeFaceOptions {
+            min_score: self.min_face_score,
+            iou_threshold: self.nms_iou,
+            nms: self.nms,
+        }
+    }
+}
+
+/// Make candle use `threads` threads (it reads `RAYON_NUM_THREADS` on every op). Called before
+/// the first inference.
+fn set_threads(threads: usize) {
+    let want = threads.to_string();
+    if std::env::var("RAYON_NUM_THREADS").ok().as_deref() != Some(want.as_str()) {
+        // Set once at start-up, before the analysis thread runs any model.
+        std::env::set_var("RAYON_NUM_THREADS", want);
+    }
+}
+
+/// Load the PAD classifier of the configured model set; `None` (with a warning) when the set
+/// has none or its weights are missing.
+/// Where the shipped PAD model is looked for, in order: the Debian package's location, then the
+/// source checkout this binary was built from.
+pub const SHIPPED_PAD_MODEL: [&str; 2] = [
+    "/usr/share/veriframe/models/veriframe-pad-v1.safetensors",
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/veriframe-pad-v1.safetensors"
+    ),
+];
+
+/// The shipped PAD model file, if present.
+pub fn shipped_pad_model() -> Option<PathBuf> {
+    SHIPPED_PAD_MODEL
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, DetectError> {
+    if cfg.model != "minifasnet" {
+        return Ok(None);
+    }
+    let path = if cfg.pad_model.as_os_str().is_empty() {
+        match shipped_pad_model() {
+            Some(p) => p,
+            None => {
+                tracing::warn!(
+                    candidates = ?SHIPPED_PAD_MODEL,
+                    "shipped PAD model not found: running FACE DETECTION ONLY, no presentation-attack detection"
+                );
+                return Ok(None);
+            }
+        }
+    } else {
+        cfg.pad_model.clone()
+    };
+    if !path.exists() {
+        tracing::warn!(
+            path = %path.display(),
+            "PAD weights not found: running FACE DETECTION ONLY, no presentation-attack detection"
+        );
+        return Ok(None);
+    }
+    let ens = minifasnet::load_ensemble(&[&path], cfg.quant)?;
+    tracing::info!(path = %path.display(), models = ?ens.models(), "PAD classifier loaded");
+    Ok(Some(Box::new(ens)))
+}
+
+/// Build the face detection + PAD pipeline of the configured model set (`None` for `none`).
+pub fn build_pipeline(cfg: &DetectConfig) -> Result<Option<pipeline::Pipeline>, DetectError> {
+    if cfg.model == "none" {
+        return Ok(None);
+    }
+    if !MODEL_SETS.contains(&cfg.model.as_str()) {
+        return Err(DetectError::Model(format!(
+            "unknown model set {:?}",
+            cfg.model
+        )));
+    }
+    set_threads(cfg.threads);
+    let opts = cfg.face_options();
+    let detector = if cfg.face_model.as_os_str().is_empty() {
+        face::BlazeFace::builtin(opts)?
+    } else {
+        face::BlazeFace::load(&cfg.face_model, opts)?
+    };
+    let pad = load_pad(cfg)?;
+    let p = pipeline::Pipeline::new(Box::new(detector), pad);
+    tracing::info!(
+        model_set = %cfg.model,
+        models = ?p.models().iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        pad = p.has_pad(),
+        "detector ready"
+    );
+    Ok(Some(p))
 }
 
 /// Build the configured analyser.
 pub fn build(cfg: &DetectConfig) -> Result<Box<dyn Analyzer>, DetectError> {
-    match cfg.model.as_str() {
-        "none" => Ok(Box::new(DecodeOnly)),
-        other => Err(DetectError::Model(format!("unknown model set {other:?}"))),
+    Ok(match build_pipeline(cfg)? {
+        None => Box::new(DecodeOnly),
+        Some(p) => Box::new(p),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_build_without_shared_weights() {
+        let cfg = DetectConfig {
+            pad_model: PathBuf::from("/nonexistent/minifasnet"),
+            ..DetectConfig::default()
+        };
+        cfg.validate().unwrap();
+        let p = build_pipeline(&cfg).unwrap().unwrap();
+        assert!(!p.has_pad());
+        assert_eq!(p.models()[0].name, "blazeface_short_range");
+        assert!(build(&DetectConfig {
+            model: "none".into(),
+            ..cfg.clone()
+        })
+        .unwrap()
+        .models()
+        .is_empty());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let bad = |c: DetectConfig| c.validate().unwrap_err().0;
+        let d = DetectConfig::default;
+        assert_eq!(
+            bad(DetectConfig {
+                model: "x".into(),
+                ..d()
+            }),
+            "detect.model"
+        );
+        assert_eq!(
+            bad(DetectConfig {
+                min_face_score: 2.0,
+                ..d()
+            }),
+            "detect.min_face_score"
+        );
+        assert_eq!(
+            bad(DetectConfig {
+                nms_iou: 0.0,
+                ..d()
+            }),
+            "detect.nms_iou"
+        );
+        assert_eq!(
+            bad(DetectConfig {
+                live_threshold: -1.0,
+                ..d()
+            }),
+            "detect.live_threshold"
+        );
+        assert!(build(&DetectConfig {
+            face_model: "/nonexistent.safetensors".into(),
+            ..d()
+        })
+        .is_err());
     }
 }

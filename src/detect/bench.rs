@@ -1,0 +1,225 @@
+//! `veriframe bench`: per-stage latency of the detector on this machine.
+//!
+//! Input: the bundled 640×480 JPEG sample `astronaut_00.jpg` (one face). Each iteration times
+//! JPEG decode, face detection, crop+resize of the two PAD crops, and PAD (both networks), then
+//! the whole frame (decode → analysis) as `total`. Median and p99 (nearest rank) per stage, fps
+//! from the median total, model load time, peak RSS.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use serde::Serialize;
+
+use super::pipeline::Pipeline;
+use super::{DetectError, Face, Quant};
+use crate::stats::percentiles;
+
+/// The frame benchmarked.
+pub const BENCH_SAMPLE: &str = "astronaut_00.jpg";
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StageStats {
+    pub median_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// `veriframe bench --json` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchReport {
+    pub threads: usize,
+    pub quant: Quant,
+    pub stages: BTreeMap<&'static str, StageStats>,
+    pub fps: f64,
+    pub model_load_ms: f64,
+    pub peak_rss_mb: f64,
+}
+
+fn ms(d: Duration) -> f32 {
+    d.as_secs_f32() * 1e3
+}
+
+fn stage(samples: &mut [f32]) -> Option<StageStats> {
+    percentiles(samples).map(|(m, p)| StageStats {
+        median_ms: m as f64,
+        p99_ms: p as f64,
+    })
+}
+
+/// The sample's JPEG bytes.
+pub fn sample_jpeg() -> Result<&'static [u8], DetectError> {
+    crate::capture::samples::SAMPLES
+        .iter()
+        .find(|(n, _)| *n == BENCH_SAMPLE)
+        .map(|(_, b)| *b)
+        .ok_or_else(|| DetectError::Model(format!("bundled sample {BENCH_SAMPLE} missing")))
+}
+
+fn decode(jpeg: &[u8]) -> Result<RgbImage, DetectError> {
+    image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+        .map(|i| i.to_rgb8())
+        .map_err(|e| DetectError::Model(format!("decode: {e}")))
+}
+
+/// Upstream (Silent-Face-Anti-Spoofing) crop geometry: the box scaled by `scale` around its
+/// centre (limited so it fits the image), shifted inside the image, resized to 80×80.
+/// Only the crop *timing* uses this; the PAD classifier does its own crops.
+pub fn reference_crop(img: &RgbImage, face: &Face, scale: f32) -> RgbImage {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let [x, y, bw, bh] = face.bbox;
+    let (bw, bh) = (bw.max(1.0), bh.max(1.0));
+    let scale = scale.min((h - 1.0) / bh).min((w - 1.0) / bw);
+    let (nw, nh) = (bw * scale, bh * scale);
+    let (cx, cy) = (x + bw / 2.0, y + bh / 2.0);
+    let x0 = (cx - nw / 2.0).clamp(0.0, (w - nw).max(0.0));
+    let y0 = (cy - nh / 2.0).clamp(0.0, (h - nh).max(0.0));
+    let crop = image::imageops::crop_imm(
+        img,
+        x0 as u32,
+        y0 as u32,
+        (nw as u32).max(1),
+        (nh as u32).max(1),
+    )
+    .to_image();
+    image::imageops::resize(&crop, 80, 80, image::imageops::FilterType::Triangle)
+}
+
+/// Run the benchmark. `load` builds the pipeline (timed as model load).
+pub fn run(
+    load: impl FnOnce() -> Result<Pipeline, DetectError>,
+    threads: usize,
+    quant: Quant,
+    iters: usize,
+    warmup: usize,
+) -> Result<BenchReport, DetectError> {
+    let jpeg = sample_jpeg()?;
+    let t = Instant::now();
+    let mut p = load()?;
+    let model_load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let has_pad = p.has_pad();
+    let mut samples: BTreeMap<&'static str, Vec<f32>> = BTreeMap::new();
+    for i in 0..warmup + iters {
+        let keep = i >= warmup;
+        let mut rec = |k: &'static str, d: Duration| {
+            if keep {
+                samples.entry(k).or_default().push(ms(d));
+            }
+        };
+        let t0 = Instant::now();
+        let img = decode(jpeg)?;
+        rec("decode", t0.elapsed());
+        let t = Instant::now();
+        let faces = p.detect_faces(&img)?;
+        rec("detect", t.elapsed());
+        let face = faces
+            .first()
+            .ok_or_else(|| DetectError::Model(format!("no face found in {BENCH_SAMPLE}")))?;
+        let t = Instant::now();
+        let c1 = reference_crop(&img, face, 2.7);
+        let c2 = reference_crop(&img, face, 4.0);
+        rec("crop", t.elapsed());
+        std::hint::black_box((&c1, &c2));
+        if has_pad {
+            let t = Instant::now();
+            std::hint::black_box(p.live_score(&img, face)?);
+            rec("pad", t.elapsed());
+        }
+        // The whole per-frame path as the daemon runs it.
+        let t = Instant::now();
+        let img = decode(jpeg)?;
+        std::hint::black_box(p.analyze_image(&img, i as u64)?);
+        rec("total", t.elapsed());
+    }
+    let mut stages = BTreeMap::new();
+    for (k, mut v) in samples {
+        if let Some(s) = stage(&mut v) {
+            stages.insert(k, s);
+        }
+    }
+    let fps = stages
+        .get("total")
+        .map(|s| {
+            if s.median_ms > 0.0 {
+                1e3 / s.median_ms
+            } else {
+                0.0
+            }
+        })
+        .unwrap_or(0.0);
+    let peak_rss_mb = crate::stats::peak_rss_bytes()
+        .map(|b| b as f64 / (1024.0 * 1024.0))
+        .unwrap_or(0.0);
+    Ok(BenchReport {
+        threads,
+        quant,
+        stages,
+        fps,
+        model_load_ms,
+        peak_rss_mb,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::pipeline::fakes::{face, FixedFaces, RedPad};
+
+    #[test]
+    fn report_has_every_stage_and_the_json_shape() {
+        let r = run(
+            || {
+                Ok(Pipeline::new(
+                    Box::new(FixedFaces(Ok(vec![face(200.0, 100.0)]))),
+                    Some(Box::new(RedPad { calls: 0 })),
+                ))
+            },
+            1,
+            Quant::F32,
+            3,
+            1,
+        )
+        .unwrap();
+        let keys: Vec<_> = r.stages.keys().copied().collect();
+        assert_eq!(keys, ["crop", "decode", "detect", "pad", "total"]);
+        for s in r.stages.values() {
+            assert!(s.median_ms >= 0.0 && s.p99_ms >= s.median_ms);
+        }
+        assert!(r.fps > 0.0);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["quant"], "f32");
+        assert!(v["stages"]["total"]["p99_ms"].is_number());
+        for k in [
+            "threads",
+            "quant",
+            "stages",
+            "fps",
+            "model_load_ms",
+            "peak_rss_mb",
+        ] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+    }
+
+    #[test]
+    fn no_face_is_an_error_not_a_panic() {
+        let r = run(
+            || Ok(Pipeline::new(Box::new(FixedFaces(Ok(vec![]))), None)),
+            1,
+            Quant::F32,
+            2,
+            0,
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn reference_crop_is_80px_and_stays_inside() {
+        let img = RgbImage::new(640, 480);
+        for f in [face(0.0, 300.0), face(600.0, 100.0), face(-50.0, 20.0)] {
+            for s in [2.7, 4.0] {
+                let c = reference_crop(&img, &f, s);
+                assert_eq!(c.dimensions(), (80, 80));
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The per-frame analyser: decode → face detection → PAD on the primary face → [`Analysis`].
+//!
+//! The same [`Pipeline::analyze_image`] serves the daemon, `veriframe eval` and
+//! `veriframe bench`, so what is evaluated and timed is what runs.
+
+use image::RgbImage;
+
+use super::{
+    decode_rgb, Analysis, Analyzer, DetectError, Face, FaceDetector, ModelId, PadClassifier,
+};
+use crate::capture::Frame;
+
+/// Face detector plus optional presentation-attack classifier.
+pub struct Pipeline {
+    detector: Box<dyn FaceDetector>,
+    pad: Option<Box<dyn PadClassifier>>,
+    models: Vec<ModelId>,
+}
+
+impl Pipeline {
+    pub fn new(detector: Box<dyn FaceDetector>, pad: Option<Box<dyn PadClassifier>>) -> Self {
+        let mut models = vec![detector.model()];
+        if let Some(p) = &pad {
+            models.extend(p.models());
+        }
+        Self {
+            detector,
+            pad,
+            models,
+        }
+    }
+
+    /// Whether a PAD classifier runs (otherwise faces carry no `live_score`).
+    pub fn has_pad(&self) -> bool {
+        self.pad.is_some()
+    }
+
+    /// Faces in frame pixels, primary first.
+    pub fn detect_faces(&mut self, img: &RgbImage) -> Result<Vec<Face>, DetectError> {
+        self.detector.detect(img)
+    }
+
+    /// PAD live score of `face` in `img`, when a classifier is configured.
+    pub fn live_score(&mut self, img: &RgbImage, face: &Face) -> Result<Option<f32>, DetectError> {
+        match &mut self.pad {
+            Some(p) => p.live_score(img, face).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Analyse a decoded image: faces, and the live score of the primary face.
+    pub fn analyze_image(&mut self, img: &RgbImage, seq: u64) -> Result<Analysis, DetectError> {
+        let mut faces = self.detect_faces(img)?;
+        if let Some(primary) = faces.first_mut() {
+            let score = self.live_score(img, primary)?;
+            primary.live_score = score;
+        }
+        Ok(Analysis {
+            seq,
+            width: img.width(),
+            height: img.height(),
+            faces,
+            models: self.models.clone(),
+        })
+    }
+}
+
+impl Analyzer for Pipeline {
+    fn analyze(&mut self, frame: &Frame) -> Result<Analysis, DetectError> {
+        let img = decode_rgb(frame)?;
+        self.analyze_image(&img, frame.seq)
+    }
+
+    fn models(&self) -> Vec<ModelId> {
+        self.models.clone()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fakes {
+    use super::*;
+
+    /// A detector that returns fixed faces (or fails).
+    pub struct FixedFaces(pub Result<Vec<Face>, String>);
+
+    impl FaceDetector for FixedFaces {
+        fn detect(&mut self, _img: &RgbImage) -> Result<Vec<Face>, DetectError> {
+            self.0.clone().map_err(DetectError::Model)
+        }
+        fn model(&self) -> ModelId {
+            ModelId {
+                name: "fixed".into(),
+                weights_sha256: "00".into(),
+            }
+        }
+    }
+
+    /// A PAD classifier that scores by the mean red value inside the face box (so tests can
+    /// steer it through the image), and counts its calls.
+    pub struct RedPad {
+        pub calls: usize,
+    }
+
+    impl PadClassifier for RedPad {
+        fn live_score(&mut self, img: &RgbImage, face: &Face) -> Result<f32, DetectError> {
+            self.calls += 1;
+            let x0 = face.bbox[0].max(0.0) as u32;
+            let y0 = face.bbox[1].max(0.0) as u32;
+            let x1 = ((face.bbox[0] + face.bbox[2]) as u32).min(img.width());
+            let y1 = ((face.bbox[1] + face.bbox[3]) as u32).min(img.height());
+            let mut sum = 0u64;
+            let mut n = 0u64;
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    sum += img.get_pixel(x, y)[0] as u64;
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                return Err(DetectError::Model("empty crop".into()));
+            }
+            Ok(sum as f32 / n as f32 / 255.0)
+        }
+        fn models(&self) -> Vec<ModelId> {
+            vec![ModelId {
+                name: "red".into(),
+                weights_sha256: "11".into(),
+            }]
+        }
+    }
+
+    pub fn face(x: f32, w: f32) -> Face {
+        Face {
+            bbox: [x, 0.0, w, w],
+            score: 0.9,
+            landmarks: vec![],
+            live_score: None,
+            deepfake_score: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::fakes::*;
+    use super::*;
+    use crate::capture::{PixelFormat, SourceInfo};
+
+    fn half_red() -> RgbImage {
+        // Left half red (255), right half black.
+        RgbImage::from_fn(100, 50, |x, _| {
+            if x < 50 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 0])
+            }
+        })
+    }
+
+    #[test]
+    fn pad_runs_on_the_primary_face_only() {
+        let det = FixedFaces(Ok(vec![face(0.0, 40.0), face(60.0, 20.0)]));
+        let mut p = Pipeline::new(Box::new(det), Some(Box::new(RedPad { calls: 0 })));
+        assert!(p.has_pad());
+        let a = p.analyze_image(&half_red(), 7).unwrap();
+        assert_eq!(a.seq, 7);
+        assert_eq!((a.width, a.height), (100, 50));
+        assert_eq!(a.faces.len(), 2);
+        assert_eq!(a.faces[0].live_score, Some(1.0));
+        assert_eq!(a.faces[1].live_score, None);
+        let names: Vec<_> = a.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["fixed", "red"]);
+    }
+
+    #[test]
+    fn no_face_skips_pad_and_detection_only_has_no_scores() {
+        let mut p = Pipeline::new(
+            Box::new(FixedFaces(Ok(vec![]))),
+            Some(Box::new(RedPad { calls: 0 })),
+        );
+        let a = p.analyze_image(&half_red(), 1).unwrap();
+        assert!(a.faces.is_empty());
+        let mut p = Pipeline::new(Box::new(FixedFaces(Ok(vec![face(60.0, 20.0)]))), None);
+        let a = p.analyze_image(&half_red(), 1).unwrap();
+        assert_eq!(a.faces[0].live_score, None);
+        assert_eq!(a.models.len(), 1);
+    }
+
+    #[test]
+    fn errors_propagate() {
+        let mut p = Pipeline::new(Box::new(FixedFaces(Err("boom".into()))), None);
+        assert!(p.analyze_image(&half_red(), 1).is_err());
+        // PAD failure on a degenerate box is an error, not a panic.
+        let mut p = Pipeline::new(
+            Box::new(FixedFaces(Ok(vec![face(500.0, 10.0)]))),
+            Some(Box::new(RedPad { calls: 0 })),
+        );
+        assert!(p.analyze_image(&half_red(), 1).is_err());
+    }
+
+    #[test]
+    fn analyzer_decodes_frames_and_rejects_corrupt_ones() {
+        let mut p = Pipeline::new(Box::new(FixedFaces(Ok(vec![face(0.0, 40.0)]))), None);
+        let img = half_red();
+        let frame = |bytes: Vec<u8>| Frame {
+            seq: 3,
+            device_seq: None,
+            captured_wall: SystemTime::UNIX_EPOCH,
+            captured_mono: Duration::ZERO,
+            source: Arc::new(SourceInfo {
+                kind: "synthetic".into(),
+                path: String::new(),
+                driver: String::new(),
+                card: String::new(),
+                bus: String::new(),
+                format: PixelFormat::Rgb24,
+                width: 100,
+                height: 50,
+                fps: 1.0,
+            }),
+            format: PixelFormat::Rgb24,
+            width: 100,
+            height: 50,
+            bytes: bytes.into(),
+            origin: None,
+        };
+        let a = p.analyze(&frame(img.into_raw())).unwrap();
+        assert_eq!(a.seq, 3);
+        assert!(p.analyze(&frame(vec![1, 2, 3])).is_err());
+    }
+}
