@@ -59,13 +59,15 @@ pub struct Components {
 impl Components {
     /// Build the stages described by `cfg`.
     pub fn from_config(cfg: &Config) -> Result<Self, DaemonError> {
-        Ok(Self {
+        let parts = Self {
             source: capture::open(&cfg.source)?,
             analyzer: detect::build(&cfg.detect)?,
             sealer: Box::new(NoSeal),
             sink: Arc::new(LogSink),
             actuator: Box::new(NoDevice),
-        })
+        };
+        // device hook (issue 7): GPIO actuator and tamper gate on sealing, or "GPIO disabled".
+        Ok(crate::device::attach(&cfg.device, parts))
     }
 }
 
@@ -132,6 +134,8 @@ fn analysis_loop(
     sink: Arc<dyn EventSink>,
 ) {
     let mut state = DeciderState::default();
+    // device hook (issue 7): systemd watchdog, fed only by analysed frames.
+    let mut watchdog = crate::device::notify::Watchdog::from_env();
     loop {
         let frame = match queue.pop_timeout(Duration::from_millis(200)) {
             Pop::Item(f) => f,
@@ -156,6 +160,12 @@ fn analysis_loop(
         let (next, decision) = decide::step(state, analysis.as_ref());
         state = next;
         actuator.on_verdict(decision.verdict);
+        // device hook (issue 7): fault LED on detector errors; WATCHDOG=1 (rate-limited to
+        // WATCHDOG_USEC/2) only here, so a stalled capture or detector lets systemd restart us.
+        if analysis.is_none() {
+            actuator.on_analysis_error();
+        }
+        watchdog.frame_analysed();
         let item = Analysed {
             frame,
             analysis,
@@ -296,6 +306,10 @@ pub async fn run_pipeline(
         })?;
     }
     drop(guard);
+    // device hook (issue 7): READY=1 once the stages are built (source open, models loaded)
+    // and running.
+    let notifier = crate::device::notify::Notifier::from_env();
+    notifier.ready("analysing frames");
 
     let deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(cfg.pipeline.stats_interval);
@@ -326,6 +340,8 @@ pub async fn run_pipeline(
             }
         }
     };
+    // device hook (issue 7): tell systemd we are stopping.
+    notifier.stopping("draining");
     let drained = completion.wait(cfg.pipeline.shutdown_timeout).await;
     if !drained {
         tracing::warn!(
