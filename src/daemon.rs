@@ -65,7 +65,7 @@ impl Components {
     /// Build the stages described by `cfg`.
     pub fn from_config(cfg: &Config) -> Result<Self, DaemonError> {
         let sealer = ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?;
-        Ok(Self {
+        let parts = Self {
             source: capture::open(&cfg.source)?,
             analyzer: detect::build(&cfg.detect)?,
             // publish: MqttSink when a broker is configured (needs the tokio runtime), else
@@ -77,7 +77,9 @@ impl Components {
             },
             sealer: Box::new(sealer),
             actuator: Box::new(NoDevice),
-        })
+        };
+        // device hook (issue 7): GPIO actuator and tamper gate on sealing, or "GPIO disabled".
+        Ok(crate::device::attach(&cfg.device, parts))
     }
 }
 
@@ -146,6 +148,8 @@ fn analysis_loop(
     decide_cfg: decide::DecideConfig,
 ) {
     let mut state = DeciderState::new(decide_cfg);
+    // device hook (issue 7): systemd watchdog, fed only by analysed frames.
+    let mut watchdog = crate::device::notify::Watchdog::from_env();
     loop {
         let frame = match queue.pop_timeout(Duration::from_millis(200)) {
             Pop::Item(f) => f,
@@ -170,6 +174,12 @@ fn analysis_loop(
         let (next, decision) = decide::step(state, analysis.as_ref(), frame.captured_mono);
         state = next;
         actuator.on_verdict(decision.verdict);
+        // device hook (issue 7): fault LED on detector errors; WATCHDOG=1 (rate-limited to
+        // WATCHDOG_USEC/2) only here, so a stalled capture or detector lets systemd restart us.
+        if analysis.is_none() {
+            actuator.on_analysis_error();
+        }
+        watchdog.frame_analysed();
         let item = Analysed {
             frame,
             analysis,
@@ -332,6 +342,10 @@ pub async fn run_pipeline(
         })?;
     }
     drop(guard);
+    // device hook (issue 7): READY=1 once the stages are built (source open, models loaded)
+    // and running.
+    let notifier = crate::device::notify::Notifier::from_env();
+    notifier.ready("analysing frames");
 
     let mut deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(cfg.pipeline.stats_interval);
@@ -363,6 +377,8 @@ pub async fn run_pipeline(
             }
         }
     };
+    // device hook (issue 7): tell systemd we are stopping.
+    notifier.stopping("draining");
     let drained = completion.wait(cfg.pipeline.shutdown_timeout).await;
     if !drained {
         tracing::warn!(

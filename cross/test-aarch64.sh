@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the library's unit tests for aarch64 under qemu-user as a Raspberry Pi 4 core (Cortex-A72).
+# qemu's default CPU (`max`) has ARMv8.2+ instructions a Pi 4 lacks (e.g. `sdot`), which would hide
+# SIGILLs; QEMU_CPU=cortex-a72 makes such code fail here as it would on the board.
+# Debug build (the `[profile.dev.package.gemm-f16] opt-level = 1` in Cargo.toml is required).
+# Usage: cross/test-aarch64.sh [extra cargo test args, e.g. a test-name filter]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUSTC="${RUSTC:-/usr/bin/rustc}" RUSTDOC="${RUSTDOC:-/usr/bin/rustdoc}"
+export QEMU_CPU="${QEMU_CPU:-cortex-a72}"
+test -x "$RUSTC" || { echo "cross/test-aarch64.sh: $RUSTC missing (apt-get install rustc-web)"; exit 2; }
+command -v qemu-aarch64-static >/dev/null || { echo "qemu-aarch64-static missing (apt-get install qemu-user-static)"; exit 2; }
+# The runner (qemu-aarch64-static, no -L) comes from .cargo/config.toml.
+cargo test --locked --target aarch64-unknown-linux-gnu --lib "$@" -- --test-threads=2
