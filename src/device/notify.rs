@@ -69,6 +69,9 @@ impl Notifier {
             return Ok(false);
         };
         let sock = UnixDatagram::unbound()?;
+        // Never let a notification stall the frame path: a full socket queue (nobody reading, or
+        // a tiny net.unix.max_dgram_qlen) is an error that the caller logs, not a wait.
+        sock.set_nonblocking(true)?;
         match target {
             NotifyTarget::Path(p) => {
                 sock.send_to(msg.as_bytes(), p)?;
