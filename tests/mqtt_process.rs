@@ -237,7 +237,8 @@ fn daemon_killed_leaves_offline_via_last_will_and_clean_stop_says_stopped() {
         .find(|m| m.topic == "veriframe/clean/pubkey")
         .unwrap()
         .json();
-    let pem = std::fs::read_to_string(dir.path().join("clean").join("device.key.pub")).unwrap();
+    let pem = std::fs::read_to_string(dir.path().join("clean").join("keys").join("device.key.pub"))
+        .unwrap();
     assert_eq!(pk["public_key_pem"].as_str().unwrap(), pem);
 }
 

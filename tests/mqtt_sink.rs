@@ -269,7 +269,9 @@ fn broker_restarts_while_alerts_flow_lose_nothing() {
         sink.outbox_len(),
         sink.last_error()
     );
-    assert!(sink.connects() >= 4, "connects = {}", sink.connects());
+    // At least one reconnect happened; restarts that fall inside one backoff wait are seen as
+    // one outage, so the count is not exactly restarts + 1.
+    assert!(sink.connects() >= 2, "connects = {}", sink.connects());
     let msgs = sub.wait_for(Duration::from_secs(20), "every alert", |m| {
         alert_ids(m)
             .iter()

@@ -14,6 +14,14 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_veriframe"))
 }
 
+/// A config sealing every frame: the synthetic pattern has no face, so the default `authentic`
+/// policy (which skips `no_face` frames now that the detector runs) would seal nothing.
+fn every_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("every.toml");
+    std::fs::write(&p, "[seal]\npolicy = \"every\"\n").unwrap();
+    p
+}
+
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
     assert!(
@@ -90,7 +98,9 @@ fn keygen_run_verify_and_every_single_tamper_fails() {
     let data = t.path().join("D");
     run_ok(
         bin()
-            .args(["run", "--source", "synthetic", "--frames", "30", "--key"])
+            .args(["run", "--config"])
+            .arg(every_policy(t.path()))
+            .args(["--source", "synthetic", "--frames", "30", "--key"])
             .arg(&key)
             .arg("--data-dir")
             .arg(&data),
@@ -109,7 +119,9 @@ fn keygen_run_verify_and_every_single_tamper_fails() {
     // A second run continues the chain.
     run_ok(
         bin()
-            .args(["run", "--source", "synthetic", "--frames", "10", "--key"])
+            .args(["run", "--config"])
+            .arg(every_policy(t.path()))
+            .args(["--source", "synthetic", "--frames", "10", "--key"])
             .arg(&key)
             .arg("--data-dir")
             .arg(&data),
