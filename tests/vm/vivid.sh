@@ -34,6 +34,9 @@ height = 480
 fps = 25.0
 [pipeline]
 stats_interval = "1s"
+# Under TCG emulation the detector takes ~1 s a frame: give the drain time to finish so the final
+# line shows captured = analysed + dropped.
+shutdown_timeout = "60s"
 TOML
 "$VM" -f "$W/vivid.toml" "$BIN" run --config vivid.toml --frames 40 --log-format json | tee "$W/run.txt" || true
 python3 - "$W/run.txt" <<'PY'
