@@ -128,6 +128,11 @@ fn capture_loop(
             }
             Ok(Capture::Event(ev)) => {
                 tracing::warn!(event = ?ev, "capture event");
+                // device hook (issue 7): `systemctl status` shows a lost camera.
+                if let CaptureEvent::CameraLost { path, reason } = &ev {
+                    crate::device::notify::Notifier::from_env()
+                        .status(&format!("camera {path} lost: {reason}"));
+                }
                 sink.send(Event::Capture(ev));
             }
             Err(CaptureError::Shutdown) => break Ok(()),
@@ -148,7 +153,10 @@ fn analysis_loop(
     decide_cfg: decide::DecideConfig,
 ) {
     let mut state = DeciderState::new(decide_cfg);
-    // device hook (issue 7): systemd watchdog, fed only by analysed frames.
+    // device hook (issue 7): READY=1 after the first analysed frame (camera open, models loaded,
+    // a frame through the detector), then WATCHDOG=1 fed only by analysed frames.
+    let notifier = crate::device::notify::Notifier::from_env();
+    let mut ready_sent = false;
     let mut watchdog = crate::device::notify::Watchdog::from_env();
     loop {
         let frame = match queue.pop_timeout(Duration::from_millis(200)) {
@@ -178,6 +186,10 @@ fn analysis_loop(
         // WATCHDOG_USEC/2) only here, so a stalled capture or detector lets systemd restart us.
         if analysis.is_none() {
             actuator.on_analysis_error();
+        }
+        if !ready_sent {
+            notifier.ready("analysing frames");
+            ready_sent = true;
         }
         watchdog.frame_analysed();
         let item = Analysed {
@@ -342,10 +354,10 @@ pub async fn run_pipeline(
         })?;
     }
     drop(guard);
-    // device hook (issue 7): READY=1 once the stages are built (source open, models loaded)
-    // and running.
+    // device hook (issue 7): READY=1 waits for the first analysed frame (see `analysis_loop`), so a
+    // camera missing at start keeps the unit in "activating" until TimeoutStartSec restarts it.
     let notifier = crate::device::notify::Notifier::from_env();
-    notifier.ready("analysing frames");
+    notifier.status("models loaded; waiting for the first frame");
 
     let mut deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(cfg.pipeline.stats_interval);

@@ -48,6 +48,8 @@ enum Command {
     Eval(detect::cli::EvalArgs),
     /// Benchmark the detector on this machine.
     Bench(detect::cli::BenchArgs),
+    /// Print the primary face box the detector finds in each image (a training box cache).
+    Faces(detect::cli::FacesArgs),
     /// Convert and inspect detector model files.
     Model(detect::cli::ModelArgs),
 }
@@ -158,6 +160,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Eval(a) => Ok(detect::cli::eval(&a)?),
         Command::Bench(a) => Ok(detect::cli::bench(&a)?),
+        Command::Faces(a) => Ok(detect::cli::faces(&a)?),
         Command::Model(a) => Ok(detect::cli::model(&a)?),
     }
 }

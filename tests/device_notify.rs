@@ -81,3 +81,27 @@ fn no_ready_when_the_source_cannot_open() {
         "READY sent although the source did not open: {msgs:?}"
     );
 }
+
+#[test]
+fn no_ready_while_the_camera_is_missing() {
+    // A V4L2 device missing at start is retried like an unplugged one (a daemon waits for its
+    // camera), but READY=1 must wait for a frame: systemd then restarts the unit after
+    // TimeoutStartSec instead of believing a camera-less booth is up.
+    let (status, msgs) = run(&[
+        "run",
+        "--source",
+        "/dev/video-veriframe-missing",
+        "--duration",
+        "2s",
+    ]);
+    assert!(status.success(), "{status:?} {msgs:?}");
+    assert!(
+        msgs.iter().all(|m| !m.starts_with("READY=1")),
+        "READY sent without a camera: {msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("STATUS=camera /dev/video-veriframe-missing lost")),
+        "no camera-lost status: {msgs:?}"
+    );
+}

@@ -241,3 +241,55 @@ pub fn model(args: &ModelArgs) -> Result<Outcome, DetectError> {
         }
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub struct FacesArgs {
+    /// Directories (searched recursively) or image files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Write keys relative to this directory (default: the paths as given).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Configuration file whose `[detect]` section is used (face detector options).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// `veriframe faces`: the primary face box `[x, y, w, h]` (frame pixels, rounded) the runtime's own
+/// detector finds in each image, or `null`, as one JSON object keyed by path. The training tools
+/// read it as a box cache (`tools/train/train_pad.py --box-cache`), so a model is trained on the
+/// same crops `run` and `eval` will give it.
+pub fn faces(args: &FacesArgs) -> Result<Outcome, DetectError> {
+    init_logging();
+    let mut cfg = detect_config(args.config.as_deref())?;
+    cfg.model = "face".into();
+    let mut p = build_pipeline(&cfg)?
+        .ok_or_else(|| DetectError::Config("no face detector configured".into()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for path in &args.paths {
+        let files = if path.is_dir() {
+            eval::image_files(path)?
+        } else {
+            vec![path.clone()]
+        };
+        for f in files {
+            let img = match image::open(&f) {
+                Ok(i) => i.to_rgb8(),
+                Err(e) => {
+                    eprintln!("skipped unreadable image {}: {e}", f.display());
+                    continue;
+                }
+            };
+            let faces = p.detect_faces(&img)?;
+            let bbox = faces.first().map(|face| face.bbox.map(|v| v.round() as i64));
+            let key = match &args.root {
+                Some(r) => f.strip_prefix(r).unwrap_or(&f).to_path_buf(),
+                None => f.clone(),
+            };
+            out.insert(key.to_string_lossy().into_owned(), bbox);
+        }
+    }
+    let json = serde_json::to_string_pretty(&out).map_err(|e| DetectError::Model(e.to_string()))?;
+    println!("{json}");
+    Ok(Outcome::Ok)
+}
