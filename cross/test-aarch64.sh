@@ -3,7 +3,7 @@
 # qemu's default CPU (`max`) has ARMv8.2+ instructions a Pi 4 lacks (e.g. `sdot`), which would hide
 # SIGILLs; QEMU_CPU=cortex-a72 makes such code fail here as it would on the board.
 # Debug build (the `[profile.dev.package.gemm-f16] opt-level = 1` in Cargo.toml is required).
-# Usage: cross/test-aarch64.sh [extra cargo test args, e.g. a test-name filter]
+# Usage: cross/test-aarch64.sh [a unit-test name filter: then only the matching library tests run]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC="${RUSTC:-/usr/bin/rustc}" RUSTDOC="${RUSTDOC:-/usr/bin/rustdoc}"
@@ -12,3 +12,10 @@ test -x "$RUSTC" || { echo "cross/test-aarch64.sh: $RUSTC missing (apt-get insta
 command -v qemu-aarch64-static >/dev/null || { echo "qemu-aarch64-static missing (apt-get install qemu-user-static)"; exit 2; }
 # The runner (qemu-aarch64-static, no -L) comes from .cargo/config.toml.
 cargo test --locked --target aarch64-unknown-linux-gnu --lib "$@" -- --test-threads=2
+if [ $# -eq 0 ]; then
+  # The detector's golden and quantization tests (they read ../shared). Tests that start the
+  # `veriframe` binary as a child process are skipped: without binfmt_misc an ARM binary cannot be
+  # exec'd directly here, only through the runner.
+  cargo test --locked --target aarch64-unknown-linux-gnu \
+    --test face_golden --test pad_golden --test pad_quant -- --test-threads=2 --skip cli_
+fi

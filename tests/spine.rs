@@ -466,3 +466,48 @@ fn bounded_run_and_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
 }
+
+/// `veriframe faces`: the runtime detector's boxes as a training box cache. Keys are relative to
+/// --root; a face image gets a plausible box inside the frame, a face-less one `null`, and an
+/// unreadable file is reported and left out (exit 0).
+#[test]
+fn faces_prints_a_box_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    for f in ["astronaut_00.jpg", "coffee_noface.jpg"] {
+        std::fs::copy(root.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("broken.jpg"), b"\xff\xd8 not a jpeg").unwrap();
+    let out = util::veriframe()
+        .args(["faces", "--root"])
+        .arg(dir.path())
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = v.as_object().unwrap();
+    assert_eq!(m.len(), 2, "{v}");
+    assert!(m["coffee_noface.jpg"].is_null(), "{v}");
+    let b: Vec<i64> = m["astronaut_00.jpg"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    let img = image::open(root.join("astronaut_00.jpg")).unwrap();
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    assert!(b[2] > 20 && b[3] > 20, "{b:?}");
+    assert!(
+        b[0] >= -b[2] / 4 && b[0] + b[2] <= w + b[2] / 4,
+        "{b:?} in {w}x{h}"
+    );
+    assert!(
+        b[1] >= -b[3] / 4 && b[1] + b[3] <= h + b[3] / 4,
+        "{b:?} in {w}x{h}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken.jpg"),
+        "{out:?}"
+    );
+}

@@ -247,7 +247,7 @@ pub struct FacesArgs {
     /// Directories (searched recursively) or image files.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Write keys relative to this directory (default: the paths as given).
+    /// Write keys relative to this directory (default: absolute paths).
     #[arg(long)]
     pub root: Option<PathBuf>,
     /// Configuration file whose `[detect]` section is used (face detector options).
@@ -265,6 +265,13 @@ pub fn faces(args: &FacesArgs) -> Result<Outcome, DetectError> {
     cfg.model = "face".into();
     let mut p = build_pipeline(&cfg)?
         .ok_or_else(|| DetectError::Config("no face detector configured".into()))?;
+    let root = match &args.root {
+        Some(r) => Some(
+            std::fs::canonicalize(r)
+                .map_err(|e| DetectError::Config(format!("--root {}: {e}", r.display())))?,
+        ),
+        None => None,
+    };
     let mut out = std::collections::BTreeMap::new();
     for path in &args.paths {
         let files = if path.is_dir() {
@@ -281,10 +288,15 @@ pub fn faces(args: &FacesArgs) -> Result<Outcome, DetectError> {
                 }
             };
             let faces = p.detect_faces(&img)?;
-            let bbox = faces.first().map(|face| face.bbox.map(|v| v.round() as i64));
-            let key = match &args.root {
-                Some(r) => f.strip_prefix(r).unwrap_or(&f).to_path_buf(),
-                None => f.clone(),
+            let bbox = faces
+                .first()
+                .map(|face| face.bbox.map(|v| v.round() as i64));
+            // Absolute paths (what the training tool looks up for user data), or relative to
+            // --root (the shared data's keys).
+            let abs = std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone());
+            let key = match &root {
+                Some(r) => abs.strip_prefix(r).unwrap_or(&abs).to_path_buf(),
+                None => abs.clone(),
             };
             out.insert(key.to_string_lossy().into_owned(), bbox);
         }

@@ -34,8 +34,6 @@ pub enum DetectError {
     Model(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("not implemented yet: {0}")]
-    NotImplemented(&'static str),
     #[error("{0}")]
     Config(String),
 }

@@ -42,36 +42,20 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// How the finished temp file takes its final name.
+#[derive(Clone, Copy)]
+enum Publish {
+    /// rename(2): replaces an existing file.
+    Replace,
+    /// link(2): never overwrites; an existing file is `AlreadyExists`.
+    CreateNew,
+}
+
 /// Write `bytes` to `path` atomically: a reader sees either the old file or the whole new one,
 /// never a part. With `fsync`, the data and the rename are durable when this returns. The file
 /// is created with `mode` (e.g. 0o600 for keys). On error the temp file is removed.
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32, fsync: bool) -> Result<(), SealError> {
-    let tmp = temp_name(path);
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| io_err(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
-        if fsync {
-            f.sync_all().map_err(|e| io_err(&tmp, e))?;
-        }
-        drop(f);
-        fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-        if fsync {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                sync_dir(dir)?;
-            }
-        }
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    write_via_temp(path, bytes, mode, fsync, Publish::Replace)
 }
 
 /// Like [`atomic_write`] but fails with `AlreadyExists` instead of replacing an existing file
@@ -82,20 +66,35 @@ pub fn atomic_create_new(
     mode: u32,
     fsync: bool,
 ) -> Result<(), SealError> {
+    write_via_temp(path, bytes, mode, fsync, Publish::CreateNew)
+}
+
+fn write_via_temp(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    fsync: bool,
+    how: Publish,
+) -> Result<(), SealError> {
     let tmp = temp_name(path);
     let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| io_err(&tmp, e))?;
+        let mut opts = OpenOptions::new();
+        opts.write(true).mode(mode);
+        match how {
+            Publish::Replace => opts.create(true).truncate(true),
+            Publish::CreateNew => opts.create_new(true),
+        };
+        let mut f = opts.open(&tmp).map_err(|e| io_err(&tmp, e))?;
         f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
         if fsync {
             f.sync_all().map_err(|e| io_err(&tmp, e))?;
         }
         drop(f);
-        fs::hard_link(&tmp, path).map_err(|e| io_err(path, e))?;
+        match how {
+            Publish::Replace => fs::rename(&tmp, path),
+            Publish::CreateNew => fs::hard_link(&tmp, path),
+        }
+        .map_err(|e| io_err(path, e))?;
         if fsync {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 sync_dir(dir)?;
@@ -103,6 +102,7 @@ pub fn atomic_create_new(
         }
         Ok(())
     })();
+    // After a rename the temp name is gone; after a link (or an error) it is removed here.
     let _ = fs::remove_file(&tmp);
     res
 }

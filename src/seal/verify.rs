@@ -110,6 +110,21 @@ fn is_chain_dir(dir: &Path) -> bool {
             .unwrap_or(false)
 }
 
+/// The entries of `dir` that pass `keep`, sorted by path.
+fn sorted_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, SealError> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|source| SealError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| keep(p))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 fn find_chain_dirs(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) -> Result<(), SealError> {
     if is_chain_dir(dir) {
         out.push(dir.to_path_buf());
@@ -118,16 +133,7 @@ fn find_chain_dirs(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) -> Result<(),
     if depth == 0 {
         return Ok(());
     }
-    let mut subs: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|source| SealError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    subs.sort();
+    let subs = sorted_entries(dir, |p| p.is_dir())?;
     for s in subs {
         find_chain_dirs(&s, depth - 1, out)?;
     }
@@ -316,16 +322,7 @@ fn first_trusted_key(state: Option<&ChainState>, items: &[Item]) -> Option<[u8; 
 
 /// Verify one chain directory.
 pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, SealError> {
-    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|source| SealError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| is_manifest_name(p) && p.is_file())
-        .collect();
-    paths.sort();
+    let paths = sorted_entries(dir, |p| is_manifest_name(p) && p.is_file())?;
     let mut items: Vec<Item> = paths.iter().map(|p| load_item(p)).collect();
     let mut problems = Vec::new();
 
