@@ -181,7 +181,7 @@ pub struct DetectConfig {
     pub nms_iou: f32,
     /// PAD weights: a MiniFASNet directory (e.g. `../shared/models/upstream/minifasnet` for the
     /// upstream V2+V1SE ensemble), Veriframe model files, or empty for the project's shipped
-    /// model `veriframe-pad-v1` (see [`shipped_pad_model`]).
+    /// model `veriframe-pad-v2` (see [`shipped_pad_model`]).
     pub pad_model: PathBuf,
     /// PAD weight precision.
     pub quant: Quant,
@@ -258,10 +258,10 @@ fn set_threads(threads: usize) {
 /// Where the shipped PAD model is looked for, in order: the Debian package's location, then the
 /// source checkout this binary was built from.
 pub const SHIPPED_PAD_MODEL: [&str; 2] = [
-    "/usr/share/veriframe/models/veriframe-pad-v1.safetensors",
+    "/usr/share/veriframe/models/veriframe-pad-v2.q8_0.gguf",
     concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/models/veriframe-pad-v1.safetensors"
+        "/models/veriframe-pad-v2.q8_0.gguf"
     ),
 ];
 

@@ -2,8 +2,8 @@
 """Evaluate PAD models on the held-out (test) split of ../shared/data, side by side with the
 upstream MiniFASNetV2 + V1SE ensemble, through the same detector boxes and crops.
 
-    python tools/train/eval_pad.py --shared ../shared --model models/veriframe-pad-v1.safetensors \\
-        --json models/veriframe-pad-v1.eval.json
+    python tools/train/eval_pad.py --shared ../shared --model models/veriframe-pad-v2.safetensors \\
+        --json /tmp/veriframe-pad-v2.eval.json
 
     # symlink trees of the held-out images, for `veriframe eval --real DIR --attack DIR`
     python tools/train/eval_pad.py --shared ../shared --export-heldout /tmp/vf-heldout

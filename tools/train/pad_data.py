@@ -21,7 +21,7 @@ import faces
 REAL, PRINT, SCREEN = 1, 0, 2
 
 # ---------------------------------------------------------------------------------------------
-# The shipped recipe's split of ../shared/data, fixed up front (see models/veriframe-pad-v1.md).
+# The shipped recipe's split of ../shared/data, fixed up front (see models/veriframe-pad-v2.md).
 # NUAA: subject-disjoint. replay-crops: real/ holds one person (A) only; attack/ holds person A
 # (files 0..REPLAY_B_START-1) and person B (files REPLAY_B_START..616). Person B is an attack-only,
 # subject-disjoint test set; person A is split into contiguous file-number blocks (NOT

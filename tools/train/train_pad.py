@@ -2,13 +2,13 @@
 """Train Veriframe's presentation-attack (PAD) model: MiniFASNetV2 from scratch, or fine-tune.
 
 Shipped model (trains on the training subjects of ../shared/data only; see
-models/veriframe-pad-v1.md for the split, recipe and metrics):
+models/veriframe-pad-v2.md for the split, recipe and metrics):
 
-    python tools/train/train_pad.py --shared ../shared --out models/veriframe-pad-v1.safetensors
+    python tools/train/train_pad.py --shared ../shared --out models/veriframe-pad-v2.safetensors
 
 Site calibration (start from the shipped model, adapt to a booth's own labelled captures):
 
-    python tools/train/train_pad.py --init models/veriframe-pad-v1.safetensors \\
+    python tools/train/train_pad.py --init models/veriframe-pad-v2.safetensors \\
         --real captures/real --attack captures/attack --out site-pad.safetensors
 
 The exported .safetensors holds f32 weights and BN running stats under the upstream MiniFASNetV2
@@ -56,7 +56,7 @@ def parse_args(argv=None):
     ap.add_argument("--mix-shared", action="store_true",
                     help="with --real/--attack: also train on the shared training split (rehearsal)")
     ap.add_argument("--init", help="start from these weights (site calibration)")
-    ap.add_argument("--out", default=os.path.join(REPO, "models/veriframe-pad-v1.safetensors"))
+    ap.add_argument("--out", default=os.path.join(REPO, "models/veriframe-pad-v2.safetensors"))
     ap.add_argument("--epochs", type=int, default=None, help="default 8 (from scratch) / 4 (--init)")
     ap.add_argument("--steps-per-epoch", type=int, default=25)
     ap.add_argument("--val-every", type=int, default=2, help="validate every N epochs (and after the last)")
@@ -75,7 +75,7 @@ def parse_args(argv=None):
     ap.add_argument("--detector", default=None,
                     help="Ultra-Light RFB-320 ONNX (default <shared>/" + faces.DEFAULT_DETECTOR + ")")
     ap.add_argument("--box-cache", default=None,
-                    help="JSON face-box cache (default tools/train/boxes-shared.json for shared data, "
+                    help="JSON face-box cache (default tools/train/boxes-blazeface.json, from `veriframe faces`, for shared data, "
                          "<out>.boxes.json for user data)")
     ap.add_argument("--val-frac", type=float, default=0.2, help="user data: validation fraction")
     return ap.parse_args(argv)
@@ -178,7 +178,7 @@ def main(argv=None):
         if user_dirs:
             ss = [s for s in ss if s.split == "train"]  # rehearsal only; validate on the user's data
         D.attach_boxes(ss, detector, a.box_cache if not user_dirs and a.box_cache
-                       else os.path.join(HERE, "boxes-shared.json"), key_root=a.shared, log=log)
+                       else os.path.join(HERE, "boxes-blazeface.json"), key_root=a.shared, log=log)
         samples += ss
 
     train = [s for s in samples if s.split == "train"]
