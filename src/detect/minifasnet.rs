@@ -22,19 +22,21 @@
 //! Every batch norm (eps 1e-5) is folded into the preceding convolution at load/convert time,
 //! giving "folded" tensors named after the upstream module: `<module>.weight`, `<module>.bias`,
 //! `<module>.prelu`. Pointwise (1×1) convolutions and the linear layers run through candle's
-//! [`QMatMul`] (Q8_0 or f32); depthwise 3×3 layers through [`super::kernels::dw3x3`]; the 3-channel
+//! [`QMatMul`] in f32 and through our own int8 kernel ([`super::qkernels`], runtime SIMD dispatch)
+//! in Q8_0; depthwise 3×3 layers through [`super::kernels::dw3x3`]; the 3-channel
 //! stem through an im2col matmul (f32). Activations are `(pixels, channels)` row-major.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use image::RgbImage;
 
 use super::crop::crop_bgr;
 use super::kernels::{bias_prelu, dw3x3, Dw3x3};
 use super::modelfile::{self, f32_qtensor, quantize_q8_padded, sha256_hex, ModelFile};
+use super::qkernels::{self, Q8Matrix};
 use super::{DetectError, Face, ModelId, PadClassifier, Quant};
 
 /// Input side length.
@@ -328,10 +330,28 @@ pub fn convert(
     })
 }
 
+/// Weights of a pointwise / linear layer: f32 through candle, Q8_0 through our own kernel.
+#[derive(Debug)]
+enum Mm {
+    F32(QMatMul),
+    Q8(Q8Matrix),
+}
+
+impl Mm {
+    fn new(w: QTensor) -> Result<Self, DetectError> {
+        if w.dtype() == GgmlDType::Q8_0 {
+            let (n, k) = w.shape().dims2().map_err(err)?;
+            Ok(Mm::Q8(Q8Matrix::from_q8_0(&w.data().map_err(err)?, n, k)?))
+        } else {
+            Ok(Mm::F32(QMatMul::from_qtensor(w).map_err(err)?))
+        }
+    }
+}
+
 /// A pointwise / linear layer: `y = x Wᵀ + b`, optional PReLU.
 #[derive(Debug)]
 struct Pw {
-    mm: QMatMul,
+    mm: Mm,
     /// Input width the weight expects (padded to 32 for Q8_0).
     k: usize,
     n: usize,
@@ -459,7 +479,7 @@ impl MiniFasNet {
                 return Err(err(format!("{p}: bias/prelu size")));
             }
             Ok(Pw {
-                mm: QMatMul::from_qtensor(w).map_err(err)?,
+                mm: Mm::new(w)?,
                 k,
                 n,
                 bias,
@@ -493,7 +513,7 @@ impl MiniFasNet {
                     return Err(err(format!("{p}: bias/prelu size")));
                 }
                 Ok(Pw {
-                    mm: QMatMul::from_qtensor(w).map_err(err)?,
+                    mm: Mm::new(w)?,
                     k,
                     n,
                     bias,
@@ -712,6 +732,14 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>, DetectError> {
 
 /// Pointwise layer over `(m, c)` rows; pads rows to the weight's `k` when needed.
 fn run_pw(l: &Pw, x: &[f32], m: usize, c: usize) -> Result<Vec<f32>, DetectError> {
+    let mm = match &l.mm {
+        Mm::F32(mm) => mm,
+        Mm::Q8(q) => {
+            let mut y = vec![0f32; m * l.n];
+            qkernels::gemm(q, x, m, c, &l.bias, l.alpha.as_deref(), &mut y)?;
+            return Ok(y);
+        }
+    };
     let xin = if c == l.k {
         x.to_vec()
     } else {
@@ -728,7 +756,7 @@ fn run_pw(l: &Pw, x: &[f32], m: usize, c: usize) -> Result<Vec<f32>, DetectError
         v
     };
     let t = Tensor::from_vec(xin, (m, l.k), &Device::Cpu).map_err(err)?;
-    let y = l.mm.forward(&t).map_err(err)?;
+    let y = mm.forward(&t).map_err(err)?;
     let mut y = to_vec(&y)?;
     bias_prelu(&mut y, l.n, &l.bias, l.alpha.as_deref());
     Ok(y)

@@ -9,6 +9,7 @@ pub mod crop;
 pub mod kernels;
 pub mod minifasnet;
 pub mod modelfile;
+pub mod qkernels;
 
 pub mod eval;
 pub mod face;
@@ -183,7 +184,7 @@ pub struct DetectConfig {
     /// upstream V2+V1SE ensemble), Veriframe model files, or empty for the project's shipped
     /// model `veriframe-pad-v2` (see [`shipped_pad_model`]).
     pub pad_model: PathBuf,
-    /// PAD weight precision.
+    /// PAD weight precision (default `q8_0`: int8 kernels, see [`qkernels`]).
     pub quant: Quant,
     /// Per-image decision: a live score at or above this accepts the face as bona fide
     /// (`veriframe eval` reports APCER/BPCER/ACER here; the daemon smooths over time, see
@@ -201,7 +202,7 @@ impl Default for DetectConfig {
             nms: face::NmsMode::Weighted,
             nms_iou: 0.3,
             pad_model: PathBuf::new(),
-            quant: Quant::F32,
+            quant: Quant::Q8_0,
             live_threshold: 0.5,
         }
     }
