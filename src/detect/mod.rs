@@ -15,7 +15,7 @@ pub mod eval;
 pub mod face;
 pub mod pipeline;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -254,36 +254,43 @@ fn set_threads(threads: usize) {
     }
 }
 
-/// Load the PAD classifier of the configured model set; `None` (with a warning) when the set
-/// has none or its weights are missing.
 /// Where the shipped PAD model is looked for, in order: the Debian package's location, then the
 /// source checkout this binary was built from.
-pub const SHIPPED_PAD_MODEL: [&str; 2] = [
-    "/usr/share/veriframe/models/veriframe-pad-v2.q8_0.gguf",
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/models/veriframe-pad-v2.q8_0.gguf"
-    ),
+pub const SHIPPED_MODEL_DIRS: [&str; 2] = [
+    "/usr/share/veriframe/models",
+    concat!(env!("CARGO_MANIFEST_DIR"), "/models"),
 ];
 
-/// The shipped PAD model file, if present.
-pub fn shipped_pad_model() -> Option<PathBuf> {
-    SHIPPED_PAD_MODEL
+/// The shipped PAD model's file for a precision: the Q8_0 model file, or the f32 weights it was
+/// converted from (both are installed).
+pub fn shipped_pad_file(quant: Quant) -> &'static str {
+    match quant {
+        Quant::Q8_0 => "veriframe-pad-v2.q8_0.gguf",
+        Quant::F32 => "veriframe-pad-v2.safetensors",
+    }
+}
+
+/// The shipped PAD model file for `quant`, if present.
+pub fn shipped_pad_model(quant: Quant) -> Option<PathBuf> {
+    SHIPPED_MODEL_DIRS
         .iter()
-        .map(PathBuf::from)
+        .map(|d| Path::new(d).join(shipped_pad_file(quant)))
         .find(|p| p.is_file())
 }
 
+/// Load the PAD classifier of the configured model set; `None` (with a warning) when the set
+/// has none or its weights are missing.
 fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, DetectError> {
     if cfg.model != "minifasnet" {
         return Ok(None);
     }
     let path = if cfg.pad_model.as_os_str().is_empty() {
-        match shipped_pad_model() {
+        match shipped_pad_model(cfg.quant) {
             Some(p) => p,
             None => {
                 tracing::warn!(
-                    candidates = ?SHIPPED_PAD_MODEL,
+                    file = shipped_pad_file(cfg.quant),
+                    dirs = ?SHIPPED_MODEL_DIRS,
                     "shipped PAD model not found: running FACE DETECTION ONLY, no presentation-attack detection"
                 );
                 return Ok(None);
