@@ -149,8 +149,12 @@ fn box_ranges(src: usize, dst: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Letterbox `img` into a 3×128×128 (CHW) tensor in `[-1, 1]`, black padding.
-pub fn letterbox(img: &RgbImage) -> Result<(Vec<f32>, Letterbox), DetectError> {
+/// Box-filter `img` into its letterbox inside the 128×128 input: `emit(y, x, rgb)` for every
+/// content pixel (input coordinates, values in `[-1, 1]`); the caller fills the rest black.
+fn letterbox_pixels(
+    img: &RgbImage,
+    mut emit: impl FnMut(usize, usize, [f32; 3]),
+) -> Result<Letterbox, DetectError> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(DetectError::Model("empty image".into()));
@@ -161,45 +165,50 @@ pub fn letterbox(img: &RgbImage) -> Result<(Vec<f32>, Letterbox), DetectError> {
     let (ox, oy) = ((INPUT - nw) / 2, (INPUT - nh) / 2);
     let xr = box_ranges(w, nw);
     let yr = box_ranges(h, nh);
-    let plane = INPUT * INPUT;
-    let mut out = vec![-1.0f32; 3 * plane];
     let src = img.as_raw();
-    let mut acc = vec![0u32; nw * 3];
+    // Column sums of the source rows each output row covers, then box sums across.
+    let mut acc = vec![0u32; w * 3];
     for (oyi, &(y0, y1)) in yr.iter().enumerate() {
-        acc.iter_mut().for_each(|a| *a = 0);
-        for y in y0..y1 {
-            let row = &src[y * w * 3..(y + 1) * w * 3];
-            for (oxi, &(x0, x1)) in xr.iter().enumerate() {
-                let (mut r, mut g, mut b) = (0u32, 0u32, 0u32);
-                for px in row[x0 * 3..x1 * 3].chunks_exact(3) {
-                    r += px[0] as u32;
-                    g += px[1] as u32;
-                    b += px[2] as u32;
-                }
-                acc[oxi * 3] += r;
-                acc[oxi * 3 + 1] += g;
-                acc[oxi * 3 + 2] += b;
+        acc.fill(0);
+        for row in src[y0 * w * 3..y1 * w * 3].chunks_exact(w * 3) {
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += u32::from(p);
             }
         }
-        let ny = (y1 - y0) as f32;
-        let base = (oy + oyi) * INPUT + ox;
+        let ny = (y1 - y0) as u32;
         for (oxi, &(x0, x1)) in xr.iter().enumerate() {
-            let n = ny * (x1 - x0) as f32;
-            for c in 0..3 {
-                // PIL rounds the average to 8 bits.
-                let v = (acc[oxi * 3 + c] as f32 / n).round();
-                out[c * plane + base + oxi] = v / 127.5 - 1.0;
+            let n = ny * (x1 - x0) as u32;
+            let mut sum = [0u32; 3];
+            for px in acc[x0 * 3..x1 * 3].chunks_exact(3) {
+                sum[0] += px[0];
+                sum[1] += px[1];
+                sum[2] += px[2];
             }
+            // PIL rounds the average to 8 bits (half up).
+            emit(
+                oy + oyi,
+                ox + oxi,
+                sum.map(|s| ((2 * s + n) / (2 * n)) as f32 / 127.5 - 1.0),
+            );
         }
     }
-    Ok((
-        out,
-        Letterbox {
-            scale: scale as f32,
-            offset: [ox, oy],
-            size: [nw, nh],
-        },
-    ))
+    Ok(Letterbox {
+        scale: scale as f32,
+        offset: [ox, oy],
+        size: [nw, nh],
+    })
+}
+
+/// Letterbox `img` into a 3×128×128 (CHW) tensor in `[-1, 1]`, black padding.
+pub fn letterbox(img: &RgbImage) -> Result<(Vec<f32>, Letterbox), DetectError> {
+    let plane = INPUT * INPUT;
+    let mut out = vec![-1.0f32; 3 * plane];
+    let lb = letterbox_pixels(img, |y, x, v| {
+        for (c, v) in v.into_iter().enumerate() {
+            out[c * plane + y * INPUT + x] = v;
+        }
+    })?;
+    Ok((out, lb))
 }
 
 /// Anchor centres in input-normalised coordinates, in the network's output order.
@@ -667,23 +676,45 @@ impl BlazeFace {
                 3 * INPUT * INPUT
             )));
         }
-        self.forward(input)
-            .map_err(|e| DetectError::Model(format!("blazeface: {e}")))
-    }
-
-    fn forward(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), String> {
-        let isa = self.isa;
-        let ws = &mut self.ws;
-        // CHW → zero-padded HWC, then im2col rows (ky, kx, channel) per output pixel.
+        // CHW → the stem's zero-padded HWC input.
         let plane = INPUT * INPUT;
         for y in 0..INPUT {
-            let row = &mut ws.img[((y + STEM_PAD) * STEM_IN + STEM_PAD) * 3..][..INPUT * 3];
-            for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            for (x, px) in self.input_row(y).chunks_exact_mut(3).enumerate() {
                 for (c, v) in px.iter_mut().enumerate() {
                     *v = input[c * plane + y * INPUT + x];
                 }
             }
         }
+        self.forward()
+    }
+
+    /// Row `y` of the 128×128 input inside the stem's padded HWC buffer.
+    fn input_row(&mut self, y: usize) -> &mut [f32] {
+        &mut self.ws.img[((y + STEM_PAD) * STEM_IN + STEM_PAD) * 3..][..INPUT * 3]
+    }
+
+    /// Letterbox `img` straight into the stem's input buffer.
+    fn letterbox_input(&mut self, img: &RgbImage) -> Result<Letterbox, DetectError> {
+        for y in 0..INPUT {
+            self.input_row(y).fill(-1.0);
+        }
+        let buf = &mut self.ws.img;
+        letterbox_pixels(img, |y, x, v| {
+            let at = ((y + STEM_PAD) * STEM_IN + x + STEM_PAD) * 3;
+            buf[at..at + 3].copy_from_slice(&v);
+        })
+    }
+
+    /// The network on the input in the workspace.
+    fn forward(&mut self) -> Result<(Vec<f32>, Vec<f32>), DetectError> {
+        self.forward_inner()
+            .map_err(|e| DetectError::Model(format!("blazeface: {e}")))
+    }
+
+    fn forward_inner(&mut self) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let isa = self.isa;
+        let ws = &mut self.ws;
+        // im2col rows (ky, kx, channel) per output pixel of the stem.
         let span = STEM_K * 3;
         for (p, dst) in ws.col.chunks_exact_mut(STEM_COLS).enumerate() {
             let (oy, ox) = (p / STEM_OUT, p % STEM_OUT);
@@ -774,8 +805,12 @@ impl BlazeFace {
     /// Detections in input (128×128) pixels after NMS, all scores ≥ 0.5.
     pub fn detect_raw(&mut self, input: &[f32]) -> Result<Vec<RawDetection>, DetectError> {
         let (logits, regs) = self.raw_outputs(input)?;
-        let cands = decode(&logits, &regs, &self.anchors, CANDIDATE_SCORE);
-        Ok(nms(cands, self.opts.iou_threshold, self.opts.nms))
+        Ok(self.decode_nms(&logits, &regs))
+    }
+
+    fn decode_nms(&self, logits: &[f32], regs: &[f32]) -> Vec<RawDetection> {
+        let cands = decode(logits, regs, &self.anchors, CANDIDATE_SCORE);
+        nms(cands, self.opts.iou_threshold, self.opts.nms)
     }
 }
 
@@ -796,8 +831,9 @@ fn run_head(isa: Isa, h: &Head, x: &[f32], out: &mut [f32]) -> Result<(), String
 
 impl FaceDetector for BlazeFace {
     fn detect(&mut self, img: &RgbImage) -> Result<Vec<Face>, DetectError> {
-        let (input, lb) = letterbox(img)?;
-        let dets = self.detect_raw(&input)?;
+        let lb = self.letterbox_input(img)?;
+        let (logits, regs) = self.forward()?;
+        let dets = self.decode_nms(&logits, &regs);
         Ok(to_faces(&dets, &lb, self.opts.min_score))
     }
 
@@ -967,6 +1003,33 @@ mod tests {
                 "maxpool {c}x{h}x{w}"
             );
         }
+    }
+
+    #[test]
+    fn direct_letterbox_matches_the_chw_path() {
+        let img = RgbImage::from_fn(200, 150, |x, y| {
+            image::Rgb([
+                (x * 3 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        });
+        let mut m = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
+        let (input, lb) = letterbox(&img).unwrap();
+        let want = m.raw_outputs(&input).unwrap();
+        // Leave stale values in the buffer first: the direct path must overwrite all of it.
+        m.ws.img.iter_mut().skip(3 * STEM_IN).for_each(|v| *v = 0.5);
+        for y in 0..STEM_IN {
+            for x in 0..STEM_IN {
+                let inside = (STEM_PAD..STEM_PAD + INPUT).contains(&y)
+                    && (STEM_PAD..STEM_PAD + INPUT).contains(&x);
+                if !inside {
+                    m.ws.img[(y * STEM_IN + x) * 3..][..3].fill(0.0);
+                }
+            }
+        }
+        assert_eq!(m.letterbox_input(&img).unwrap(), lb);
+        assert_eq!(m.forward().unwrap(), want);
     }
 
     #[test]
