@@ -47,7 +47,7 @@ fn network_matches_litert_on_synthetic_input() {
             }
         }
     }
-    let m = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
+    let mut m = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
     let (logits, regs) = m.raw_outputs(&input).unwrap();
     let d = max_abs_diff(&logits, &floats(&syn["logits"]));
     eprintln!("synthetic: max |Δ logit| = {d:e}");

@@ -1,9 +1,10 @@
 //! `veriframe bench`: per-stage latency of the detector on this machine.
 //!
 //! Input: the bundled 640×480 JPEG sample `astronaut_00.jpg` (one face). Each iteration times
-//! JPEG decode, face detection, crop+resize of the two PAD crops, and PAD (both networks), then
-//! the whole frame (decode → analysis) as `total`. Median and p99 (nearest rank) per stage, fps
-//! from the median total, model load time, peak RSS.
+//! JPEG decode, face detection, crop+resize of the two PAD crops ([`crop_bgr`] at both MiniFASNet
+//! scales, as the pipeline does), and PAD (both networks), then the whole frame (decode →
+//! analysis) as `total`. Median and p99 (nearest rank) per stage, fps from the median total,
+//! model load time, peak RSS.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use serde::Serialize;
 
+use super::crop::crop_bgr;
+use super::minifasnet::{Arch, INPUT};
 use super::pipeline::Pipeline;
 use super::{DetectError, Face, Quant};
 use crate::stats::percentiles;
@@ -61,27 +64,11 @@ fn decode(jpeg: &[u8]) -> Result<RgbImage, DetectError> {
         .map_err(|e| DetectError::Model(format!("decode: {e}")))
 }
 
-/// Upstream (Silent-Face-Anti-Spoofing) crop geometry: the box scaled by `scale` around its
-/// centre (limited so it fits the image), shifted inside the image, resized to 80×80.
-/// Only the crop *timing* uses this; the PAD classifier does its own crops.
-pub fn reference_crop(img: &RgbImage, face: &Face, scale: f32) -> RgbImage {
-    let (w, h) = (img.width() as f32, img.height() as f32);
-    let [x, y, bw, bh] = face.bbox;
-    let (bw, bh) = (bw.max(1.0), bh.max(1.0));
-    let scale = scale.min((h - 1.0) / bh).min((w - 1.0) / bw);
-    let (nw, nh) = (bw * scale, bh * scale);
-    let (cx, cy) = (x + bw / 2.0, y + bh / 2.0);
-    let x0 = (cx - nw / 2.0).clamp(0.0, (w - nw).max(0.0));
-    let y0 = (cy - nh / 2.0).clamp(0.0, (h - nh).max(0.0));
-    let crop = image::imageops::crop_imm(
-        img,
-        x0 as u32,
-        y0 as u32,
-        (nw as u32).max(1),
-        (nh as u32).max(1),
-    )
-    .to_image();
-    image::imageops::resize(&crop, 80, 80, image::imageops::FilterType::Triangle)
+/// The crops the PAD ensemble takes of `face`, exactly as the pipeline makes them: one per
+/// MiniFASNet at its upstream scale, [`crop_bgr`] to 80×80 B,G,R.
+pub fn pad_crops(img: &RgbImage, face: &Face) -> Result<[Vec<u8>; 2], DetectError> {
+    let crop = |arch: Arch| crop_bgr(img, face.bbox, arch.crop_scale(), INPUT, INPUT);
+    Ok([crop(Arch::MiniFasNetV2)?, crop(Arch::MiniFasNetV1Se)?])
 }
 
 /// Run the benchmark. `load` builds the pipeline (timed as model load).
@@ -115,10 +102,8 @@ pub fn run(
             .first()
             .ok_or_else(|| DetectError::Model(format!("no face found in {BENCH_SAMPLE}")))?;
         let t = Instant::now();
-        let c1 = reference_crop(&img, face, 2.7);
-        let c2 = reference_crop(&img, face, 4.0);
+        std::hint::black_box(pad_crops(&img, face)?);
         rec("crop", t.elapsed());
-        std::hint::black_box((&c1, &c2));
         if has_pad {
             let t = Instant::now();
             std::hint::black_box(p.live_score(&img, face)?);
@@ -213,13 +198,16 @@ mod tests {
     }
 
     #[test]
-    fn reference_crop_is_80px_and_stays_inside() {
-        let img = RgbImage::new(640, 480);
+    fn pad_crops_are_the_pipelines_crops() {
+        let img = RgbImage::from_fn(640, 480, |x, y| image::Rgb([x as u8, y as u8, 7]));
         for f in [face(0.0, 300.0), face(600.0, 100.0), face(-50.0, 20.0)] {
-            for s in [2.7, 4.0] {
-                let c = reference_crop(&img, &f, s);
-                assert_eq!(c.dimensions(), (80, 80));
-            }
+            let [c1, c2] = pad_crops(&img, &f).unwrap();
+            assert_eq!(c1, crop_bgr(&img, f.bbox, 2.7, 80, 80).unwrap());
+            assert_eq!(c2, crop_bgr(&img, f.bbox, 4.0, 80, 80).unwrap());
+            assert_eq!(c1.len(), 80 * 80 * 3);
         }
+        // A small face: the two scales give different crops.
+        let [c1, c2] = pad_crops(&img, &face(300.0, 50.0)).unwrap();
+        assert!(c1 != c2);
     }
 }

@@ -26,6 +26,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
+use super::kernels::{dw3x3, Dw3x3};
+use super::pointwise::{pointwise, Isa, Pointwise, LANES};
 use super::{DetectError, Face, FaceDetector, ModelId};
 
 /// Network input side, pixels.
@@ -147,8 +149,12 @@ fn box_ranges(src: usize, dst: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Letterbox `img` into a 3×128×128 (CHW) tensor in `[-1, 1]`, black padding.
-pub fn letterbox(img: &RgbImage) -> Result<(Vec<f32>, Letterbox), DetectError> {
+/// Box-filter `img` into its letterbox inside the 128×128 input: `emit(y, x, rgb)` for every
+/// content pixel (input coordinates, values in `[-1, 1]`); the caller fills the rest black.
+fn letterbox_pixels(
+    img: &RgbImage,
+    mut emit: impl FnMut(usize, usize, [f32; 3]),
+) -> Result<Letterbox, DetectError> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(DetectError::Model("empty image".into()));
@@ -159,45 +165,50 @@ pub fn letterbox(img: &RgbImage) -> Result<(Vec<f32>, Letterbox), DetectError> {
     let (ox, oy) = ((INPUT - nw) / 2, (INPUT - nh) / 2);
     let xr = box_ranges(w, nw);
     let yr = box_ranges(h, nh);
-    let plane = INPUT * INPUT;
-    let mut out = vec![-1.0f32; 3 * plane];
     let src = img.as_raw();
-    let mut acc = vec![0u32; nw * 3];
+    // Column sums of the source rows each output row covers, then box sums across.
+    let mut acc = vec![0u32; w * 3];
     for (oyi, &(y0, y1)) in yr.iter().enumerate() {
-        acc.iter_mut().for_each(|a| *a = 0);
-        for y in y0..y1 {
-            let row = &src[y * w * 3..(y + 1) * w * 3];
-            for (oxi, &(x0, x1)) in xr.iter().enumerate() {
-                let (mut r, mut g, mut b) = (0u32, 0u32, 0u32);
-                for px in row[x0 * 3..x1 * 3].chunks_exact(3) {
-                    r += px[0] as u32;
-                    g += px[1] as u32;
-                    b += px[2] as u32;
-                }
-                acc[oxi * 3] += r;
-                acc[oxi * 3 + 1] += g;
-                acc[oxi * 3 + 2] += b;
+        acc.fill(0);
+        for row in src[y0 * w * 3..y1 * w * 3].chunks_exact(w * 3) {
+            for (a, &p) in acc.iter_mut().zip(row) {
+                *a += u32::from(p);
             }
         }
-        let ny = (y1 - y0) as f32;
-        let base = (oy + oyi) * INPUT + ox;
+        let ny = (y1 - y0) as u32;
         for (oxi, &(x0, x1)) in xr.iter().enumerate() {
-            let n = ny * (x1 - x0) as f32;
-            for c in 0..3 {
-                // PIL rounds the average to 8 bits.
-                let v = (acc[oxi * 3 + c] as f32 / n).round();
-                out[c * plane + base + oxi] = v / 127.5 - 1.0;
+            let n = ny * (x1 - x0) as u32;
+            let mut sum = [0u32; 3];
+            for px in acc[x0 * 3..x1 * 3].chunks_exact(3) {
+                sum[0] += px[0];
+                sum[1] += px[1];
+                sum[2] += px[2];
             }
+            // PIL rounds the average to 8 bits (half up).
+            emit(
+                oy + oyi,
+                ox + oxi,
+                sum.map(|s| ((2 * s + n) / (2 * n)) as f32 / 127.5 - 1.0),
+            );
         }
     }
-    Ok((
-        out,
-        Letterbox {
-            scale: scale as f32,
-            offset: [ox, oy],
-            size: [nw, nh],
-        },
-    ))
+    Ok(Letterbox {
+        scale: scale as f32,
+        offset: [ox, oy],
+        size: [nw, nh],
+    })
+}
+
+/// Letterbox `img` into a 3×128×128 (CHW) tensor in `[-1, 1]`, black padding.
+pub fn letterbox(img: &RgbImage) -> Result<(Vec<f32>, Letterbox), DetectError> {
+    let plane = INPUT * INPUT;
+    let mut out = vec![-1.0f32; 3 * plane];
+    let lb = letterbox_pixels(img, |y, x, v| {
+        for (c, v) in v.into_iter().enumerate() {
+            out[c * plane + y * INPUT + x] = v;
+        }
+    })?;
+    Ok((out, lb))
 }
 
 /// Anchor centres in input-normalised coordinates, in the network's output order.
@@ -350,167 +361,153 @@ pub fn to_faces(dets: &[RawDetection], lb: &Letterbox, min_score: f32) -> Vec<Fa
     faces
 }
 
-/// Depthwise 3×3 convolution with TensorFlow "SAME" padding and bias, as a candle custom op on
-/// the CPU storage (candle's grouped `conv2d` runs one tiny convolution per channel). The inner
-/// loops are contiguous slices so the compiler vectorises them (SSE/AVX on x86, NEON on aarch64).
-struct Depthwise3x3 {
-    /// C×3×3 kernel.
-    w: Vec<f32>,
-    b: Vec<f32>,
-    stride: usize,
+/// Channels rounded up to the pointwise kernel's vector width. Activations are stored
+/// channels-last with this channel stride; the extra channels are always zero (zero weights and
+/// biases), so they also serve as the residual's zero channel padding.
+fn padded(c: usize) -> usize {
+    c.div_ceil(LANES) * LANES
 }
 
-impl Depthwise3x3 {
-    fn new(w: &Tensor, b: &Tensor, stride: usize) -> candle_core::Result<Self> {
-        Ok(Self {
-            w: w.flatten_all()?.to_vec1()?,
-            b: b.flatten_all()?.to_vec1()?,
-            stride,
-        })
-    }
+/// Stem: 5×5 stride 2, 3 → 24 channels, TensorFlow "SAME" on 128 pixels: 1 before, 2 after.
+const STEM_K: usize = 5;
+const STEM_PAD: usize = 1;
+const STEM_IN: usize = INPUT + 3;
+const STEM_OUT: usize = INPUT / 2;
+const STEM_COLS: usize = STEM_K * STEM_K * 3;
 
-    /// `x`: C×H×W, returns C×OH×OW.
-    fn run(&self, x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, usize, usize) {
-        let s = self.stride;
-        let (oh, ow) = (h.div_ceil(s), w.div_ceil(s));
-        // SAME: total padding (o-1)·s + 3 − i, the smaller half before.
-        let pad_y = (((oh - 1) * s + 3).saturating_sub(h)) / 2;
-        let pad_x = (((ow - 1) * s + 3).saturating_sub(w)) / 2;
-        let mut out = vec![0f32; c * oh * ow];
-        for ch in 0..c {
-            let k = &self.w[ch * 9..ch * 9 + 9];
-            let src = &x[ch * h * w..(ch + 1) * h * w];
-            let dst = &mut out[ch * oh * ow..(ch + 1) * oh * ow];
-            for oy in 0..oh {
-                let row = &mut dst[oy * ow..(oy + 1) * ow];
-                row.fill(self.b[ch]);
-                for ky in 0..3 {
-                    let iy = (oy * s + ky) as isize - pad_y as isize;
-                    if iy < 0 || iy >= h as isize {
+/// Depthwise 3×3, stride 2, TensorFlow "SAME" padding (even sizes: none before, one after),
+/// with bias; channels-last with channel stride `c`; `wt` is tap-major (`wt[t * c + ch]`).
+/// Plain slices, so the compiler vectorises across channels.
+fn dw3x3_s2_same(x: &[f32], h: usize, w: usize, c: usize, wt: &[f32], b: &[f32], out: &mut [f32]) {
+    let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+    let pad_y = ((oh - 1) * 2 + 3).saturating_sub(h) / 2;
+    let pad_x = ((ow - 1) * 2 + 3).saturating_sub(w) / 2;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let o = &mut out[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+            o.copy_from_slice(b);
+            for ky in 0..3 {
+                let Some(iy) = (oy * 2 + ky).checked_sub(pad_y).filter(|&v| v < h) else {
+                    continue;
+                };
+                for kx in 0..3 {
+                    let Some(ix) = (ox * 2 + kx).checked_sub(pad_x).filter(|&v| v < w) else {
                         continue;
-                    }
-                    let irow = &src[iy as usize * w..(iy as usize + 1) * w];
-                    for kx in 0..3 {
-                        let wv = k[ky * 3 + kx];
-                        // Output columns whose input column ox·s + kx − pad_x is inside.
-                        let lo = pad_x.saturating_sub(kx).div_ceil(s);
-                        let hi = ((w + pad_x).saturating_sub(kx)).div_ceil(s).min(ow);
-                        if lo >= hi {
-                            continue;
-                        }
-                        let first = lo * s + kx - pad_x;
-                        if s == 1 {
-                            for (o, i) in row[lo..hi].iter_mut().zip(&irow[first..]) {
-                                *o += wv * i;
-                            }
-                        } else {
-                            for (o, i) in
-                                row[lo..hi].iter_mut().zip(irow[first..].iter().step_by(s))
-                            {
-                                *o += wv * i;
-                            }
-                        }
+                    };
+                    let xi = &x[(iy * w + ix) * c..(iy * w + ix + 1) * c];
+                    let wi = &wt[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
+                    for ((o, &x), &w) in o.iter_mut().zip(xi).zip(wi) {
+                        *o += x * w;
                     }
                 }
             }
         }
-        (out, oh, ow)
     }
 }
 
-impl candle_core::CustomOp1 for Depthwise3x3 {
-    fn name(&self) -> &'static str {
-        "blazeface-depthwise3x3"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (n, c, h, w) = layout.shape().dims4()?;
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("depthwise: input not contiguous".into()))?;
-        let data = match storage {
-            candle_core::CpuStorage::F32(v) => &v[start..end],
-            _ => return Err(candle_core::Error::Msg("depthwise: f32 only".into())),
-        };
-        if n != 1 || c * 9 != self.w.len() {
-            return Err(candle_core::Error::Msg(format!(
-                "depthwise: input {n}×{c} for a {}-channel kernel",
-                self.w.len() / 9
-            )));
+/// 2×2 max-pool, stride 2, channels-last (even sizes).
+fn maxpool2(x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
+    let ow = w / 2;
+    for oy in 0..h / 2 {
+        for ox in 0..ow {
+            let o = &mut out[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+            let top = ((2 * oy) * w + 2 * ox) * c;
+            let bot = top + w * c;
+            let (a, b) = (&x[top..top + 2 * c], &x[bot..bot + 2 * c]);
+            for (ch, o) in o.iter_mut().enumerate() {
+                *o = a[ch].max(a[c + ch]).max(b[ch].max(b[c + ch]));
+            }
         }
-        let (out, oh, ow) = self.run(data, c, h, w);
-        Ok((candle_core::CpuStorage::F32(out), (1, c, oh, ow).into()))
     }
 }
 
-/// The depthwise 3×3 convolution (TensorFlow "SAME" padding, bias): the one place the depthwise
-/// kernel is called (swap point for an optimised shared kernel).
-fn depthwise3x3(x: &Tensor, k: &Depthwise3x3) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(k)
+/// `cout × cin` (PyTorch 1×1 conv layout) → `cin × n` with zero columns up to `n`.
+fn pack_pointwise(w: &[f32], cout: usize, cin: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; cin * n];
+    for co in 0..cout {
+        for ci in 0..cin {
+            out[ci * n + co] = w[co * cin + ci];
+        }
+    }
+    out
 }
 
-/// Reference path through candle's grouped `conv2d`, kept to cross-check the custom kernel.
-#[cfg(test)]
-fn depthwise3x3_conv2d(
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    stride: usize,
-) -> candle_core::Result<Tensor> {
-    let c = x.dim(1)?;
-    let (before, after) = if stride == 1 { (1, 1) } else { (0, 1) };
-    let x = x
-        .pad_with_zeros(2, before, after)?
-        .pad_with_zeros(3, before, after)?;
-    x.conv2d(w, 0, stride, 1, c)?.broadcast_add(b)
+fn with_zeros(v: Vec<f32>, n: usize) -> Vec<f32> {
+    let mut v = v;
+    v.resize(n, 0.0);
+    v
 }
 
-/// 1×1 convolution as a matrix product: (Cout×Cin) · (Cin×HW).
-fn pointwise(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, wd) = x.dims4()?;
-    let cout = w.dim(0)?;
-    let y = w.matmul(&x.reshape((c, h * wd))?)?.broadcast_add(b)?;
-    y.reshape((n, cout, h, wd))
+fn values(t: &Tensor) -> Result<Vec<f32>, DetectError> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(model_err)
 }
 
+/// One depthwise-separable residual block, weights in the kernels' layouts.
 struct Block {
-    dw: Depthwise3x3,
-    pw_w: Tensor,
-    pw_b: Tensor,
     stride: usize,
     cin: usize,
     cout: usize,
+    /// Padded channel counts (activation channel strides).
+    cin_p: usize,
+    cout_p: usize,
+    /// `9 × cin_p`, tap-major.
+    dw_w: Vec<f32>,
+    dw_b: Vec<f32>,
+    /// `cin × cout_p`.
+    pw_w: Vec<f32>,
+    pw_b: Vec<f32>,
 }
 
+/// The classifier and regressor of one scale as one pointwise layer: per pixel, `anchors`
+/// logits, then `anchors × 16` regressors, then zero padding up to `n`.
 struct Head {
-    w: Tensor,
-    b: Tensor,
+    anchors: usize,
+    /// Input channels and their stride.
+    cin: usize,
+    stride: usize,
+    n: usize,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// Preallocated activations for one forward pass (sized for the largest layer).
+struct Workspace {
+    /// Zero-padded channels-last input for the stem, `STEM_IN² × 3`.
+    img: Vec<f32>,
+    /// Stem im2col, `STEM_OUT² × STEM_COLS`.
+    col: Vec<f32>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    /// Depthwise output.
+    t: Vec<f32>,
+    /// Max-pooled residual.
+    r: Vec<f32>,
+    h16: Vec<f32>,
+    h8: Vec<f32>,
 }
 
 /// The BlazeFace network and its decoder.
 pub struct BlazeFace {
-    stem_w: Tensor,
-    stem_b: Tensor,
+    /// Stem weights `STEM_COLS × 24` (rows ordered ky, kx, channel) and bias.
+    stem_w: Vec<f32>,
+    stem_b: Vec<f32>,
     blocks: Vec<Block>,
-    cls16: Head,
-    reg16: Head,
-    cls8: Head,
-    reg8: Head,
+    head16: Head,
+    head8: Head,
     anchors: Vec<[f32; 2]>,
     opts: BlazeFaceOptions,
     id: ModelId,
-    device: Device,
+    isa: Isa,
+    ws: Workspace,
 }
 
 fn take(
     map: &mut HashMap<String, Tensor>,
     name: &str,
     shape: &[usize],
-) -> Result<Tensor, DetectError> {
+) -> Result<Vec<f32>, DetectError> {
     let t = map
         .remove(name)
         .ok_or_else(|| DetectError::Model(format!("blazeface: missing tensor {name}")))?;
@@ -520,7 +517,7 @@ fn take(
             t.dims()
         )));
     }
-    t.to_dtype(DType::F32).map_err(model_err)
+    values(&t.to_dtype(DType::F32).map_err(model_err)?)
 }
 
 fn layer_name(base: &str, i: usize) -> String {
@@ -530,6 +527,8 @@ fn layer_name(base: &str, i: usize) -> String {
         format!("{base}_{i}")
     }
 }
+
+const STEM_CH: usize = 24;
 
 impl BlazeFace {
     /// Load from a safetensors file.
@@ -547,14 +546,21 @@ impl BlazeFace {
 
     /// Load from safetensors bytes (format written by `tools/convert_blazeface.py`).
     pub fn from_bytes(bytes: &[u8], opts: BlazeFaceOptions) -> Result<Self, DetectError> {
-        let device = Device::Cpu;
-        let mut map = candle_core::safetensors::load_buffer(bytes, &device).map_err(model_err)?;
-        let stem_w = take(&mut map, "conv2d.weight", &[24, 3, 5, 5])?;
-        let stem_b = take(&mut map, "conv2d.bias", &[24])?
-            .reshape((1, 24, 1, 1))
-            .map_err(model_err)?;
+        let mut map =
+            candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(model_err)?;
+        // [co][ci][ky][kx] → [(ky·5 + kx)·3 + ci][co].
+        let w = take(&mut map, "conv2d.weight", &[STEM_CH, 3, STEM_K, STEM_K])?;
+        let mut stem_w = vec![0f32; STEM_COLS * STEM_CH];
+        for co in 0..STEM_CH {
+            for ci in 0..3 {
+                for t in 0..STEM_K * STEM_K {
+                    stem_w[(t * 3 + ci) * STEM_CH + co] = w[(co * 3 + ci) * STEM_K * STEM_K + t];
+                }
+            }
+        }
+        let stem_b = take(&mut map, "conv2d.bias", &[STEM_CH])?;
         let mut blocks = Vec::with_capacity(NUM_BLOCKS);
-        let mut cin = 24;
+        let mut cin = STEM_CH;
         for i in 0..NUM_BLOCKS {
             let dw = layer_name("depthwise_conv2d", i);
             let pw = layer_name("conv2d", i + 1);
@@ -567,59 +573,93 @@ impl BlazeFace {
                     "blazeface: block {i} narrows {cin}→{cout} channels"
                 )));
             }
-            let dw_w = take(&mut map, &format!("{dw}.weight"), &[cin, 1, 3, 3])?;
-            let dw_b = take(&mut map, &format!("{dw}.bias"), &[cin])?;
-            let pw_w = take(&mut map, &format!("{pw}.weight"), &[cout, cin, 1, 1])?
-                .reshape((cout, cin))
-                .map_err(model_err)?;
-            let pw_b = take(&mut map, &format!("{pw}.bias"), &[cout])?
-                .reshape((cout, 1))
-                .map_err(model_err)?;
-            let stride = if STRIDE2_BLOCKS.contains(&i) { 2 } else { 1 };
+            let (cin_p, cout_p) = (padded(cin), padded(cout));
+            // [ch][1][ky][kx] → [t][ch].
+            let w = take(&mut map, &format!("{dw}.weight"), &[cin, 1, 3, 3])?;
+            let mut dw_w = vec![0f32; 9 * cin_p];
+            for ch in 0..cin {
+                for t in 0..9 {
+                    dw_w[t * cin_p + ch] = w[ch * 9 + t];
+                }
+            }
+            let dw_b = with_zeros(take(&mut map, &format!("{dw}.bias"), &[cin])?, cin_p);
+            let w = take(&mut map, &format!("{pw}.weight"), &[cout, cin, 1, 1])?;
+            let pw_b = with_zeros(take(&mut map, &format!("{pw}.bias"), &[cout])?, cout_p);
             blocks.push(Block {
-                dw: Depthwise3x3::new(&dw_w, &dw_b, stride).map_err(model_err)?,
-                pw_w,
-                pw_b,
-                stride,
+                stride: if STRIDE2_BLOCKS.contains(&i) { 2 } else { 1 },
                 cin,
                 cout,
+                cin_p,
+                cout_p,
+                dw_w,
+                dw_b,
+                pw_w: pack_pointwise(&w, cout, cin, cout_p),
+                pw_b,
             });
             cin = cout;
         }
-        let c16 = blocks[HEAD16_BLOCK].cout;
-        let c8 = blocks[NUM_BLOCKS - 1].cout;
-        let mut head = |name: &str, cin: usize, cout: usize| -> Result<Head, DetectError> {
-            Ok(Head {
-                w: take(&mut map, &format!("{name}.weight"), &[cout, cin, 1, 1])?
-                    .reshape((cout, cin))
-                    .map_err(model_err)?,
-                b: take(&mut map, &format!("{name}.bias"), &[cout])?
-                    .reshape((cout, 1))
-                    .map_err(model_err)?,
+        let mut head = |cls: &str, reg: &str, block: &Block, anchors: usize| {
+            let cin = block.cout;
+            let (nc, nr) = (anchors, anchors * NUM_COORDS);
+            let mut w = take(&mut map, &format!("{cls}.weight"), &[nc, cin, 1, 1])?;
+            w.extend(take(&mut map, &format!("{reg}.weight"), &[nr, cin, 1, 1])?);
+            let mut b = take(&mut map, &format!("{cls}.bias"), &[nc])?;
+            b.extend(take(&mut map, &format!("{reg}.bias"), &[nr])?);
+            let n = padded(nc + nr);
+            Ok::<_, DetectError>(Head {
+                anchors,
+                cin,
+                stride: block.cout_p,
+                n,
+                w: pack_pointwise(&w, nc + nr, cin, n),
+                b: with_zeros(b, n),
             })
         };
-        let cls16 = head("classificator_8", c16, 2)?;
-        let reg16 = head("regressor_8", c16, 2 * NUM_COORDS)?;
-        let cls8 = head("classificator_16", c8, 6)?;
-        let reg8 = head("regressor_16", c8, 6 * NUM_COORDS)?;
+        let head16 = head("classificator_8", "regressor_8", &blocks[HEAD16_BLOCK], 2)?;
+        let head8 = head(
+            "classificator_16",
+            "regressor_16",
+            &blocks[NUM_BLOCKS - 1],
+            6,
+        )?;
         let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
         let sha: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let ws = Self::workspace(&blocks, &head16, &head8);
         Ok(Self {
             stem_w,
             stem_b,
             blocks,
-            cls16,
-            reg16,
-            cls8,
-            reg8,
+            head16,
+            head8,
             anchors: anchors(),
             opts,
             id: ModelId {
                 name: "blazeface_short_range".into(),
                 weights_sha256: sha,
             },
-            device,
+            isa: Isa::detect(),
+            ws,
         })
+    }
+
+    fn workspace(blocks: &[Block], head16: &Head, head8: &Head) -> Workspace {
+        let mut side = STEM_OUT;
+        let mut act = side * side * padded(STEM_CH);
+        for b in blocks {
+            act = act.max(side * side * b.cin_p);
+            side /= b.stride;
+            act = act.max(side * side * b.cout_p);
+        }
+        Workspace {
+            img: vec![0.0; STEM_IN * STEM_IN * 3],
+            col: vec![0.0; STEM_OUT * STEM_OUT * STEM_COLS],
+            x: vec![0.0; act],
+            y: vec![0.0; act],
+            t: vec![0.0; act],
+            r: vec![0.0; act],
+            h16: vec![0.0; 16 * 16 * head16.n],
+            h8: vec![0.0; 8 * 8 * head8.n],
+        }
     }
 
     pub fn options(&self) -> &BlazeFaceOptions {
@@ -628,7 +668,7 @@ impl BlazeFace {
 
     /// Run the network on a 3×128×128 CHW input in `[-1, 1]`; returns the 896 logits and the
     /// 896×16 regressors, in the reference runtime's order.
-    pub fn raw_outputs(&self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), DetectError> {
+    pub fn raw_outputs(&mut self, input: &[f32]) -> Result<(Vec<f32>, Vec<f32>), DetectError> {
         if input.len() != 3 * INPUT * INPUT {
             return Err(DetectError::Model(format!(
                 "blazeface: input has {} values, expected {}",
@@ -636,62 +676,164 @@ impl BlazeFace {
                 3 * INPUT * INPUT
             )));
         }
-        let x = Tensor::from_slice(input, (1, 3, INPUT, INPUT), &self.device).map_err(model_err)?;
-        self.forward(&x).map_err(model_err)
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
-        // Stem: 5×5 stride 2, SAME (pads 1 before, 2 after on a 128 input).
-        let x = x.pad_with_zeros(2, 1, 2)?.pad_with_zeros(3, 1, 2)?;
-        let mut x = x
-            .conv2d(&self.stem_w, 0, 2, 1, 1)?
-            .broadcast_add(&self.stem_b)?
-            .relu()?;
-        let mut feat16 = None;
-        for (i, b) in self.blocks.iter().enumerate() {
-            let y = depthwise3x3(&x, &b.dw)?;
-            let y = pointwise(&y, &b.pw_w, &b.pw_b)?;
-            let mut r = if b.stride == 2 { x.max_pool2d(2)? } else { x };
-            if b.cout > b.cin {
-                r = r.pad_with_zeros(1, 0, b.cout - b.cin)?;
-            }
-            x = (y + r)?.relu()?;
-            if i == HEAD16_BLOCK {
-                feat16 = Some(x.clone());
+        // CHW → the stem's zero-padded HWC input.
+        let plane = INPUT * INPUT;
+        for y in 0..INPUT {
+            for (x, px) in self.input_row(y).chunks_exact_mut(3).enumerate() {
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = input[c * plane + y * INPUT + x];
+                }
             }
         }
-        let feat16 = feat16.ok_or_else(|| candle_core::Error::Msg("no 16x16 features".into()))?;
-        let head = |f: &Tensor, h: &Head| -> candle_core::Result<Vec<f32>> {
-            // NCHW → NHWC → (anchors, values per anchor): the runtime's reshape order.
-            let y = pointwise(f, &h.w, &h.b)?;
-            y.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1::<f32>()
+        self.forward()
+    }
+
+    /// Row `y` of the 128×128 input inside the stem's padded HWC buffer.
+    fn input_row(&mut self, y: usize) -> &mut [f32] {
+        &mut self.ws.img[((y + STEM_PAD) * STEM_IN + STEM_PAD) * 3..][..INPUT * 3]
+    }
+
+    /// Letterbox `img` straight into the stem's input buffer.
+    fn letterbox_input(&mut self, img: &RgbImage) -> Result<Letterbox, DetectError> {
+        for y in 0..INPUT {
+            self.input_row(y).fill(-1.0);
+        }
+        let buf = &mut self.ws.img;
+        letterbox_pixels(img, |y, x, v| {
+            let at = ((y + STEM_PAD) * STEM_IN + x + STEM_PAD) * 3;
+            buf[at..at + 3].copy_from_slice(&v);
+        })
+    }
+
+    /// The network on the input in the workspace.
+    fn forward(&mut self) -> Result<(Vec<f32>, Vec<f32>), DetectError> {
+        self.forward_inner()
+            .map_err(|e| DetectError::Model(format!("blazeface: {e}")))
+    }
+
+    fn forward_inner(&mut self) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let isa = self.isa;
+        let ws = &mut self.ws;
+        // im2col rows (ky, kx, channel) per output pixel of the stem.
+        let span = STEM_K * 3;
+        for (p, dst) in ws.col.chunks_exact_mut(STEM_COLS).enumerate() {
+            let (oy, ox) = (p / STEM_OUT, p % STEM_OUT);
+            for (ky, d) in dst.chunks_exact_mut(span).enumerate() {
+                let at = ((oy * 2 + ky) * STEM_IN + ox * 2) * 3;
+                d.copy_from_slice(&ws.img[at..at + span]);
+            }
+        }
+        let mut side = STEM_OUT;
+        let stem = Pointwise {
+            rows: side * side,
+            k: STEM_COLS,
+            a_stride: STEM_COLS,
+            n: STEM_CH,
+            weights: &self.stem_w,
+            bias: &self.stem_b,
+            residual: None,
+            relu: true,
         };
-        let mut logits = head(&feat16, &self.cls16)?;
-        logits.extend(head(&x, &self.cls8)?);
-        let mut regs = head(&feat16, &self.reg16)?;
-        regs.extend(head(&x, &self.reg8)?);
+        pointwise(isa, &stem, &ws.col, &mut ws.x[..side * side * STEM_CH])?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let n_in = side * side * b.cin_p;
+            let os = side / b.stride;
+            let n_mid = os * os * b.cin_p;
+            let x = &ws.x[..n_in];
+            let res: &[f32] = if b.stride == 1 {
+                let p = Dw3x3 {
+                    h: side,
+                    w: side,
+                    c: b.cin_p,
+                    stride: 1,
+                    weights: &b.dw_w,
+                    bias: &b.dw_b,
+                    alpha: None,
+                    out_stride: b.cin_p,
+                };
+                dw3x3(&p, x, &mut ws.t[..n_mid])?;
+                x
+            } else {
+                dw3x3_s2_same(x, side, side, b.cin_p, &b.dw_w, &b.dw_b, &mut ws.t[..n_mid]);
+                maxpool2(x, side, side, b.cin_p, &mut ws.r[..n_mid]);
+                &ws.r[..n_mid]
+            };
+            side = os;
+            let pw = Pointwise {
+                rows: side * side,
+                k: b.cin,
+                a_stride: b.cin_p,
+                n: b.cout_p,
+                weights: &b.pw_w,
+                bias: &b.pw_b,
+                residual: Some((res, b.cin_p)),
+                relu: true,
+            };
+            pointwise(
+                isa,
+                &pw,
+                &ws.t[..n_mid],
+                &mut ws.y[..side * side * b.cout_p],
+            )?;
+            std::mem::swap(&mut ws.x, &mut ws.y);
+            if i == HEAD16_BLOCK {
+                let h = &self.head16;
+                run_head(isa, h, &ws.x[..side * side * h.stride], &mut ws.h16)?;
+            }
+        }
+        let h = &self.head8;
+        run_head(isa, h, &ws.x[..side * side * h.stride], &mut ws.h8)?;
+        let mut logits = Vec::with_capacity(NUM_ANCHORS);
+        let mut regs = Vec::with_capacity(NUM_ANCHORS * NUM_COORDS);
+        for (h, out) in [(&self.head16, &ws.h16), (&self.head8, &ws.h8)] {
+            let nc = h.anchors;
+            for px in out.chunks_exact(h.n) {
+                logits.extend_from_slice(&px[..nc]);
+                regs.extend_from_slice(&px[nc..nc + nc * NUM_COORDS]);
+            }
+        }
         if logits.len() != NUM_ANCHORS || regs.len() != NUM_ANCHORS * NUM_COORDS {
-            return Err(candle_core::Error::Msg(format!(
+            return Err(format!(
                 "unexpected output sizes {} / {}",
                 logits.len(),
                 regs.len()
-            )));
+            ));
         }
         Ok((logits, regs))
     }
 
     /// Detections in input (128×128) pixels after NMS, all scores ≥ 0.5.
-    pub fn detect_raw(&self, input: &[f32]) -> Result<Vec<RawDetection>, DetectError> {
+    pub fn detect_raw(&mut self, input: &[f32]) -> Result<Vec<RawDetection>, DetectError> {
         let (logits, regs) = self.raw_outputs(input)?;
-        let cands = decode(&logits, &regs, &self.anchors, CANDIDATE_SCORE);
-        Ok(nms(cands, self.opts.iou_threshold, self.opts.nms))
+        Ok(self.decode_nms(&logits, &regs))
     }
+
+    fn decode_nms(&self, logits: &[f32], regs: &[f32]) -> Vec<RawDetection> {
+        let cands = decode(logits, regs, &self.anchors, CANDIDATE_SCORE);
+        nms(cands, self.opts.iou_threshold, self.opts.nms)
+    }
+}
+
+/// One head: `h.cin` channels (stride `h.stride`) per pixel → `h.n` values per pixel.
+fn run_head(isa: Isa, h: &Head, x: &[f32], out: &mut [f32]) -> Result<(), String> {
+    let p = Pointwise {
+        rows: out.len() / h.n,
+        k: h.cin,
+        a_stride: h.stride,
+        n: h.n,
+        weights: &h.w,
+        bias: &h.b,
+        residual: None,
+        relu: false,
+    };
+    pointwise(isa, &p, x, out)
 }
 
 impl FaceDetector for BlazeFace {
     fn detect(&mut self, img: &RgbImage) -> Result<Vec<Face>, DetectError> {
-        let (input, lb) = letterbox(img)?;
-        let dets = self.detect_raw(&input)?;
+        let lb = self.letterbox_input(img)?;
+        let (logits, regs) = self.forward()?;
+        let dets = self.decode_nms(&logits, &regs);
         Ok(to_faces(&dets, &lb, self.opts.min_score))
     }
 
@@ -805,40 +947,113 @@ mod tests {
         assert_eq!(f[1].score, 0.95);
     }
 
+    /// NHWC values of an NCHW tensor.
+    fn nhwc(t: &Tensor) -> Vec<f32> {
+        t.permute((0, 2, 3, 1))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
     #[test]
-    fn depthwise_kernel_matches_candle_grouped_conv() {
+    fn stride2_depthwise_and_maxpool_match_candle() {
         let dev = Device::Cpu;
-        for (c, h, w, stride) in [(3, 8, 8, 1), (5, 8, 6, 2), (4, 7, 9, 1), (2, 16, 16, 2)] {
+        for (c, h, w) in [(3, 8, 8), (8, 8, 6), (16, 16, 16), (5, 4, 10)] {
             let x = Tensor::randn(0f32, 1.0, (1, c, h, w), &dev).unwrap();
             let k = Tensor::randn(0f32, 1.0, (c, 1, 3, 3), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
-            let op = Depthwise3x3::new(&k, &b, stride).unwrap();
-            let got = depthwise3x3(&x, &op).unwrap();
-            if stride == 2 && (h % 2 == 1 || w % 2 == 1) {
-                // The reference's fixed padding is only right for even sizes; check shape.
-                assert_eq!(got.dims(), &[1, c, h.div_ceil(stride), w.div_ceil(stride)]);
-                continue;
-            }
-            let want =
-                depthwise3x3_conv2d(&x, &k, &b.reshape((1, c, 1, 1)).unwrap(), stride).unwrap();
-            assert_eq!(got.dims(), want.dims());
-            let d: f32 = (got - want)
+            // TensorFlow SAME, stride 2, even sizes: pad one after.
+            let want = x
+                .pad_with_zeros(2, 0, 1)
                 .unwrap()
-                .abs()
+                .pad_with_zeros(3, 0, 1)
                 .unwrap()
-                .flatten_all()
+                .conv2d(&k, 0, 2, 1, c)
                 .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
+                .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
                 .unwrap();
-            assert!(d < 1e-5, "{c}x{h}x{w}/{stride}: {d}");
+            let kv: Vec<f32> = k.flatten_all().unwrap().to_vec1().unwrap();
+            let mut wt = vec![0f32; 9 * c];
+            for ch in 0..c {
+                for t in 0..9 {
+                    wt[t * c + ch] = kv[ch * 9 + t];
+                }
+            }
+            let bv: Vec<f32> = b.to_vec1().unwrap();
+            let xs = nhwc(&x);
+            let mut got = vec![f32::NAN; (h / 2) * (w / 2) * c];
+            dw3x3_s2_same(&xs, h, w, c, &wt, &bv, &mut got);
+            let d = max_diff(&got, &nhwc(&want));
+            assert!(d < 1e-5, "depthwise {c}x{h}x{w}: {d}");
+            let mut pooled = vec![f32::NAN; got.len()];
+            maxpool2(&xs, h, w, c, &mut pooled);
+            assert_eq!(
+                pooled,
+                nhwc(&x.max_pool2d(2).unwrap()),
+                "maxpool {c}x{h}x{w}"
+            );
         }
     }
 
     #[test]
+    fn direct_letterbox_matches_the_chw_path() {
+        let img = RgbImage::from_fn(200, 150, |x, y| {
+            image::Rgb([
+                (x * 3 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        });
+        let mut m = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
+        let (input, lb) = letterbox(&img).unwrap();
+        let want = m.raw_outputs(&input).unwrap();
+        // Leave stale values in the buffer first: the direct path must overwrite all of it.
+        m.ws.img.iter_mut().skip(3 * STEM_IN).for_each(|v| *v = 0.5);
+        for y in 0..STEM_IN {
+            for x in 0..STEM_IN {
+                let inside = (STEM_PAD..STEM_PAD + INPUT).contains(&y)
+                    && (STEM_PAD..STEM_PAD + INPUT).contains(&x);
+                if !inside {
+                    m.ws.img[(y * STEM_IN + x) * 3..][..3].fill(0.0);
+                }
+            }
+        }
+        assert_eq!(m.letterbox_input(&img).unwrap(), lb);
+        assert_eq!(m.forward().unwrap(), want);
+    }
+
+    #[test]
+    fn network_on_this_cpu_matches_the_scalar_kernels() {
+        let mut fast = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
+        let mut slow = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
+        slow.isa = Isa::Scalar;
+        let input: Vec<f32> = (0..3 * INPUT * INPUT)
+            .map(|i| ((i * 37 % 251) as f32) / 125.5 - 1.0)
+            .collect();
+        let (l1, r1) = fast.raw_outputs(&input).unwrap();
+        let (l2, r2) = slow.raw_outputs(&input).unwrap();
+        assert!(l1.iter().chain(&r1).all(|v| v.is_finite()));
+        // Not all zero: the padding invariants would hide in a dead network.
+        assert!(r1.iter().any(|&v| v.abs() > 1.0));
+        let (dl, dr) = (max_diff(&l1, &l2), max_diff(&r1, &r2));
+        assert!(dl < 1e-3 && dr < 1e-2, "logits {dl}, regressors {dr}");
+        // The workspace is reused: a second run gives the same answer.
+        assert_eq!(fast.raw_outputs(&input).unwrap().0, l1);
+    }
+
+    #[test]
     fn builtin_model_loads_and_rejects_bad_input() {
-        let m = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
+        let mut m = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
         assert_eq!(m.model().weights_sha256.len(), 64);
         assert!(m.raw_outputs(&[0.0; 10]).is_err());
         assert!(BlazeFace::from_bytes(b"not a model", BlazeFaceOptions::default()).is_err());

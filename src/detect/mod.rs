@@ -9,6 +9,7 @@ pub mod crop;
 pub mod kernels;
 pub mod minifasnet;
 pub mod modelfile;
+pub mod pointwise;
 pub mod qkernels;
 
 pub mod eval;
