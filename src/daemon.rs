@@ -155,7 +155,6 @@ fn analysis_loop(
     let mut state = DeciderState::new(decide_cfg);
     // device hook (issue 7): READY=1 after the first analysed frame (camera open, models loaded,
     // a frame through the detector), then WATCHDOG=1 fed only by analysed frames.
-    let notifier = crate::device::notify::Notifier::from_env();
     let mut ready_sent = false;
     let mut watchdog = crate::device::notify::Watchdog::from_env();
     loop {
@@ -188,7 +187,7 @@ fn analysis_loop(
             actuator.on_analysis_error();
         }
         if !ready_sent {
-            notifier.ready("analysing frames");
+            watchdog.notifier().ready("analysing frames");
             ready_sent = true;
         }
         watchdog.frame_analysed();

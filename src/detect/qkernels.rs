@@ -10,7 +10,7 @@
 //! results equal [`gemm_scalar`] bit for bit.
 //!
 //! Paths, chosen at **run time**:
-//! * x86_64 with AVX2 (`is_x86_feature_detected!`): weights sign-extended to i16, interleaved as
+//! * x86_64 with AVX2 and FMA (`pointwise::Isa::detect`): weights sign-extended to i16, interleaved as
 //!   16 output channels × 2 k per 256-bit vector; one `vpmaddwd` per vector against a broadcast
 //!   pair of activations; tiles of 4 pixels × 16 channels.
 //! * aarch64: ARMv8.0 NEON only (`smull`/`smlal2`/`sadalp`, no `sdot`), so it runs on a Raspberry
@@ -301,8 +301,9 @@ pub fn gemm(
     #[cfg(not(target_arch = "aarch64"))]
     {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present (checked just above); shapes were checked.
+        if super::pointwise::Isa::detect() == super::pointwise::Isa::Avx2 {
+            // SAFETY: AVX2 and FMA (the kernels' target features) are present, checked just
+            // above by `Isa::detect`; shapes were checked.
             unsafe {
                 let xa = x86::quantize_avx2(x, m, c, w.kp);
                 x86::gemm_avx2(w, &xa, m, bias, alpha, out);
@@ -667,7 +668,9 @@ mod tests {
                     let alpha = rnd(&mut rng, n, 0.5);
                     let xs = quantize_scalar(&x, m, k, w.kp);
                     #[cfg(target_arch = "x86_64")]
-                    if std::arch::is_x86_feature_detected!("avx2") {
+                    if crate::detect::pointwise::Isa::detect()
+                        == crate::detect::pointwise::Isa::Avx2
+                    {
                         let xv = unsafe { x86::quantize_avx2(&x, m, k, w.kp) };
                         let widened: Vec<i16> = xs.q.iter().map(|&v| i16::from(v)).collect();
                         assert_eq!(xv.q, widened, "quantized activations m={m} k={k}");

@@ -200,6 +200,11 @@ impl Watchdog {
         self.interval
     }
 
+    /// The notifier it pings through (for `READY=1` and `STATUS=` from the same loop).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
     /// Pings sent so far.
     pub fn pings(&self) -> u64 {
         self.pings

@@ -102,8 +102,10 @@ fn write_via_temp(
         }
         Ok(())
     })();
-    // After a rename the temp name is gone; after a link (or an error) it is removed here.
-    let _ = fs::remove_file(&tmp);
+    // A successful rename consumed the temp name; after a link (or any error) it is removed here.
+    if res.is_err() || matches!(how, Publish::CreateNew) {
+        let _ = fs::remove_file(&tmp);
+    }
     res
 }
 
