@@ -1,20 +1,36 @@
-//! Hand-written CPU kernels for the PAD networks, channels-last (NHWC, one image).
+//! Hand-written CPU kernels for the detector networks, channels-last (NHWC, one image).
 //!
 //! candle runs a grouped convolution as one small convolution per group, which is slow for
 //! depthwise layers (one group per channel). [`dw3x3`] computes a 3×3 depthwise convolution
-//! (padding 1, stride 1 or 2) directly, fused with the folded batch-norm bias and an optional
-//! PReLU. Channels are contiguous, so each tap is a vector multiply-add across channels:
+//! (stride 1 or 2; PyTorch padding 1 or TensorFlow "SAME") directly, fused with the folded
+//! batch-norm bias and an optional PReLU. Channels are contiguous, so each tap is a vector
+//! multiply-add across channels. Output pixels whose 9 taps all lie inside the input (all but
+//! the border) take a fixed-offset path with no bounds checks; border pixels list their valid
+//! taps. The vector code is [`pointwise`](super::pointwise)'s, picked at run time:
 //!
-//! * x86_64: AVX + FMA when the CPU has them (runtime detection), else SSE2 (baseline);
+//! * x86_64: AVX2 + FMA when the CPU has them, else the scalar loop (which the compiler
+//!   vectorises with SSE2);
 //! * aarch64: NEON (ARMv8.0 ASIMD `fmla` only — no dot-product instructions, so it runs on a
 //!   Raspberry Pi 4's Cortex-A72);
-//! * elsewhere: a scalar loop.
+//! * elsewhere: the scalar loop.
 //!
 //! [`DepthwiseConv3x3`] wraps the kernel as a candle [`CustomOp1`] over an `(H, W, C)` tensor.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 
-/// Parameters of one depthwise 3×3 layer (padding 1).
+use super::pointwise::{Isa, Simd};
+
+/// Where the 3×3 window sits relative to the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// One pixel of zeros on every side (PyTorch `padding=1`); output `(h - 1) / stride + 1`.
+    One,
+    /// TensorFlow "SAME": output `ceil(h / stride)`, the total padding split with the smaller
+    /// half before (stride 2 on an even size: none before, one after).
+    TfSame,
+}
+
+/// Parameters of one depthwise 3×3 layer.
 #[derive(Debug, Clone, Copy)]
 pub struct Dw3x3<'a> {
     /// Input height and width.
@@ -24,6 +40,7 @@ pub struct Dw3x3<'a> {
     pub c: usize,
     /// 1 or 2.
     pub stride: usize,
+    pub padding: Padding,
     /// Weights, tap-major: `weights[(ky * 3 + kx) * c + ch]`.
     pub weights: &'a [f32],
     /// Per-channel bias (`c`).
@@ -40,19 +57,33 @@ pub type KernelResult<T> = Result<T, String>;
 impl Dw3x3<'_> {
     /// Output height and width.
     pub fn out_hw(&self) -> (usize, usize) {
-        let ho = (self.h + 2 - 3) / self.stride + 1;
-        let wo = (self.w + 2 - 3) / self.stride + 1;
-        (ho, wo)
+        let s = self.stride.max(1);
+        match self.padding {
+            Padding::One => ((self.h + 2 - 3) / s + 1, (self.w + 2 - 3) / s + 1),
+            Padding::TfSame => (self.h.div_ceil(s), self.w.div_ceil(s)),
+        }
+    }
+
+    /// Padding before the first row and column.
+    fn pad_before(&self) -> (usize, usize) {
+        match self.padding {
+            Padding::One => (1, 1),
+            Padding::TfSame => {
+                let (ho, wo) = self.out_hw();
+                let before = |i: usize, o: usize| ((o - 1) * self.stride + 3).saturating_sub(i) / 2;
+                (before(self.h, ho), before(self.w, wo))
+            }
+        }
     }
 
     fn check(&self, input: &[f32], out: &[f32]) -> KernelResult<()> {
-        let (ho, wo) = self.out_hw();
         if self.stride != 1 && self.stride != 2 {
             return Err(format!("dw3x3: stride {} not supported", self.stride));
         }
         if self.h == 0 || self.w == 0 || self.c == 0 {
             return Err("dw3x3: empty input".into());
         }
+        let (ho, wo) = self.out_hw();
         if input.len() != self.h * self.w * self.c {
             return Err(format!(
                 "dw3x3: input has {} values, expected {}x{}x{}",
@@ -79,40 +110,36 @@ impl Dw3x3<'_> {
     }
 }
 
-/// Depthwise 3×3 convolution, padding 1, NHWC, fused bias + optional PReLU.
+/// Depthwise 3×3 convolution, NHWC, fused bias + optional PReLU.
 pub fn dw3x3(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) -> KernelResult<()> {
     p.check(input, out)?;
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX and FMA (checked just above); lengths were checked.
-            unsafe { x86::dw3x3_avx(p, input, out) };
-            return Ok(());
-        }
-        // SAFETY: SSE2 is part of the x86_64 baseline; lengths were checked.
-        unsafe { x86::dw3x3_sse(p, input, out) };
-        Ok(())
+    match Isa::detect() {
+        Isa::Scalar => dw3x3_scalar(p, input, out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` means the CPU has AVX2 and FMA; shapes were checked.
+        Isa::Avx2 => unsafe { dw3x3_avx2(p, input, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is mandatory on aarch64; shapes were checked.
+        Isa::Neon => unsafe { dw_simd::<super::pointwise::neon::Neon>(p, input, out) },
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        // SAFETY: NEON (ASIMD) is mandatory on aarch64; lengths were checked.
-        unsafe { neon::dw3x3_neon(p, input, out) };
-        Ok(())
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        dw3x3_scalar(p, input, out);
-        Ok(())
-    }
+    Ok(())
+}
+
+/// # Safety
+/// The CPU has AVX2 and FMA; `p` was checked against `input` and `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw3x3_avx2(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
+    dw_simd::<super::pointwise::avx2::Avx2>(p, input, out)
 }
 
 /// The valid taps of output pixel (oy, ox): (input pixel index, tap index), at most 9.
 #[inline(always)]
 fn taps(p: &Dw3x3<'_>, oy: usize, ox: usize, buf: &mut [(usize, usize); 9]) -> usize {
+    let (py, px) = p.pad_before();
     let mut n = 0;
-    let iy0 = (oy * p.stride) as isize - 1;
-    let ix0 = (ox * p.stride) as isize - 1;
+    let iy0 = (oy * p.stride) as isize - py as isize;
+    let ix0 = (ox * p.stride) as isize - px as isize;
     for ky in 0..3 {
         let iy = iy0 + ky as isize;
         if iy < 0 || iy >= p.h as isize {
@@ -130,7 +157,7 @@ fn taps(p: &Dw3x3<'_>, oy: usize, ox: usize, buf: &mut [(usize, usize); 9]) -> u
     n
 }
 
-/// Portable reference implementation (also the tail loop of the SIMD versions).
+/// Portable reference implementation (also the channel tail of the SIMD version).
 pub fn dw3x3_scalar(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
     let (ho, wo) = p.out_hw();
     let mut tb = [(0usize, 0usize); 9];
@@ -170,127 +197,144 @@ fn scalar_channels(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{scalar_channels, taps, Dw3x3};
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx,fma")]
-    pub(super) unsafe fn dw3x3_avx(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
-        let (ho, wo) = p.out_hw();
-        let c = p.c;
-        let ip = input.as_ptr();
-        let wp = p.weights.as_ptr();
-        let bp = p.bias.as_ptr();
-        let zero = _mm256_setzero_ps();
-        let mut tb = [(0usize, 0usize); 9];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let nt = taps(p, oy, ox, &mut tb);
-                let tl = &tb[..nt];
-                let base = (oy * wo + ox) * p.out_stride;
-                let o = &mut out[base..base + p.out_stride];
-                let op = o.as_mut_ptr();
-                let mut ch = 0;
-                while ch + 8 <= c {
-                    let mut acc = _mm256_loadu_ps(bp.add(ch));
-                    for &(pix, t) in tl {
-                        let x = _mm256_loadu_ps(ip.add(pix * c + ch));
-                        let w = _mm256_loadu_ps(wp.add(t * c + ch));
-                        acc = _mm256_fmadd_ps(x, w, acc);
-                    }
-                    if let Some(a) = p.alpha {
-                        let al = _mm256_loadu_ps(a.as_ptr().add(ch));
-                        let pos = _mm256_max_ps(acc, zero);
-                        let neg = _mm256_min_ps(acc, zero);
-                        acc = _mm256_fmadd_ps(neg, al, pos);
-                    }
-                    _mm256_storeu_ps(op.add(ch), acc);
-                    ch += 8;
-                }
-                scalar_channels(p, input, tl, ch, o);
-            }
+/// PReLU (when the layer has one) on channels `ch..ch + W`.
+///
+/// # Safety
+/// `ch + W <= p.c` and the CPU runs `S`.
+#[inline(always)]
+unsafe fn prelu<S: Simd>(p: &Dw3x3<'_>, acc: S::V, ch: usize) -> S::V {
+    match p.alpha {
+        Some(a) => {
+            let zero = S::zero();
+            S::fma(
+                S::max(acc, zero),
+                S::min(acc, zero),
+                S::load(a.as_ptr().add(ch)),
+            )
         }
-    }
-
-    /// SSE2 (x86_64 baseline).
-    pub(super) unsafe fn dw3x3_sse(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
-        let (ho, wo) = p.out_hw();
-        let c = p.c;
-        let ip = input.as_ptr();
-        let wp = p.weights.as_ptr();
-        let bp = p.bias.as_ptr();
-        let zero = _mm_setzero_ps();
-        let mut tb = [(0usize, 0usize); 9];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let nt = taps(p, oy, ox, &mut tb);
-                let tl = &tb[..nt];
-                let base = (oy * wo + ox) * p.out_stride;
-                let o = &mut out[base..base + p.out_stride];
-                let op = o.as_mut_ptr();
-                let mut ch = 0;
-                while ch + 4 <= c {
-                    let mut acc = _mm_loadu_ps(bp.add(ch));
-                    for &(pix, t) in tl {
-                        let x = _mm_loadu_ps(ip.add(pix * c + ch));
-                        let w = _mm_loadu_ps(wp.add(t * c + ch));
-                        acc = _mm_add_ps(acc, _mm_mul_ps(x, w));
-                    }
-                    if let Some(a) = p.alpha {
-                        let al = _mm_loadu_ps(a.as_ptr().add(ch));
-                        let pos = _mm_max_ps(acc, zero);
-                        let neg = _mm_min_ps(acc, zero);
-                        acc = _mm_add_ps(pos, _mm_mul_ps(neg, al));
-                    }
-                    _mm_storeu_ps(op.add(ch), acc);
-                    ch += 4;
-                }
-                scalar_channels(p, input, tl, ch, o);
-            }
-        }
+        None => acc,
     }
 }
 
-#[cfg(target_arch = "aarch64")]
-mod neon {
-    use super::{scalar_channels, taps, Dw3x3};
-    use std::arch::aarch64::*;
+/// One output pixel through the list of its valid taps (and its zero padding).
+///
+/// # Safety
+/// `p` was checked against `input` and `out`, and the CPU runs `S`.
+#[inline(always)]
+unsafe fn dw_pixel<S: Simd>(
+    p: &Dw3x3<'_>,
+    input: &[f32],
+    out: &mut [f32],
+    (oy, ox): (usize, usize),
+) {
+    let mut tb = [(0usize, 0usize); 9];
+    let nt = taps(p, oy, ox, &mut tb);
+    let tl = &tb[..nt];
+    let c = p.c;
+    let (ip, wp) = (input.as_ptr(), p.weights.as_ptr());
+    let wo = p.out_hw().1;
+    let base = (oy * wo + ox) * p.out_stride;
+    let o = &mut out[base..base + p.out_stride];
+    let op = o.as_mut_ptr();
+    if c < S::W {
+        scalar_channels(p, input, tl, 0, o);
+        return;
+    }
+    for ch in vector_starts::<S>(c) {
+        let mut acc = S::load(p.bias.as_ptr().add(ch));
+        for &(pix, t) in tl {
+            acc = S::fma(
+                acc,
+                S::load(ip.add(pix * c + ch)),
+                S::load(wp.add(t * c + ch)),
+            );
+        }
+        S::store(op.add(ch), prelu::<S>(p, acc, ch));
+    }
+    o[c..].fill(0.0);
+}
 
-    /// NEON, ARMv8.0 instructions only (`fmla`, `fmax`, `fmin`).
-    pub(super) unsafe fn dw3x3_neon(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
-        let (ho, wo) = p.out_hw();
-        let c = p.c;
-        let ip = input.as_ptr();
-        let wp = p.weights.as_ptr();
-        let bp = p.bias.as_ptr();
-        let zero = vdupq_n_f32(0.0);
-        let mut tb = [(0usize, 0usize); 9];
-        for oy in 0..ho {
+/// Where the channel vectors start: every `W` channels, and when `W` does not divide `c`, one
+/// more that ends at `c` (overlapping the previous one: those channels are computed twice, to
+/// the same values), so no channel is left to a scalar loop. Needs `c >= W`.
+#[inline(always)]
+fn vector_starts<S: Simd>(c: usize) -> impl Iterator<Item = usize> {
+    let full = c - c % S::W;
+    (0..full)
+        .step_by(S::W)
+        .chain((full < c).then_some(c - S::W))
+}
+
+/// The vector kernel, [`Simd::W`] channels at a time. Border pixels go through
+/// [`dw_pixel`]. Along an output row, the pixels whose whole window lies inside the input are
+/// done one channel vector at a time across the row, with that vector's 9 weights held in
+/// registers (the row's three input rows stay in L1 between the channel passes).
+///
+/// Helpers are `#[inline(always)]` functions, not closures: a closure is compiled without the
+/// caller's `#[target_feature]`s and its intrinsics become calls.
+///
+/// # Safety
+/// `p` was checked against `input` and `out`, and the CPU runs `S`.
+#[inline(always)]
+unsafe fn dw_simd<S: Simd>(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
+    let (ho, wo) = p.out_hw();
+    let (py, px) = p.pad_before();
+    let (h, w, c, s) = (p.h, p.w, p.c, p.stride);
+    let ip = input.as_ptr();
+    let wp = p.weights.as_ptr();
+    // Output columns `lo..hi` have all three window columns inside the input.
+    let lo = px.div_ceil(s).min(wo);
+    let hi = if w + px >= 3 {
+        ((w + px - 3) / s + 1).clamp(lo, wo)
+    } else {
+        lo
+    };
+    for oy in 0..ho {
+        // The window's first input row, if the whole window lies inside the input.
+        let Some(iy0) = (oy * s).checked_sub(py).filter(|&y| y + 3 <= h) else {
             for ox in 0..wo {
-                let nt = taps(p, oy, ox, &mut tb);
-                let tl = &tb[..nt];
-                let base = (oy * wo + ox) * p.out_stride;
-                let o = &mut out[base..base + p.out_stride];
-                let op = o.as_mut_ptr();
-                let mut ch = 0;
-                while ch + 4 <= c {
-                    let mut acc = vld1q_f32(bp.add(ch));
-                    for &(pix, t) in tl {
-                        let x = vld1q_f32(ip.add(pix * c + ch));
-                        let w = vld1q_f32(wp.add(t * c + ch));
-                        acc = vfmaq_f32(acc, x, w);
+                dw_pixel::<S>(p, input, out, (oy, ox));
+            }
+            continue;
+        };
+        for ox in (0..lo).chain(hi..wo) {
+            dw_pixel::<S>(p, input, out, (oy, ox));
+        }
+        if lo == hi {
+            continue;
+        }
+        if c < S::W {
+            for ox in lo..hi {
+                dw_pixel::<S>(p, input, out, (oy, ox));
+            }
+            continue;
+        }
+        let op = out.as_mut_ptr().add((oy * wo + lo) * p.out_stride);
+        let step = s * c;
+        for ch in vector_starts::<S>(c) {
+            let mut wv = [S::zero(); 9];
+            for (t, v) in wv.iter_mut().enumerate() {
+                *v = S::load(wp.add(t * c + ch));
+            }
+            let bias = S::load(p.bias.as_ptr().add(ch));
+            // Input rows of the window of output column `lo`, at channel `ch`.
+            let r: [*const f32; 3] =
+                std::array::from_fn(|ky| ip.add(((iy0 + ky) * w + lo * s - px) * c + ch));
+            for i in 0..hi - lo {
+                let at = i * step;
+                let mut acc = bias;
+                for (ky, row) in r.iter().enumerate() {
+                    for kx in 0..3 {
+                        acc = S::fma(acc, S::load(row.add(at + kx * c)), wv[ky * 3 + kx]);
                     }
-                    if let Some(a) = p.alpha {
-                        let al = vld1q_f32(a.as_ptr().add(ch));
-                        let pos = vmaxq_f32(acc, zero);
-                        let neg = vminq_f32(acc, zero);
-                        acc = vfmaq_f32(pos, neg, al);
-                    }
-                    vst1q_f32(op.add(ch), acc);
-                    ch += 4;
                 }
-                scalar_channels(p, input, tl, ch, o);
+                S::store(op.add(i * p.out_stride + ch), prelu::<S>(p, acc, ch));
+            }
+        }
+        if c < p.out_stride {
+            for ox in lo..hi {
+                let at = (oy * wo + ox) * p.out_stride;
+                out[at + c..at + p.out_stride].fill(0.0);
             }
         }
     }
@@ -352,6 +396,7 @@ impl CustomOp1 for DepthwiseConv3x3 {
             w,
             c,
             stride: self.stride,
+            padding: Padding::One,
             weights: &self.weights,
             bias: &self.bias,
             alpha: self.alpha.as_deref(),
@@ -445,6 +490,7 @@ mod tests {
             w,
             c,
             stride,
+            padding: Padding::One,
             weights: &wt,
             bias: &b,
             alpha,
@@ -525,6 +571,7 @@ mod tests {
             w: 4,
             c: 2,
             stride: 3,
+            padding: Padding::One,
             weights: &wt,
             bias: &b,
             alpha: None,

@@ -34,7 +34,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use image::RgbImage;
 
 use super::crop::crop_bgr;
-use super::kernels::{bias_prelu, dw3x3, Dw3x3};
+use super::kernels::{bias_prelu, dw3x3, Dw3x3, Padding};
 use super::modelfile::{self, f32_qtensor, quantize_q8_padded, sha256_hex, ModelFile};
 use super::qkernels::{self, Q8Matrix};
 use super::{DetectError, Face, ModelId, PadClassifier, Quant};
@@ -774,6 +774,7 @@ fn run_dw(
         w,
         c: l.c,
         stride: l.stride,
+        padding: Padding::One,
         weights: &l.weights,
         bias: &l.bias,
         alpha: l.alpha.as_deref(),
