@@ -214,29 +214,63 @@ def photometric(win: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
+def exposure_norm(win: np.ndarray, rng: np.random.Generator,
+                  lo: float = 50.0, hi: float = 200.0) -> np.ndarray:
+    """Rescale the window's exposure (a gain, clipped) to a random mean level in [lo, hi], so
+    overall brightness carries no class information.
+
+    In replay-crops, person A's real crops are dark (mean ~73) and the replays bright (~175), a
+    perfect shortcut on the training data that sends the darker, unseen person B's replays to
+    "real".
+    """
+    f = win.astype(np.float32)
+    target = rng.uniform(lo, hi)
+    f = np.clip(f * (target / max(float(f.mean()), 1.0)), 0, 255)
+    return f.astype(np.uint8)
+
+
 def augment(img: np.ndarray, box: Optional[Sequence[int]], label: int, rng: np.random.Generator,
-            scale: float = 2.7, p_synth: float = 0.15) -> Tuple[np.ndarray, int]:
+            scale: float = 2.7, p_synth: float = 0.15,
+            extra_scales: Sequence[float] = (), p_exposure: float = 0.0) -> Tuple[np.ndarray, int]:
+    """One augmented 80x80 training crop at ``scale`` (and its label, which may become SCREEN).
+
+    With ``extra_scales`` (e.g. (4.0,) for a MiniFASNetV1SE teacher) the result is a list of
+    crops, the first at ``scale``: every crop uses the *same* jittered face box (scale factor,
+    size and centre jitter) scaled by its own factor, as upstream's CropImage would, and the same
+    photometric / attack augmentation, applied once to the union of the crop windows, so a
+    teacher sees the same picture at its own crop scale. Without ``extra_scales`` the random draws
+    and the crop are those of the single-scale recipe.
+    """
     h, w = img.shape[:2]
+    scales = [scale] + list(extra_scales)
     if box is None:  # tight crop without a detected face: jitter a box over most of the image
         bw, bh = w * rng.uniform(0.75, 1.0), h * rng.uniform(0.75, 1.0)
         x1, y1 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
         x1, y1, x2, y2 = int(x1), int(y1), int(x1 + bw) - 1, int(y1 + bh) - 1
+        wins = [(x1, y1, x2, y2)] * len(scales)  # no face box: the same region for every scale
     else:
-        s = scale * rng.uniform(0.8, 1.2)
+        f = rng.uniform(0.8, 1.2)
         bx, by, bw_, bh_ = box
         bw_, bh_ = bw_ * rng.uniform(0.9, 1.1), bh_ * rng.uniform(0.9, 1.1)
-        x1, y1, x2, y2 = faces.crop_window(
-            w, h, (bx, by, bw_, bh_), s, (rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)))
-    win = img[max(0, y1):y2 + 1, max(0, x1):x2 + 1]
+        shift = (rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08))
+        wins = [faces.crop_window(w, h, (bx, by, bw_, bh_), sc * f, shift) for sc in scales]
+    wins = [(max(0, x1), max(0, y1), x2, y2) for x1, y1, x2, y2 in wins]
+    ux1, uy1 = min(wn[0] for wn in wins), min(wn[1] for wn in wins)
+    ux2, uy2 = max(wn[2] for wn in wins), max(wn[3] for wn in wins)
+    win = img[uy1:uy2 + 1, ux1:ux2 + 1]
     if label == REAL and rng.random() < p_synth:
         win, label = screen_effects(win, rng, 1.3), SCREEN
     elif label != REAL and rng.random() < 0.3:
         win = screen_effects(win, rng, 1.0 if label == SCREEN else 0.6)
+    if p_exposure > 0 and rng.random() < p_exposure:
+        win = exposure_norm(win, rng)
     win = photometric(win, rng)
-    out = cv2.resize(win, (80, 80))
+    outs = [cv2.resize(win[y1 - uy1:y2 - uy1 + 1, x1 - ux1:x2 - ux1 + 1], (80, 80))
+            for x1, y1, x2, y2 in wins]
     if rng.random() < 0.5:
-        out = out[:, ::-1]
-    return np.ascontiguousarray(out), label
+        outs = [o[:, ::-1] for o in outs]
+    outs = [np.ascontiguousarray(o) for o in outs]
+    return (outs if extra_scales else outs[0]), label
 
 
 # ---------------------------------------------------------------------------------------------

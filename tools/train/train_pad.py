@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import faces  # noqa: E402
 import pad_data as D  # noqa: E402
-from minifasnet import load_safetensors, minifasnet_v2, save_safetensors  # noqa: E402
+from minifasnet import load_safetensors, minifasnet_v1se, minifasnet_v2, save_safetensors  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(HERE, "../.."))
 
@@ -66,10 +66,20 @@ def parse_args(argv=None):
     ap.add_argument("--label-smoothing", type=float, default=0.1)
     ap.add_argument("--p-synth", type=float, default=0.15,
                     help="probability that a real training crop becomes a synthetic screen replay")
-    ap.add_argument("--teacher", default=None,
-                    help="upstream MiniFASNetV2 .safetensors used as a distillation teacher (optional)")
+    ap.add_argument("--p-exposure", type=float, default=0.0,
+                    help="probability that a training crop's exposure is rescaled to a random mean "
+                         "level (50-200), so brightness cannot separate the classes")
+    ap.add_argument("--teacher", action="append", default=[],
+                    help="upstream MiniFASNet .safetensors used as a distillation teacher (optional; "
+                         "repeat for an ensemble: the target is the mean of the teachers' softmax). "
+                         "Architecture (V2 / V1SE) from the weights, crop scale from the upstream "
+                         "file name (2.7_80x80_... -> 2.7, 4_0_0_80x80_... -> 4.0) or PATH@SCALE")
     ap.add_argument("--distill-weight", type=float, default=0.3)
     ap.add_argument("--temperature", type=float, default=2.0)
+    ap.add_argument("--feat-weight", type=float, default=0.0,
+                    help="feature distillation: weight of the normalised MSE between the student's and "
+                         "the first 2.7-crop MiniFASNetV2 teacher's conv_4 output and 128-d embedding "
+                         "(same architecture, so no adapter; 0 = off)")
     ap.add_argument("--seed", type=int, default=20261126)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--detector", default=None,
@@ -102,16 +112,69 @@ class Bank:
             w[idx] = 1.0 / (len(idx) * len(buckets))
         self.weights = w / w.sum()
 
-    def batch(self, n: int, rng: np.random.Generator, p_synth: float):
+    def batch(self, n: int, rng: np.random.Generator, p_synth: float, extra_scales=(),
+              p_exposure: float = 0.0):
+        """(x, y) or, with ``extra_scales``, (x, y, [x at each extra scale]) from the same boxes."""
         idx = rng.choice(len(self.items), size=n, p=self.weights)
         xs, ys = [], []
         for i in idx:
             img, box, label, _ = self.items[i]
-            x, y = D.augment(img, box, label, rng, p_synth=p_synth)
-            xs.append(x)
+            x, y = D.augment(img, box, label, rng, p_synth=p_synth, extra_scales=extra_scales,
+                             p_exposure=p_exposure)
+            xs.append(x if extra_scales else [x])
             ys.append(y)
-        x = torch.from_numpy(np.stack(xs).transpose(0, 3, 1, 2).astype(np.float32))
-        return x, torch.tensor(ys, dtype=torch.long)
+        t = [torch.from_numpy(np.stack([c[k] for c in xs]).transpose(0, 3, 1, 2).astype(np.float32))
+             for k in range(1 + len(extra_scales))]
+        y = torch.tensor(ys, dtype=torch.long)
+        return (t[0], y, t[1:]) if extra_scales else (t[0], y)
+
+
+def teacher_scale(spec: str):
+    """PATH[@SCALE] -> (path, scale); the scale defaults from upstream's file-name prefix."""
+    if "@" in spec:
+        path, sc = spec.rsplit("@", 1)
+        return path, float(sc)
+    base = os.path.basename(spec)
+    if "_80x80" in base:  # upstream parse_model_name: scale = float(name.split("_")[0])
+        try:
+            return spec, float(base.split("_")[0])
+        except ValueError:
+            pass
+    return spec, 2.7
+
+
+FEAT_LAYERS = ("conv_4",)
+
+
+def forward_feats(model, x):
+    """(logits, [conv_4 output, embedding]) in one pass (the layers of MiniFASNet.embed)."""
+    feats = []
+    for name in ("conv1", "conv2_dw", "conv_23", "conv_3", "conv_34", "conv_4", "conv_45", "conv_5",
+                 "conv_6_sep", "conv_6_dw"):
+        x = getattr(model, name)(x)
+        if name in FEAT_LAYERS:
+            feats.append(x)
+    e = model.bn(model.linear(x.flatten(1)))
+    feats.append(e)
+    return model.prob(model.drop(e)), feats
+
+
+def feat_loss(fs, ft):
+    """Mean over layers of MSE(student, teacher) / mean(teacher^2)."""
+    return sum(F.mse_loss(a, b) / b.pow(2).mean().clamp_min(1e-6) for a, b in zip(fs, ft)) / len(ft)
+
+
+def load_teacher(path: str):
+    """Upstream MiniFASNet weights; V2 or V1SE, whichever loads strictly."""
+    for arch, make in (("MiniFASNetV2", minifasnet_v2), ("MiniFASNetV1SE", minifasnet_v1se)):
+        m = make()
+        try:
+            load_safetensors(m, path)
+        except ValueError:
+            continue
+        m.eval()
+        return m, arch
+    raise ValueError(f"{path}: neither MiniFASNetV2 nor MiniFASNetV1SE")
 
 
 def eval_crops(samples: List[D.Sample]):
@@ -202,12 +265,24 @@ def main(argv=None):
     if finetune:
         load_safetensors(model, a.init)
         log(f"initialised from {a.init}")
-    teacher = None
-    if a.teacher:
-        teacher = minifasnet_v2()
-        load_safetensors(teacher, a.teacher)
-        teacher.eval()
-        log(f"distilling from {a.teacher} (weight {a.distill_weight}, T={a.temperature})")
+    teachers = []  # [(model, crop scale, arch)]; the target is the mean of their softmax
+    for spec in a.teacher:
+        path, sc = teacher_scale(spec)
+        m, arch = load_teacher(path)
+        teachers.append((m, sc, arch))
+        log(f"teacher {path}: {arch}, crop scale {sc}")
+    if teachers:
+        log(f"distilling from {len(teachers)} teacher(s) (weight {a.distill_weight}, T={a.temperature})")
+    # Teachers at 2.7 see the student's crop; others get their own crop of the same jittered box.
+    extra_scales = sorted({sc for _, sc, _ in teachers if sc != 2.7})
+    feat_teacher = None
+    if a.feat_weight > 0:
+        feat_teacher = next((i for i, (_, sc, arch) in enumerate(teachers)
+                             if sc == 2.7 and arch == "MiniFASNetV2"), None)
+        if feat_teacher is None:
+            sys.exit("--feat-weight needs a MiniFASNetV2 teacher on the 2.7 crop")
+        log(f"feature distillation from teacher {feat_teacher} ({', '.join(FEAT_LAYERS)} + embedding, "
+            f"weight {a.feat_weight})")
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=a.weight_decay)
     total = epochs * a.steps_per_epoch
@@ -228,14 +303,29 @@ def main(argv=None):
         for _ in range(a.steps_per_epoch):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            x, y = bank.batch(a.batch, rng, a.p_synth)
-            logits = model(x)
+            if extra_scales:
+                x, y, xe = bank.batch(a.batch, rng, a.p_synth, extra_scales, a.p_exposure)
+            else:
+                x, y = bank.batch(a.batch, rng, a.p_synth, p_exposure=a.p_exposure)
+                xe = []
+            logits, fs = forward_feats(model, x) if feat_teacher is not None else (model(x), None)
             loss = F.cross_entropy(logits, y, label_smoothing=a.label_smoothing)
-            if teacher is not None:
+            if teachers:
+                crops = dict(zip(extra_scales, xe))
+                crops[2.7] = x
                 with torch.no_grad():
-                    t = F.softmax(teacher(x) / a.temperature, dim=1)
+                    outs = []
+                    for i, (tm, sc, _) in enumerate(teachers):
+                        if i == feat_teacher:
+                            tl, ft = forward_feats(tm, crops[sc])
+                        else:
+                            tl = tm(crops[sc])
+                        outs.append(F.softmax(tl / a.temperature, dim=1))
+                    t = torch.stack(outs).mean(0)
                 kd = F.kl_div(F.log_softmax(logits / a.temperature, dim=1), t, reduction="batchmean")
                 loss = (1 - a.distill_weight) * loss + a.distill_weight * a.temperature ** 2 * kd
+                if feat_teacher is not None:
+                    loss = loss + a.feat_weight * feat_loss(fs, ft)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -261,7 +351,7 @@ def main(argv=None):
         "seed": str(a.seed),
         "epochs": str(epochs),
         "init": os.path.basename(a.init) if a.init else "scratch",
-        "teacher": os.path.basename(a.teacher) if a.teacher else "none",
+        "teacher": "+".join(os.path.basename(t) for t in a.teacher) if a.teacher else "none",
         "train_wall_s": f"{wall:.0f}",
         "torch": torch.__version__,
     }
