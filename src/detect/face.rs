@@ -26,7 +26,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
-use super::kernels::{dw3x3, Dw3x3, Padding};
+use super::kernels::{dw3x3_rows, Dw3x3, Padding};
 use super::pointwise::{pointwise, Isa, Pointwise, LANES};
 use super::{DetectError, Face, FaceDetector, ModelId};
 
@@ -149,35 +149,38 @@ fn box_ranges(src: usize, dst: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// `(2s + n) / 2n` (the average `s / n` of `n` 8-bit values rounded half up), given
-/// `inv = 1 / 2n`: a float multiply, then a correction by one either way, is exact where the
-/// numerator fits a float's 24-bit mantissa, and several times cheaper than an integer
-/// division (this runs 37,000 times a frame).
+/// The network input for the average of `n` 8-bit values summing to `s`: the average rounded
+/// half up to 8 bits as PIL does, `(2s + n) / 2n` in integers, mapped to `[-1, 1]`.
+///
+/// In floats, branch-free, so a row of them vectorises (an integer division per value cost more
+/// than the rest of the letterbox): the quotient estimate is corrected by one either way, and
+/// every product is an integer below 2^24, so exact.
 #[inline(always)]
-fn round_div(s: u32, n: u32, inv: f32) -> usize {
-    let (num, d) = (2 * s + n, 2 * n);
-    let mut q = (num as f32 * inv) as u32;
-    if (q + 1) * d <= num {
-        q += 1;
-    } else if q * d > num {
-        q -= 1;
-    }
-    (q as usize).min(255)
+fn level_of(s: f32, n: f32) -> f32 {
+    let (num, d) = (2.0 * s + n, 2.0 * n);
+    let mut q = ((num / d) as i32) as f32;
+    q += f32::from(u8::from((q + 1.0) * d <= num));
+    q -= f32::from(u8::from(q * d > num));
+    q.min(255.0) / 127.5 - 1.0
 }
 
 /// The box filter over interleaved RGB rows of width `w`: `emit(out_y, out_x, rgb)` with the
-/// input levels of the rounded averages.
+/// network input levels of the rounded averages ([`level_of`]).
 fn box_rows<T>(
     src: &[u8],
     w: usize,
     xr: &[(usize, usize)],
     yr: &[(usize, usize)],
-    level: &[f32; 256],
     mut emit: impl FnMut(usize, usize, [f32; 3]),
 ) where
     T: Copy + Default + From<u8> + std::ops::AddAssign + Into<u32>,
 {
     let mut acc = vec![T::default(); w * 3];
+    let (mut sums, mut counts, mut vals) = (
+        vec![0f32; xr.len() * 3],
+        vec![0f32; xr.len() * 3],
+        vec![0f32; xr.len() * 3],
+    );
     for (oyi, &(y0, y1)) in yr.iter().enumerate() {
         let mut rows = src[y0 * w * 3..y1 * w * 3].chunks_exact(w * 3);
         if let Some(first) = rows.next() {
@@ -190,21 +193,27 @@ fn box_rows<T>(
                 *a += T::from(p);
             }
         }
+        // Box sums and their pixel counts for the whole output row, then the rounding in one
+        // branch-free pass over plain float slices (which the compiler vectorises).
         let ny = (y1 - y0) as u32;
-        let (mut last_n, mut inv) = (0, 0.0);
-        for (oxi, &(x0, x1)) in xr.iter().enumerate() {
-            let n = ny * (x1 - x0) as u32;
-            if n != last_n {
-                (last_n, inv) = (n, 0.5 / n as f32);
-            }
+        for (i, &(x0, x1)) in xr.iter().enumerate() {
             let mut sum = [0u32; 3];
             for px in acc[x0 * 3..x1 * 3].chunks_exact(3) {
                 sum[0] += px[0].into();
                 sum[1] += px[1].into();
                 sum[2] += px[2].into();
             }
-            // PIL rounds the average to 8 bits (half up).
-            emit(oyi, oxi, sum.map(|s| level[round_div(s, n, inv)]));
+            let n = (ny * (x1 - x0) as u32) as f32;
+            for ch in 0..3 {
+                sums[i * 3 + ch] = sum[ch] as f32;
+                counts[i * 3 + ch] = n;
+            }
+        }
+        for ((v, &s), &n) in vals.iter_mut().zip(&sums).zip(&counts) {
+            *v = level_of(s, n);
+        }
+        for (oxi, px) in vals.chunks_exact(3).enumerate() {
+            emit(oyi, oxi, [px[0], px[1], px[2]]);
         }
     }
 }
@@ -226,17 +235,15 @@ fn letterbox_pixels(
     let xr = box_ranges(w, nw);
     let yr = box_ranges(h, nh);
     let src = img.as_raw();
-    // The 8-bit input values, as the network sees them.
-    let level: [f32; 256] = std::array::from_fn(|v| v as f32 / 127.5 - 1.0);
     // Column sums of the source rows each output row covers, then box sums across. The column
     // sums are u16 (twice the values per vector instruction) while they cannot overflow.
     if yr
         .iter()
         .all(|&(y0, y1)| (y1 - y0) * 255 <= u16::MAX as usize)
     {
-        box_rows::<u16>(src, w, &xr, &yr, &level, |y, x, v| emit(oy + y, ox + x, v));
+        box_rows::<u16>(src, w, &xr, &yr, |y, x, v| emit(oy + y, ox + x, v));
     } else {
-        box_rows::<u32>(src, w, &xr, &yr, &level, |y, x, v| emit(oy + y, ox + x, v));
+        box_rows::<u32>(src, w, &xr, &yr, |y, x, v| emit(oy + y, ox + x, v));
     }
     Ok(Letterbox {
         scale: scale as f32,
@@ -414,6 +421,10 @@ fn padded(c: usize) -> usize {
     c.div_ceil(LANES) * LANES
 }
 
+/// Output rows per band of a depthwise-separable block (3 × 64 pixels = 32 six-row tiles of
+/// the pointwise kernel; the band's depthwise output, at most 24 KiB, stays in L1).
+const BAND: usize = 3;
+
 /// Stem: 5×5 stride 2, 3 → 24 channels, TensorFlow "SAME" on 128 pixels: 1 before, 2 after.
 const STEM_K: usize = 5;
 const STEM_PAD: usize = 1;
@@ -421,12 +432,13 @@ const STEM_IN: usize = INPUT + 3;
 const STEM_OUT: usize = INPUT / 2;
 const STEM_COLS: usize = STEM_K * STEM_K * 3;
 
-/// 2×2 max-pool, stride 2, channels-last (even sizes).
-fn maxpool2(x: &[f32], h: usize, w: usize, c: usize, out: &mut [f32]) {
+/// Output rows `rows` of a 2×2 max-pool, stride 2, over a channels-last image `w` pixels wide
+/// (even sizes), into `out` (those rows only).
+fn maxpool2_rows(x: &[f32], w: usize, c: usize, rows: std::ops::Range<usize>, out: &mut [f32]) {
     let ow = w / 2;
-    for oy in 0..h / 2 {
+    for (i, oy) in rows.enumerate() {
         for ox in 0..ow {
-            let o = &mut out[(oy * ow + ox) * c..(oy * ow + ox + 1) * c];
+            let o = &mut out[(i * ow + ox) * c..(i * ow + ox + 1) * c];
             let top = ((2 * oy) * w + 2 * ox) * c;
             let bot = top + w * c;
             let (a, b) = (&x[top..top + 2 * c], &x[bot..bot + 2 * c]);
@@ -494,9 +506,9 @@ struct Workspace {
     img: Vec<f32>,
     x: Vec<f32>,
     y: Vec<f32>,
-    /// Depthwise output.
+    /// Depthwise output of one band of rows.
     t: Vec<f32>,
-    /// Max-pooled residual.
+    /// Max-pooled residual of one band of rows.
     r: Vec<f32>,
     h16: Vec<f32>,
     h8: Vec<f32>,
@@ -659,17 +671,19 @@ impl BlazeFace {
     fn workspace(blocks: &[Block], head16: &Head, head8: &Head) -> Workspace {
         let mut side = STEM_OUT;
         let mut act = side * side * padded(STEM_CH);
+        let mut band = 0;
         for b in blocks {
             act = act.max(side * side * b.cin_p);
             side /= b.stride;
             act = act.max(side * side * b.cout_p);
+            band = band.max(BAND * side * b.cin_p);
         }
         Workspace {
             img: vec![0.0; STEM_IN * STEM_IN * 3],
             x: vec![0.0; act],
             y: vec![0.0; act],
-            t: vec![0.0; act],
-            r: vec![0.0; act],
+            t: vec![0.0; band],
+            r: vec![0.0; band],
             h16: vec![0.0; 16 * 16 * head16.n],
             h8: vec![0.0; 8 * 8 * head8.n],
         }
@@ -749,59 +763,53 @@ impl BlazeFace {
             pointwise(isa, &stem, &ws.img[2 * oy * STEM_IN * 3..], out)?;
         }
         for (i, b) in self.blocks.iter().enumerate() {
-            let n_in = side * side * b.cin_p;
+            let x = &ws.x[..side * side * b.cin_p];
             let os = side / b.stride;
-            let n_mid = os * os * b.cin_p;
-            let x = &ws.x[..n_in];
-            let res: &[f32] = if b.stride == 1 {
-                let p = Dw3x3 {
-                    h: side,
-                    w: side,
-                    c: b.cin_p,
-                    stride: 1,
-                    padding: Padding::One,
-                    weights: &b.dw_w,
-                    bias: &b.dw_b,
-                    alpha: None,
-                    out_stride: b.cin_p,
-                };
-                dw3x3(&p, x, &mut ws.t[..n_mid])?;
-                x
-            } else {
-                let p = Dw3x3 {
-                    h: side,
-                    w: side,
-                    c: b.cin_p,
-                    stride: 2,
-                    padding: Padding::TfSame,
-                    weights: &b.dw_w,
-                    bias: &b.dw_b,
-                    alpha: None,
-                    out_stride: b.cin_p,
-                };
-                dw3x3(&p, x, &mut ws.t[..n_mid])?;
-                maxpool2(x, side, side, b.cin_p, &mut ws.r[..n_mid]);
-                &ws.r[..n_mid]
+            let dw = Dw3x3 {
+                h: side,
+                w: side,
+                c: b.cin_p,
+                stride: b.stride,
+                padding: if b.stride == 1 {
+                    Padding::One
+                } else {
+                    Padding::TfSame
+                },
+                weights: &b.dw_w,
+                bias: &b.dw_b,
+                alpha: None,
+                out_stride: b.cin_p,
             };
+            // Depthwise, residual and pointwise one band of output rows at a time, so the
+            // depthwise output is read back from L1 instead of a full-size buffer.
+            for r0 in (0..os).step_by(BAND) {
+                let r1 = (r0 + BAND).min(os);
+                let n_band = (r1 - r0) * os * b.cin_p;
+                let t = &mut ws.t[..n_band];
+                dw3x3_rows(&dw, x, r0..r1, t)?;
+                let res: &[f32] = if b.stride == 1 {
+                    &x[r0 * os * b.cin_p..r1 * os * b.cin_p]
+                } else {
+                    let r = &mut ws.r[..n_band];
+                    maxpool2_rows(x, side, b.cin_p, r0..r1, r);
+                    r
+                };
+                let pw = Pointwise {
+                    rows: (r1 - r0) * os,
+                    k: b.cin,
+                    a_stride: b.cin_p,
+                    segments: 1,
+                    segment_stride: 0,
+                    n: b.cout_p,
+                    weights: &b.pw_w,
+                    bias: &b.pw_b,
+                    residual: Some((res, b.cin_p)),
+                    relu: true,
+                };
+                let y = &mut ws.y[r0 * os * b.cout_p..r1 * os * b.cout_p];
+                pointwise(isa, &pw, t, y)?;
+            }
             side = os;
-            let pw = Pointwise {
-                rows: side * side,
-                k: b.cin,
-                a_stride: b.cin_p,
-                segments: 1,
-                segment_stride: 0,
-                n: b.cout_p,
-                weights: &b.pw_w,
-                bias: &b.pw_b,
-                residual: Some((res, b.cin_p)),
-                relu: true,
-            };
-            pointwise(
-                isa,
-                &pw,
-                &ws.t[..n_mid],
-                &mut ws.y[..side * side * b.cout_p],
-            )?;
             std::mem::swap(&mut ws.x, &mut ws.y);
             if i == HEAD16_BLOCK {
                 let h = &self.head16;
@@ -874,6 +882,7 @@ impl FaceDetector for BlazeFace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::kernels::dw3x3;
 
     fn det(x0: f32, y0: f32, x1: f32, y1: f32, score: f32) -> RawDetection {
         RawDetection {
@@ -938,14 +947,10 @@ mod tests {
 
     #[test]
     fn float_rounding_division_is_exact() {
-        for n in (1..=300).chain([625, 1024, 4096, 10_000]) {
-            let inv = 0.5 / n as f32;
+        for n in (1..=300u32).chain([625, 1024, 4096, 10_000]) {
             for s in 0..=255 * n {
-                assert_eq!(
-                    round_div(s, n, inv),
-                    ((2 * s + n) / (2 * n)) as usize,
-                    "{s}/{n}"
-                );
+                let want = ((2 * s + n) / (2 * n)) as f32 / 127.5 - 1.0;
+                assert_eq!(level_of(s as f32, n as f32), want, "{s}/{n}");
             }
         }
     }
@@ -1055,7 +1060,7 @@ mod tests {
             let d = max_diff(&scalar, &nhwc(&want));
             assert!(d < 1e-5, "scalar depthwise {c}x{h}x{w}: {d}");
             let mut pooled = vec![f32::NAN; got.len()];
-            maxpool2(&xs, h, w, c, &mut pooled);
+            maxpool2_rows(&xs, w, c, 0..h / 2, &mut pooled);
             assert_eq!(
                 pooled,
                 nhwc(&x.max_pool2d(2).unwrap()),

@@ -16,6 +16,8 @@
 //!
 //! [`DepthwiseConv3x3`] wraps the kernel as a candle [`CustomOp1`] over an `(H, W, C)` tensor.
 
+use std::ops::Range;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 
 use super::pointwise::{Isa, Simd};
@@ -76,7 +78,7 @@ impl Dw3x3<'_> {
         }
     }
 
-    fn check(&self, input: &[f32], out: &[f32]) -> KernelResult<()> {
+    fn check(&self, input: &[f32], out: &[f32], rows: &Range<usize>) -> KernelResult<()> {
         if self.stride != 1 && self.stride != 2 {
             return Err(format!("dw3x3: stride {} not supported", self.stride));
         }
@@ -99,10 +101,14 @@ impl Dw3x3<'_> {
         if self.alpha.is_some_and(|a| a.len() != self.c) {
             return Err("dw3x3: PReLU length mismatch".into());
         }
-        if self.out_stride < self.c || out.len() != ho * wo * self.out_stride {
+        if rows.start > rows.end || rows.end > ho {
+            return Err(format!("dw3x3: output rows {rows:?} outside 0..{ho}"));
+        }
+        if self.out_stride < self.c || out.len() != rows.len() * wo * self.out_stride {
             return Err(format!(
-                "dw3x3: output has {} values, expected {ho}x{wo}x{}",
+                "dw3x3: output has {} values, expected {}x{wo}x{}",
                 out.len(),
+                rows.len(),
                 self.out_stride
             ));
         }
@@ -112,25 +118,36 @@ impl Dw3x3<'_> {
 
 /// Depthwise 3×3 convolution, NHWC, fused bias + optional PReLU.
 pub fn dw3x3(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) -> KernelResult<()> {
-    p.check(input, out)?;
+    dw3x3_rows(p, input, 0..p.out_hw().0, out)
+}
+
+/// Output rows `rows` of [`dw3x3`] only, into `out` (those rows' values), so a caller can
+/// run the next layer on a band of rows while it is still in cache.
+pub fn dw3x3_rows(
+    p: &Dw3x3<'_>,
+    input: &[f32],
+    rows: Range<usize>,
+    out: &mut [f32],
+) -> KernelResult<()> {
+    p.check(input, out, &rows)?;
     match Isa::detect() {
-        Isa::Scalar => dw3x3_scalar(p, input, out),
+        Isa::Scalar => scalar_rows(p, input, rows, out),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` means the CPU has AVX2 and FMA; shapes were checked.
-        Isa::Avx2 => unsafe { dw3x3_avx2(p, input, out) },
+        Isa::Avx2 => unsafe { dw3x3_avx2(p, input, rows, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is mandatory on aarch64; shapes were checked.
-        Isa::Neon => unsafe { dw_simd::<super::pointwise::neon::Neon>(p, input, out) },
+        Isa::Neon => unsafe { dw_simd::<super::pointwise::neon::Neon>(p, input, rows, out) },
     }
     Ok(())
 }
 
 /// # Safety
-/// The CPU has AVX2 and FMA; `p` was checked against `input` and `out`.
+/// The CPU has AVX2 and FMA; `p` was checked against `input`, `rows` and `out`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dw3x3_avx2(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
-    dw_simd::<super::pointwise::avx2::Avx2>(p, input, out)
+unsafe fn dw3x3_avx2(p: &Dw3x3<'_>, input: &[f32], rows: Range<usize>, out: &mut [f32]) {
+    dw_simd::<super::pointwise::avx2::Avx2>(p, input, rows, out)
 }
 
 /// The valid taps of output pixel (oy, ox): (input pixel index, tap index), at most 9.
@@ -157,15 +174,19 @@ fn taps(p: &Dw3x3<'_>, oy: usize, ox: usize, buf: &mut [(usize, usize); 9]) -> u
     n
 }
 
-/// Portable reference implementation (also the channel tail of the SIMD version).
+/// Portable reference implementation (whole output; the shapes are not checked).
 pub fn dw3x3_scalar(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
-    let (ho, wo) = p.out_hw();
+    scalar_rows(p, input, 0..p.out_hw().0, out)
+}
+
+fn scalar_rows(p: &Dw3x3<'_>, input: &[f32], rows: Range<usize>, out: &mut [f32]) {
+    let wo = p.out_hw().1;
     let mut tb = [(0usize, 0usize); 9];
-    for oy in 0..ho {
+    for (i, oy) in rows.enumerate() {
         for ox in 0..wo {
             let nt = taps(p, oy, ox, &mut tb);
-            let o = &mut out[(oy * wo + ox) * p.out_stride..(oy * wo + ox + 1) * p.out_stride];
-            scalar_channels(p, input, &tb[..nt], 0, o);
+            let at = (i * wo + ox) * p.out_stride;
+            scalar_channels(p, input, &tb[..nt], 0, &mut out[at..at + p.out_stride]);
         }
     }
 }
@@ -216,7 +237,8 @@ unsafe fn prelu<S: Simd>(p: &Dw3x3<'_>, acc: S::V, ch: usize) -> S::V {
     }
 }
 
-/// One output pixel through the list of its valid taps (and its zero padding).
+/// One output pixel through the list of its valid taps (and its zero padding), written at
+/// pixel index `at` of `out`.
 ///
 /// # Safety
 /// `p` was checked against `input` and `out`, and the CPU runs `S`.
@@ -226,14 +248,14 @@ unsafe fn dw_pixel<S: Simd>(
     input: &[f32],
     out: &mut [f32],
     (oy, ox): (usize, usize),
+    at: usize,
 ) {
     let mut tb = [(0usize, 0usize); 9];
     let nt = taps(p, oy, ox, &mut tb);
     let tl = &tb[..nt];
     let c = p.c;
     let (ip, wp) = (input.as_ptr(), p.weights.as_ptr());
-    let wo = p.out_hw().1;
-    let base = (oy * wo + ox) * p.out_stride;
+    let base = at * p.out_stride;
     let o = &mut out[base..base + p.out_stride];
     let op = o.as_mut_ptr();
     if c < S::W {
@@ -276,8 +298,8 @@ fn vector_starts<S: Simd>(c: usize) -> impl Iterator<Item = usize> {
 /// # Safety
 /// `p` was checked against `input` and `out`, and the CPU runs `S`.
 #[inline(always)]
-unsafe fn dw_simd<S: Simd>(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
-    let (ho, wo) = p.out_hw();
+unsafe fn dw_simd<S: Simd>(p: &Dw3x3<'_>, input: &[f32], rows: Range<usize>, out: &mut [f32]) {
+    let wo = p.out_hw().1;
     let (py, px) = p.pad_before();
     let (h, w, c, s) = (p.h, p.w, p.c, p.stride);
     let ip = input.as_ptr();
@@ -289,27 +311,28 @@ unsafe fn dw_simd<S: Simd>(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
     } else {
         lo
     };
-    for oy in 0..ho {
+    for (row, oy) in rows.enumerate() {
+        let at = row * wo;
         // The window's first input row, if the whole window lies inside the input.
         let Some(iy0) = (oy * s).checked_sub(py).filter(|&y| y + 3 <= h) else {
             for ox in 0..wo {
-                dw_pixel::<S>(p, input, out, (oy, ox));
+                dw_pixel::<S>(p, input, out, (oy, ox), at + ox);
             }
             continue;
         };
         for ox in (0..lo).chain(hi..wo) {
-            dw_pixel::<S>(p, input, out, (oy, ox));
+            dw_pixel::<S>(p, input, out, (oy, ox), at + ox);
         }
         if lo == hi {
             continue;
         }
         if c < S::W {
             for ox in lo..hi {
-                dw_pixel::<S>(p, input, out, (oy, ox));
+                dw_pixel::<S>(p, input, out, (oy, ox), at + ox);
             }
             continue;
         }
-        let op = out.as_mut_ptr().add((oy * wo + lo) * p.out_stride);
+        let op = out.as_mut_ptr().add((at + lo) * p.out_stride);
         let step = s * c;
         for ch in vector_starts::<S>(c) {
             let mut wv = [S::zero(); 9];
@@ -333,8 +356,8 @@ unsafe fn dw_simd<S: Simd>(p: &Dw3x3<'_>, input: &[f32], out: &mut [f32]) {
         }
         if c < p.out_stride {
             for ox in lo..hi {
-                let at = (oy * wo + ox) * p.out_stride;
-                out[at + c..at + p.out_stride].fill(0.0);
+                let px = (at + ox) * p.out_stride;
+                out[px + c..px + p.out_stride].fill(0.0);
             }
         }
     }
@@ -535,6 +558,46 @@ mod tests {
                 check(h, w, c, stride, false, 0);
                 check(h, w, c, stride, true, 7);
             }
+        }
+    }
+
+    /// Bands of output rows, computed separately, make up the whole output.
+    #[test]
+    fn row_bands_make_up_the_whole_output() {
+        let mut seed = 3;
+        for (h, w, c, stride, padding) in [
+            (12, 10, 24, 1, Padding::One),
+            (12, 10, 13, 2, Padding::One),
+            (12, 12, 16, 2, Padding::TfSame),
+            (7, 5, 3, 1, Padding::One),
+        ] {
+            let x = rand_vec(h * w * c, &mut seed);
+            let wt = rand_vec(9 * c, &mut seed);
+            let b = rand_vec(c, &mut seed);
+            let a = rand_vec(c, &mut seed);
+            let p = Dw3x3 {
+                h,
+                w,
+                c,
+                stride,
+                padding,
+                weights: &wt,
+                bias: &b,
+                alpha: Some(&a),
+                out_stride: c + 1,
+            };
+            let (ho, wo) = p.out_hw();
+            let px = wo * (c + 1);
+            let mut whole = vec![f32::NAN; ho * px];
+            dw3x3(&p, &x, &mut whole).unwrap();
+            let mut bands = vec![f32::NAN; ho * px];
+            for r0 in (0..ho).step_by(3) {
+                let r1 = (r0 + 3).min(ho);
+                dw3x3_rows(&p, &x, r0..r1, &mut bands[r0 * px..r1 * px]).unwrap();
+            }
+            assert_eq!(whole, bands, "{h}x{w}x{c} stride {stride} {padding:?}");
+            assert!(dw3x3_rows(&p, &x, 0..ho + 1, &mut vec![0.0; (ho + 1) * px]).is_err());
+            assert!(dw3x3_rows(&p, &x, 1..3, &mut vec![0.0; px]).is_err());
         }
     }
 
