@@ -978,7 +978,8 @@ mod tests {
             image::Rgb([(x * 7 + y) as u8, (x ^ y) as u8, (x * y / 3) as u8])
         });
         let (xr, yr) = (box_ranges(w, 128), box_ranges(h, 96));
-        let run = |f: &dyn Fn(&mut dyn FnMut(usize, usize, [f32; 3]))| {
+        type Emit<'a> = &'a mut dyn FnMut(usize, usize, [f32; 3]);
+        let run = |f: &dyn Fn(Emit)| {
             let mut v = vec![f32::NAN; 128 * 96 * 3];
             f(&mut |y, x, px| v[(y * 128 + x) * 3..][..3].copy_from_slice(&px));
             v
