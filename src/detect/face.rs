@@ -767,25 +767,32 @@ impl BlazeFace {
         let isa = self.isa;
         let ws = &mut self.ws;
         // The stem, one output row at a time, straight from the padded input (no im2col): an
-        // output pixel's 5×5×3 window is 5 runs of 15 values, one input row apart.
+        // output pixel's 5×5×3 window is 5 runs of 15 values, one input row apart. An output row
+        // whose 5 input rows equal the previous output row's (the letterbox's flat bands above
+        // and below a 4:3 frame) equals that row: copied, not recomputed.
         let mut side = STEM_OUT;
-        for (oy, out) in ws.x[..side * side * STEM_CH]
-            .chunks_exact_mut(side * STEM_CH)
-            .enumerate()
-        {
+        let row_in = STEM_IN * 3;
+        let row_out = side * STEM_CH;
+        for oy in 0..side {
+            let window = |oy: usize| &ws.img[2 * oy * row_in..(2 * oy + STEM_K) * row_in];
+            if oy > 0 && window(oy) == window(oy - 1) {
+                ws.x.copy_within((oy - 1) * row_out..oy * row_out, oy * row_out);
+                continue;
+            }
             let stem = Pointwise {
                 rows: side,
                 k: STEM_COLS,
                 a_stride: 2 * 3,
                 segments: STEM_K,
-                segment_stride: STEM_IN * 3,
+                segment_stride: row_in,
                 n: STEM_CH,
                 weights: &self.stem_w,
                 bias: &self.stem_b,
                 residual: None,
                 relu: true,
             };
-            pointwise(isa, &stem, &ws.img[2 * oy * STEM_IN * 3..], out)?;
+            let out = &mut ws.x[oy * row_out..(oy + 1) * row_out];
+            pointwise(isa, &stem, &ws.img[2 * oy * row_in..], out)?;
         }
         for (i, b) in self.blocks.iter().enumerate() {
             let x = &ws.x[..side * side * b.cin_p];
