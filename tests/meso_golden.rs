@@ -144,6 +144,33 @@ fn meso4_df_separates_the_four_samples() {
     }
 }
 
+#[test]
+fn enabled_in_config_the_pipeline_scores_the_primary_face() {
+    use veriframe::detect::{build_pipeline, Analyzer, DetectConfig};
+    let Some(mdir) = require(MESO) else { return };
+    let cfg = DetectConfig {
+        model: "face".into(),
+        deepfake_model: mdir.join("Meso4_DF.safetensors"),
+        ..DetectConfig::default()
+    };
+    cfg.validate().expect("valid");
+    let mut p = build_pipeline(&cfg).expect("build").expect("pipeline");
+    assert!(p.has_deepfake());
+    let names: Vec<_> = p.models().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, ["blazeface_short_range", "meso4_df"]);
+    let img = image::load_from_memory(veriframe::detect::bench::sample_jpeg().expect("sample"))
+        .expect("decode")
+        .to_rgb8();
+    let a = p.analyze_image(&img, 1).expect("analyse");
+    let primary = a.primary().expect("the bundled sample has a face");
+    let s = primary
+        .deepfake_score
+        .expect("deepfake score on the primary face");
+    assert!((0.0..=1.0).contains(&s), "{s}");
+    eprintln!("bundled astronaut_00.jpg: Meso4_DF P(deepfake) {s:.4}");
+    assert!(a.faces[1..].iter().all(|f| f.deepfake_score.is_none()));
+}
+
 /// Timing of one Meso4 forward pass (256×256 input; no assertion on time).
 /// `cargo test --release --test meso_golden -- --ignored --nocapture meso4_timing`
 #[test]
