@@ -17,6 +17,13 @@
 //! minimum duration, so one bad frame never alerts. With no face for longer than
 //! [`DecideConfig::face_lost_after`] the tracks and the phase reset. Several faces give
 //! `MultipleFaces`, and (optionally) a warning alert once they persist.
+//!
+//! When the deepfake classifier runs (`[detect] deepfake_model`), each track also smooths the
+//! face's `deepfake_score` with the same time constant, and the primary face drives a second,
+//! independent machine of the same shape on that score (entered *above*
+//! [`DecideConfig::deepfake_enter`], left below [`DecideConfig::deepfake_exit`], alerting
+//! [`ALERT_DEEPFAKE`] once after [`DecideConfig::min_deepfake`]). It only adds alerts: the
+//! verdict stays the PAD verdict, and without deepfake scores nothing changes.
 
 use std::time::Duration;
 
@@ -59,6 +66,9 @@ pub struct Decision {
 /// Alert kind for a confirmed presentation attack; its score is the smoothed attack probability
 /// (1 − smoothed live score).
 pub const ALERT_ATTACK: &str = "presentation_attack";
+/// Alert kind for a persisting deepfake-artefact score on the primary face; its score is the
+/// smoothed deepfake probability. Severity `warning`: the classifier (Meso4) is weak evidence.
+pub const ALERT_DEEPFAKE: &str = "deepfake_suspected";
 /// Alert kind for several faces persisting in view.
 pub const ALERT_MULTIPLE_FACES: &str = "multiple_faces";
 
@@ -85,6 +95,14 @@ pub struct DecideConfig {
     pub alert_multiple_faces: bool,
     #[serde(with = "humantime_serde")]
     pub min_multiple_faces: Duration,
+    /// Smoothed deepfake score above which the primary face is suspected (only when the
+    /// deepfake classifier runs).
+    pub deepfake_enter: f32,
+    /// Smoothed deepfake score below which the suspicion is over (≤ `deepfake_enter`).
+    pub deepfake_exit: f32,
+    /// How long the deepfake condition must hold before the alert.
+    #[serde(with = "humantime_serde")]
+    pub min_deepfake: Duration,
 }
 
 impl Default for DecideConfig {
@@ -98,6 +116,9 @@ impl Default for DecideConfig {
             track_iou: 0.3,
             alert_multiple_faces: true,
             min_multiple_faces: Duration::from_secs(2),
+            deepfake_enter: 0.7,
+            deepfake_exit: 0.5,
+            min_deepfake: Duration::from_secs(1),
         }
     }
 }
@@ -112,6 +133,15 @@ impl DecideConfig {
             return Err((
                 "decide.attack_exit",
                 "must be in attack_enter..=1 (hysteresis)".into(),
+            ));
+        }
+        if !unit(self.deepfake_enter) {
+            return Err(("decide.deepfake_enter", "must be in 0..=1".into()));
+        }
+        if !unit(self.deepfake_exit) || self.deepfake_exit > self.deepfake_enter {
+            return Err((
+                "decide.deepfake_exit",
+                "must be in 0..=deepfake_enter (hysteresis)".into(),
             ));
         }
         if !(self.track_iou > 0.0 && self.track_iou <= 1.0) {
@@ -133,6 +163,10 @@ pub struct Track {
     pub live: Option<f32>,
     /// Frame time of the last score update.
     pub updated: Duration,
+    /// Smoothed deepfake score, once one was seen.
+    pub deepfake: Option<f32>,
+    /// Frame time of the last deepfake score update.
+    pub deepfake_updated: Duration,
     /// Frame time the face was last seen.
     pub seen: Duration,
 }
@@ -160,6 +194,8 @@ pub struct DeciderState {
     /// Tracks, primary first.
     pub tracks: Vec<Track>,
     pub phase: Phase,
+    /// Deepfake phase of the primary face (`Suspect`: above `deepfake_enter`, no alert yet).
+    pub deepfake_phase: Phase,
     /// First frame time of the current run of several-face frames, and whether it alerted.
     pub multiple_since: Option<(Duration, bool)>,
     /// Frame time of the last frame with a face.
@@ -179,6 +215,7 @@ impl DeciderState {
             frames: 0,
             tracks: Vec::new(),
             phase: Phase::Live,
+            deepfake_phase: Phase::Live,
             multiple_since: None,
             last_face: None,
         }
@@ -189,9 +226,15 @@ impl DeciderState {
         self.tracks.first().and_then(|t| t.live)
     }
 
+    /// Smoothed deepfake score of the primary face.
+    pub fn primary_deepfake(&self) -> Option<f32> {
+        self.tracks.first().and_then(|t| t.deepfake)
+    }
+
     fn reset_faces(&mut self) {
         self.tracks.clear();
         self.phase = Phase::Live;
+        self.deepfake_phase = Phase::Live;
     }
 }
 
@@ -233,6 +276,8 @@ fn update_tracks(state: &mut DeciderState, a: &Analysis, now: Duration) {
                 bbox: f.bbox,
                 live: None,
                 updated: now,
+                deepfake: None,
+                deepfake_updated: now,
                 seen: now,
             },
         };
@@ -245,6 +290,19 @@ fn update_tracks(state: &mut DeciderState, a: &Analysis, now: Duration) {
                 None => s,
             });
             t.updated = now;
+        }
+        if let Some(s) = f.deepfake_score.filter(|s| s.is_finite()) {
+            let s = s.clamp(0.0, 1.0);
+            t.deepfake = Some(match t.deepfake {
+                Some(prev) => ema(
+                    prev,
+                    s,
+                    now.saturating_sub(t.deepfake_updated),
+                    state.cfg.smoothing,
+                ),
+                None => s,
+            });
+            t.deepfake_updated = now;
         }
         state.tracks.push(t);
     }
@@ -299,6 +357,7 @@ pub fn step(
     update_tracks(&mut state, a, now);
     if !primary_continues {
         state.phase = Phase::Live;
+        state.deepfake_phase = Phase::Live;
     }
 
     if a.faces.len() > 1 {
@@ -323,6 +382,7 @@ pub fn step(
         );
     }
     state.multiple_since = None;
+    deepfake_step(&mut state, now, &mut actions);
 
     let Some(live) = state.primary_live() else {
         // A face, but no PAD score (classifier not configured or not run).
@@ -355,6 +415,30 @@ pub fn step(
         Phase::Suspect { .. } | Phase::Attack { .. } => Verdict::Attack,
     };
     (state, Decision { verdict, actions })
+}
+
+/// The deepfake machine of the primary face (one face in view): hysteresis on the smoothed
+/// deepfake score, one `warning` alert after `min_deepfake`. No score: phase unchanged.
+fn deepfake_step(state: &mut DeciderState, now: Duration, actions: &mut Vec<Action>) {
+    let Some(df) = state.primary_deepfake() else {
+        return;
+    };
+    let cfg = &state.cfg;
+    state.deepfake_phase = match state.deepfake_phase {
+        Phase::Live if df > cfg.deepfake_enter => Phase::Suspect { since: now },
+        Phase::Suspect { .. } | Phase::Attack { .. } if df < cfg.deepfake_exit => Phase::Live,
+        p => p,
+    };
+    if let Phase::Suspect { since } = state.deepfake_phase {
+        if now.saturating_sub(since) >= cfg.min_deepfake {
+            actions.push(Action::Alert {
+                kind: ALERT_DEEPFAKE.into(),
+                severity: "warning".into(),
+                score: Some(df),
+            });
+            state.deepfake_phase = Phase::Attack { since };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -652,6 +736,131 @@ mod tests {
         assert!((0.0..=1.0).contains(&l));
     }
 
+    fn face_df(live: Option<f32>, df: Option<f32>) -> Face {
+        Face {
+            deepfake_score: df,
+            ..face(0.0, live)
+        }
+    }
+
+    fn df_frames(seq: &[f32]) -> Vec<(u64, Vec<Face>)> {
+        seq.iter()
+            .enumerate()
+            .map(|(i, &d)| (i as u64 * 100, vec![face_df(Some(0.9), Some(d))]))
+            .collect()
+    }
+
+    #[test]
+    fn deepfake_alerts_once_after_min_duration_and_keeps_the_pad_verdict() {
+        let cfg = DecideConfig {
+            min_deepfake: ms(500),
+            ..no_smoothing()
+        };
+        let (st, ds) = run(cfg, &df_frames(&[0.9; 20]));
+        assert!(ds.iter().all(|d| d.verdict == Verdict::Authentic));
+        for (i, d) in ds.iter().enumerate() {
+            assert_eq!(!d.actions.is_empty(), i == 5, "frame {i}: {:?}", d.actions);
+        }
+        match &ds[5].actions[0] {
+            Action::Alert {
+                kind,
+                severity,
+                score,
+            } => {
+                assert_eq!(kind, ALERT_DEEPFAKE);
+                assert_eq!(severity, "warning");
+                assert!((score.unwrap() - 0.9).abs() < 1e-6);
+            }
+        }
+        assert!(matches!(st.deepfake_phase, Phase::Attack { since } if since == ms(0)));
+        assert_eq!(st.phase, Phase::Live);
+        assert_eq!(alerts(&ds, ALERT_ATTACK), 0);
+    }
+
+    #[test]
+    fn deepfake_hysteresis_and_short_spikes() {
+        let cfg = DecideConfig {
+            deepfake_enter: 0.7,
+            deepfake_exit: 0.5,
+            min_deepfake: ms(200),
+            ..no_smoothing()
+        };
+        // Short spike (100 ms) below min_deepfake: no alert.
+        let (st, ds) = run(cfg.clone(), &df_frames(&[0.1, 0.9, 0.2, 0.6, 0.6]));
+        assert_eq!(alerts(&ds, ALERT_DEEPFAKE), 0);
+        assert_eq!(st.deepfake_phase, Phase::Live, "0.6 in the band stays Live");
+        // Enter at 0.8, band 0.6 keeps it (alert at 200 ms), 0.4 exits, re-entry alerts again.
+        let seq = [0.8, 0.6, 0.6, 0.6, 0.4, 0.8, 0.8, 0.8];
+        let (st, ds) = run(cfg.clone(), &df_frames(&seq));
+        assert_eq!(alerts(&ds, ALERT_DEEPFAKE), 2);
+        assert!(!ds[2].actions.is_empty());
+        assert!(!ds[7].actions.is_empty());
+        assert!(matches!(st.deepfake_phase, Phase::Attack { since } if since == ms(500)));
+        // With smoothing, one bad frame among clean ones does not even enter.
+        let smooth = DecideConfig {
+            smoothing: ms(300),
+            ..cfg
+        };
+        let (st, ds) = run(smooth, &df_frames(&[0.1, 0.1, 1.0, 0.1, 0.1, 0.1]));
+        assert_eq!(alerts(&ds, ALERT_DEEPFAKE), 0);
+        assert!(st.primary_deepfake().unwrap() < 0.5);
+    }
+
+    #[test]
+    fn deepfake_without_pad_and_without_scores() {
+        let cfg = DecideConfig {
+            min_deepfake: ms(100),
+            ..no_smoothing()
+        };
+        // Face detection only + deepfake classifier: verdict Unknown, the alert still comes.
+        let frames: Vec<_> = (0..3)
+            .map(|i| (i * 100, vec![face_df(None, Some(0.95))]))
+            .collect();
+        let (_, ds) = run(cfg.clone(), &frames);
+        assert!(ds.iter().all(|d| d.verdict == Verdict::Unknown));
+        assert_eq!(alerts(&ds, ALERT_DEEPFAKE), 1);
+        // Classifier off (no scores): nothing changes, whatever the PAD says.
+        let frames: Vec<_> = (0..30)
+            .map(|i| (i * 100, vec![face_df(Some(0.1), None)]))
+            .collect();
+        let (st, ds) = run(cfg.clone(), &frames);
+        assert_eq!(alerts(&ds, ALERT_DEEPFAKE), 0);
+        assert_eq!(alerts(&ds, ALERT_ATTACK), 1);
+        assert_eq!(st.deepfake_phase, Phase::Live);
+        assert_eq!(st.primary_deepfake(), None);
+        // Bad scores do not panic and stay in range.
+        let frames = vec![
+            (0, vec![face_df(None, Some(f32::NAN))]),
+            (100, vec![face_df(None, Some(-3.0))]),
+            (50, vec![face_df(None, Some(9.0))]),
+        ];
+        let (st, _) = run(cfg, &frames);
+        assert!((0.0..=1.0).contains(&st.primary_deepfake().unwrap()));
+    }
+
+    #[test]
+    fn deepfake_state_resets_with_a_new_face() {
+        let cfg = DecideConfig {
+            min_deepfake: ms(100),
+            ..no_smoothing()
+        };
+        let frames = vec![
+            (0, vec![face_df(Some(0.9), Some(0.9))]),
+            (100, vec![face_df(Some(0.9), Some(0.9))]),
+            (
+                200,
+                vec![Face {
+                    bbox: [400.0, 100.0, 100.0, 100.0],
+                    ..face_df(Some(0.9), Some(0.6))
+                }],
+            ),
+        ];
+        let (st, ds) = run(cfg, &frames);
+        assert_eq!(alerts(&ds, ALERT_DEEPFAKE), 1);
+        assert_eq!(st.deepfake_phase, Phase::Live);
+        assert_eq!(st.primary_deepfake(), Some(0.6));
+    }
+
     #[test]
     fn config_validation() {
         assert!(DecideConfig::default().validate().is_ok());
@@ -666,6 +875,17 @@ mod tests {
             ..DecideConfig::default()
         };
         assert_eq!(bad.validate().unwrap_err().0, "decide.attack_enter");
+        let bad = DecideConfig {
+            deepfake_enter: 0.4,
+            deepfake_exit: 0.6,
+            ..DecideConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "decide.deepfake_exit");
+        let bad = DecideConfig {
+            deepfake_enter: -0.1,
+            ..DecideConfig::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "decide.deepfake_enter");
         let parsed: DecideConfig =
             toml::from_str("smoothing = \"0s\"\nattack_enter = 0.3\nmin_attack = \"2s\"").unwrap();
         assert_eq!(parsed.min_attack, Duration::from_secs(2));

@@ -15,7 +15,7 @@
 //! |---|---|---|
 //! | [`config`] | TOML → validated [`config::Config`], CLI overrides | — |
 //! | [`capture`] | V4L2, replay, synthetic sources; reconnect; YUYV conversion | [`capture::FrameSource`] |
-//! | [`detect`] | decode, face detection, PAD, model files, kernels | [`detect::Analyzer`] |
+//! | [`detect`] | decode, face detection, PAD, optional deepfake classifier (Meso4), model files, kernels | [`detect::Analyzer`] |
 //! | [`decide`] | smoothing, hysteresis, alert decisions (pure functions) | — |
 //! | [`seal`] | keys, manifests, hash chain, atomic store, verification | [`seal::Sealer`] |
 //! | [`publish`] | MQTT topics, payloads, durable outbox | [`publish::EventSink`] |

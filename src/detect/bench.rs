@@ -3,7 +3,8 @@
 //! Input: the bundled 640×480 JPEG sample `astronaut_00.jpg` (one face). Each iteration times
 //! JPEG decode, face detection, crop+resize of the two PAD crops ([`crop_bgr`] at both MiniFASNet
 //! scales, as the pipeline does), and PAD (both networks), then the whole frame (decode →
-//! analysis) as `total`. Median and p99 (nearest rank) per stage, fps from the median total,
+//! analysis) as `total`. With `[detect] deepfake_model` set, also the deepfake classifier on the
+//! primary face (crop included) as `deepfake`. Median and p99 (nearest rank) per stage, fps from the median total,
 //! model load time, peak RSS.
 
 use std::collections::BTreeMap;
@@ -84,6 +85,7 @@ pub fn run(
     let mut p = load()?;
     let model_load_ms = t.elapsed().as_secs_f64() * 1e3;
     let has_pad = p.has_pad();
+    let has_deepfake = p.has_deepfake();
     let mut samples: BTreeMap<&'static str, Vec<f32>> = BTreeMap::new();
     for i in 0..warmup + iters {
         let keep = i >= warmup;
@@ -108,6 +110,12 @@ pub fn run(
             let t = Instant::now();
             std::hint::black_box(p.live_score(&img, face)?);
             rec("pad", t.elapsed());
+        }
+        if has_deepfake {
+            // Meso4 on the primary face, including its own 256×256 crop.
+            let t = Instant::now();
+            std::hint::black_box(p.deepfake_score(&img, face)?);
+            rec("deepfake", t.elapsed());
         }
         // The whole per-frame path as the daemon runs it.
         let t = Instant::now();
@@ -147,7 +155,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::pipeline::fakes::{face, FixedFaces, RedPad};
+    use crate::detect::pipeline::fakes::{face, FixedFaces, GreenFake, RedPad};
 
     #[test]
     fn report_has_every_stage_and_the_json_shape() {
@@ -166,6 +174,22 @@ mod tests {
         .unwrap();
         let keys: Vec<_> = r.stages.keys().copied().collect();
         assert_eq!(keys, ["crop", "decode", "detect", "pad", "total"]);
+        // With a deepfake classifier: its stage too.
+        let r = run(
+            || {
+                Ok(
+                    Pipeline::new(Box::new(FixedFaces(Ok(vec![face(200.0, 100.0)]))), None)
+                        .with_deepfake(Some(Box::new(GreenFake))),
+                )
+            },
+            1,
+            Quant::F32,
+            2,
+            0,
+        )
+        .unwrap();
+        let keys: Vec<_> = r.stages.keys().copied().collect();
+        assert_eq!(keys, ["crop", "decode", "deepfake", "detect", "total"]);
         for s in r.stages.values() {
             assert!(s.median_ms >= 0.0 && s.p99_ms >= s.median_ms);
         }

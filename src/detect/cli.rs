@@ -156,7 +156,7 @@ pub fn bench(args: &BenchArgs) -> Result<Outcome, DetectError> {
         );
         for (k, s) in &r.stages {
             println!(
-                "{k:>7}: median {:8.3} ms  p99 {:8.3} ms",
+                "{k:>8}: median {:8.3} ms  p99 {:8.3} ms",
                 s.median_ms, s.p99_ms
             );
         }

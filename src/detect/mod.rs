@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod crop;
 pub mod kernels;
+pub mod meso;
 pub mod minifasnet;
 pub mod modelfile;
 pub mod pointwise;
@@ -103,6 +104,13 @@ pub trait PadClassifier: Send {
     fn models(&self) -> Vec<ModelId>;
 }
 
+/// Deepfake-artefact classifier seam (Meso4, [`meso`]): the probability that `face` in `img`
+/// shows deepfake artefacts.
+pub trait DeepfakeClassifier: Send {
+    fn deepfake_score(&mut self, img: &RgbImage, face: &Face) -> Result<f32, DetectError>;
+    fn model(&self) -> ModelId;
+}
+
 /// Weight precision of a model file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -191,6 +199,11 @@ pub struct DetectConfig {
     /// (`veriframe eval` reports APCER/BPCER/ACER here; the daemon smooths over time, see
     /// `[decide]`).
     pub live_threshold: f32,
+    /// Deepfake-artefact classifier weights: an upstream Meso4 safetensors file (e.g.
+    /// `../shared/models/upstream/mesonet/Meso4_DF.safetensors`, see docs/models.md). Empty
+    /// (default): off. When set, the primary face also gets a `deepfake_score` and `[decide]`
+    /// raises `deepfake_suspected` (thresholds: `[decide] deepfake_enter`/`deepfake_exit`); a missing or malformed file is a startup error.
+    pub deepfake_model: PathBuf,
 }
 
 impl Default for DetectConfig {
@@ -205,6 +218,7 @@ impl Default for DetectConfig {
             pad_model: PathBuf::new(),
             quant: Quant::Q8_0,
             live_threshold: 0.5,
+            deepfake_model: PathBuf::new(),
         }
     }
 }
@@ -233,7 +247,18 @@ impl DetectConfig {
         if !unit(self.live_threshold) {
             return Err(("detect.live_threshold", "must be in 0..=1".into()));
         }
+        if self.deepfake_enabled() && self.model == "none" {
+            return Err((
+                "detect.deepfake_model",
+                "needs face detection (detect.model \"face\" or \"minifasnet\")".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the deepfake classifier is configured.
+    pub fn deepfake_enabled(&self) -> bool {
+        !self.deepfake_model.as_os_str().is_empty()
     }
 
     fn face_options(&self) -> face::BlazeFaceOptions {
@@ -312,6 +337,17 @@ fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, Detect
     Ok(Some(Box::new(ens)))
 }
 
+/// Load the deepfake classifier when `detect.deepfake_model` is set (an error when it cannot be
+/// loaded: the operator asked for it).
+fn load_deepfake(cfg: &DetectConfig) -> Result<Option<Box<dyn DeepfakeClassifier>>, DetectError> {
+    if !cfg.deepfake_enabled() {
+        return Ok(None);
+    }
+    let net = meso::Meso4::load(&cfg.deepfake_model)?;
+    tracing::info!(path = %cfg.deepfake_model.display(), model = ?net.model_id(), "deepfake classifier loaded");
+    Ok(Some(Box::new(net)))
+}
+
 /// Build the face detection + PAD pipeline of the configured model set (`None` for `none`).
 pub fn build_pipeline(cfg: &DetectConfig) -> Result<Option<pipeline::Pipeline>, DetectError> {
     if cfg.model == "none" {
@@ -331,11 +367,12 @@ pub fn build_pipeline(cfg: &DetectConfig) -> Result<Option<pipeline::Pipeline>, 
         face::BlazeFace::load(&cfg.face_model, opts)?
     };
     let pad = load_pad(cfg)?;
-    let p = pipeline::Pipeline::new(Box::new(detector), pad);
+    let p = pipeline::Pipeline::new(Box::new(detector), pad).with_deepfake(load_deepfake(cfg)?);
     tracing::info!(
         model_set = %cfg.model,
         models = ?p.models().iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
         pad = p.has_pad(),
+        deepfake = p.has_deepfake(),
         "detector ready"
     );
     Ok(Some(p))
@@ -362,6 +399,7 @@ mod tests {
         cfg.validate().unwrap();
         let p = build_pipeline(&cfg).unwrap().unwrap();
         assert!(!p.has_pad());
+        assert!(!p.has_deepfake(), "deepfake classifier is off by default");
         assert_eq!(p.models()[0].name, "blazeface_short_range");
         assert!(build(&DetectConfig {
             model: "none".into(),
@@ -409,5 +447,22 @@ mod tests {
             ..d()
         })
         .is_err());
+        assert_eq!(
+            bad(DetectConfig {
+                model: "none".into(),
+                deepfake_model: "x.safetensors".into(),
+                ..d()
+            }),
+            "detect.deepfake_model"
+        );
+        // Enabled but missing: a startup error naming the file, not a silent downgrade.
+        let e = build(&DetectConfig {
+            model: "face".into(),
+            deepfake_model: "/nonexistent/Meso4_DF.safetensors".into(),
+            ..d()
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("Meso4_DF"), "{e}");
     }
 }

@@ -1,4 +1,5 @@
-//! The per-frame analyser: decode → face detection → PAD on the primary face → [`Analysis`].
+//! The per-frame analyser: decode → face detection → PAD (and, when configured, the deepfake
+//! classifier) on the primary face → [`Analysis`].
 //!
 //! The same [`Pipeline::analyze_image`] serves the daemon, `veriframe eval` and
 //! `veriframe bench`, so what is evaluated and timed is what runs.
@@ -6,7 +7,8 @@
 use image::RgbImage;
 
 use super::{
-    decode_rgb, Analysis, Analyzer, DetectError, Face, FaceDetector, ModelId, PadClassifier,
+    decode_rgb, Analysis, Analyzer, DeepfakeClassifier, DetectError, Face, FaceDetector, ModelId,
+    PadClassifier,
 };
 use crate::capture::Frame;
 
@@ -14,6 +16,7 @@ use crate::capture::Frame;
 pub struct Pipeline {
     detector: Box<dyn FaceDetector>,
     pad: Option<Box<dyn PadClassifier>>,
+    deepfake: Option<Box<dyn DeepfakeClassifier>>,
     models: Vec<ModelId>,
 }
 
@@ -26,7 +29,35 @@ impl Pipeline {
         Self {
             detector,
             pad,
+            deepfake: None,
             models,
+        }
+    }
+
+    /// Add a deepfake-artefact classifier (run on the primary face after PAD); `None` keeps the
+    /// pipeline as it is.
+    pub fn with_deepfake(mut self, deepfake: Option<Box<dyn DeepfakeClassifier>>) -> Self {
+        if let Some(d) = &deepfake {
+            self.models.push(d.model());
+        }
+        self.deepfake = deepfake;
+        self
+    }
+
+    /// Whether a deepfake classifier runs (otherwise faces carry no `deepfake_score`).
+    pub fn has_deepfake(&self) -> bool {
+        self.deepfake.is_some()
+    }
+
+    /// Deepfake score of `face` in `img`, when a classifier is configured.
+    pub fn deepfake_score(
+        &mut self,
+        img: &RgbImage,
+        face: &Face,
+    ) -> Result<Option<f32>, DetectError> {
+        match &mut self.deepfake {
+            Some(d) => d.deepfake_score(img, face).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -48,12 +79,14 @@ impl Pipeline {
         }
     }
 
-    /// Analyse a decoded image: faces, and the live score of the primary face.
+    /// Analyse a decoded image: faces, and the live (and deepfake) score of the primary face.
     pub fn analyze_image(&mut self, img: &RgbImage, seq: u64) -> Result<Analysis, DetectError> {
         let mut faces = self.detect_faces(img)?;
         if let Some(primary) = faces.first_mut() {
             let score = self.live_score(img, primary)?;
             primary.live_score = score;
+            let score = self.deepfake_score(img, primary)?;
+            primary.deepfake_score = score;
         }
         Ok(Analysis {
             seq,
@@ -129,6 +162,22 @@ pub(crate) mod fakes {
         }
     }
 
+    /// A deepfake classifier that scores by the mean green value of the whole image.
+    pub struct GreenFake;
+
+    impl DeepfakeClassifier for GreenFake {
+        fn deepfake_score(&mut self, img: &RgbImage, _face: &Face) -> Result<f32, DetectError> {
+            let n = img.pixels().len().max(1) as f32;
+            Ok(img.pixels().map(|p| p[1] as f32).sum::<f32>() / n / 255.0)
+        }
+        fn model(&self) -> ModelId {
+            ModelId {
+                name: "green".into(),
+                weights_sha256: "22".into(),
+            }
+        }
+    }
+
     pub fn face(x: f32, w: f32) -> Face {
         Face {
             bbox: [x, 0.0, w, w],
@@ -186,6 +235,26 @@ mod tests {
         let mut p = Pipeline::new(Box::new(FixedFaces(Ok(vec![face(60.0, 20.0)]))), None);
         let a = p.analyze_image(&half_red(), 1).unwrap();
         assert_eq!(a.faces[0].live_score, None);
+        assert_eq!(a.models.len(), 1);
+    }
+
+    #[test]
+    fn deepfake_runs_on_the_primary_face_only_when_configured() {
+        let faces = || Box::new(FixedFaces(Ok(vec![face(0.0, 40.0), face(60.0, 20.0)])));
+        let mut p = Pipeline::new(faces(), Some(Box::new(RedPad { calls: 0 })))
+            .with_deepfake(Some(Box::new(GreenFake)));
+        assert!(p.has_deepfake());
+        let a = p.analyze_image(&half_red(), 2).unwrap();
+        assert_eq!(a.faces[0].deepfake_score, Some(0.0));
+        assert_eq!(a.faces[0].live_score, Some(1.0));
+        assert_eq!(a.faces[1].deepfake_score, None);
+        let names: Vec<_> = a.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["fixed", "red", "green"]);
+        // Off (the default): no deepfake score, models unchanged.
+        let mut p = Pipeline::new(faces(), None).with_deepfake(None);
+        assert!(!p.has_deepfake());
+        let a = p.analyze_image(&half_red(), 2).unwrap();
+        assert_eq!(a.faces[0].deepfake_score, None);
         assert_eq!(a.models.len(), 1);
     }
 
