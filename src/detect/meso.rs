@@ -1,8 +1,8 @@
 //! Meso4 deepfake-artefact classifier (Afchar et al. 2018, DariusAf/MesoNet commit 2144d56,
-//! `classifiers.py`, Apache-2.0) on candle, reading the upstream Keras weights converted to
+//! `classifiers.py`, Apache-2.0), reading the upstream Keras weights converted to
 //! safetensors (`../shared/models/upstream/mesonet/Meso4_{DF,F2F}.safetensors`; not shipped).
 //!
-//! Network (input 1×256×256×3 RGB / 255, Keras channels-last; run here as NCHW):
+//! Network (input 1×256×256×3 RGB / 255, Keras channels-last, run channels-last here too):
 //!
 //! ```text
 //! conv2d_5  Conv 3×3 ( 3→ 8, same) + ReLU → batch_normalization_5 → MaxPool 2×2   256 → 128
@@ -15,7 +15,10 @@
 //! Batch norms (Keras epsilon 1e-3) follow the ReLU, so they are applied as a per-channel affine
 //! rather than folded; dropout is the identity at inference. All pool sizes divide the feature
 //! maps, so Keras `same` pooling adds no padding; the odd conv kernels pad (k−1)/2 on each side.
-//! Kernels are stored HWIO `(kh, kw, in, out)` and permuted to candle's OIHW at load.
+//! Kernels are stored HWIO `(kh, kw, in, out)`, which is the layout the convolutions take: each
+//! runs one output row at a time through the pointwise kernel ([`super::pointwise`], AVX2/NEON)
+//! straight from a zero-padded input, with no im2col (candle's `conv2d` took 59 ms per face on
+//! this machine, the kernel about a tenth of that; see docs/models.md).
 //!
 //! The sigmoid output is close to 1 for a **real** face; [`Meso4::deepfake_score`] returns
 //! `P(deepfake) = 1 − sigmoid`.
@@ -39,6 +42,7 @@ use image::RgbImage;
 
 use super::crop::crop_bgr;
 use super::modelfile::sha256_hex;
+use super::pointwise::{pointwise, Isa, Pointwise};
 use super::{DeepfakeClassifier, DetectError, Face, ModelId};
 
 /// Input side length.
@@ -93,14 +97,15 @@ impl From<MesoError> for DetectError {
 }
 
 struct ConvBlock {
-    /// OIHW.
-    weight: Tensor,
-    /// (1, C, 1, 1).
-    bias: Tensor,
-    /// Batch norm as `x · scale + shift`, (1, C, 1, 1).
-    bn_scale: Tensor,
-    bn_shift: Tensor,
-    padding: usize,
+    k: usize,
+    cin: usize,
+    cout: usize,
+    /// HWIO as stored: rows `(ky, kx, ci)`, columns `co`: the layout [`pointwise`] takes.
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    /// Batch norm as `x · scale + shift`.
+    bn_scale: Vec<f32>,
+    bn_shift: Vec<f32>,
     pool: usize,
 }
 
@@ -108,11 +113,12 @@ struct ConvBlock {
 pub struct Meso4 {
     convs: Vec<ConvBlock>,
     /// (1024, 16), rows in Keras (H, W, C) flatten order.
-    dense3_w: Tensor,
-    dense3_b: Tensor,
+    dense3_w: Vec<f32>,
+    dense3_b: Vec<f32>,
     /// (16, 1).
-    dense4_w: Tensor,
-    dense4_b: Tensor,
+    dense4_w: Vec<f32>,
+    dense4_b: f32,
+    isa: Isa,
     id: ModelId,
 }
 
@@ -163,28 +169,28 @@ impl Meso4 {
                 scale.push(s as f32);
                 shift.push((f64::from(b[i]) - f64::from(m[i]) * s) as f32);
             }
-            let chan = |x: Vec<f32>| Tensor::from_vec(x, (1, cout, 1, 1), &dev);
             convs.push(ConvBlock {
-                weight: kernel.permute((3, 2, 0, 1))?.contiguous()?,
-                bias: bias.reshape((1, cout, 1, 1))?,
-                bn_scale: chan(scale)?,
-                bn_shift: chan(shift)?,
-                padding: (k - 1) / 2,
+                k,
+                cin,
+                cout,
+                weight: vec1(&kernel)?,
+                bias: vec1(&bias)?,
+                bn_scale: scale,
+                bn_shift: shift,
                 pool,
             });
         }
-        let dense3_w = w.get("dense_3.dense_3.kernel", &[FLAT, HIDDEN])?;
-        let dense3_b = w
-            .get("dense_3.dense_3.bias", &[HIDDEN])?
-            .reshape((1, HIDDEN))?;
-        let dense4_w = w.get("dense_4.dense_4.kernel", &[HIDDEN, 1])?;
-        let dense4_b = w.get("dense_4.dense_4.bias", &[1])?.reshape((1, 1))?;
+        let dense3_w = vec1(&w.get("dense_3.dense_3.kernel", &[FLAT, HIDDEN])?)?;
+        let dense3_b = vec1(&w.get("dense_3.dense_3.bias", &[HIDDEN])?)?;
+        let dense4_w = vec1(&w.get("dense_4.dense_4.kernel", &[HIDDEN, 1])?)?;
+        let dense4_b = vec1(&w.get("dense_4.dense_4.bias", &[1])?)?[0];
         Ok(Self {
             convs,
             dense3_w,
             dense3_b,
             dense4_w,
             dense4_b,
+            isa: Isa::detect(),
             id: ModelId {
                 name,
                 weights_sha256: sha256_hex(bytes),
@@ -209,24 +215,70 @@ impl Meso4 {
         if let Some(i) = rgb.iter().position(|v| !v.is_finite()) {
             return Err(MesoError::Input(format!("non-finite value at index {i}")));
         }
-        let mut x = Tensor::from_slice(rgb, (1, INPUT, INPUT, 3), &Device::Cpu)?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?;
+        // Channels-last throughout. Each conv runs one output row at a time through the
+        // pointwise kernel straight from a zero-padded copy of its input (a k×k window is k runs
+        // of k·cin values, one padded row apart), then ReLU (fused), batch norm and max-pool
+        // write the next layer's padded input.
+        let mut side = INPUT;
+        let mut x = rgb.to_vec();
+        let mut y = Vec::new();
         for c in &self.convs {
-            x = x
-                .conv2d(&c.weight, c.padding, 1, 1, 1)?
-                .broadcast_add(&c.bias)?
-                .relu()?
-                .broadcast_mul(&c.bn_scale)?
-                .broadcast_add(&c.bn_shift)?
-                .max_pool2d(c.pool)?;
+            let p = (c.k - 1) / 2;
+            let ps = side + 2 * p;
+            let mut padded = vec![0f32; ps * ps * c.cin];
+            for (r, row) in x.chunks_exact(side * c.cin).enumerate() {
+                let at = ((r + p) * ps + p) * c.cin;
+                padded[at..at + side * c.cin].copy_from_slice(row);
+            }
+            y.clear();
+            y.resize(side * side * c.cout, 0.0);
+            let conv = Pointwise {
+                rows: side,
+                k: c.k * c.k * c.cin,
+                a_stride: c.cin,
+                segments: c.k,
+                segment_stride: ps * c.cin,
+                n: c.cout,
+                weights: &c.weight,
+                bias: &c.bias,
+                residual: None,
+                relu: true,
+            };
+            for (oy, out) in y.chunks_exact_mut(side * c.cout).enumerate() {
+                pointwise(self.isa, &conv, &padded[oy * ps * c.cin..], out)
+                    .map_err(MesoError::Input)?;
+            }
+            for px in y.chunks_exact_mut(c.cout) {
+                for ((v, &s), &t) in px.iter_mut().zip(&c.bn_scale).zip(&c.bn_shift) {
+                    *v = *v * s + t;
+                }
+            }
+            let os = side / c.pool;
+            x.clear();
+            x.resize(os * os * c.cout, f32::NEG_INFINITY);
+            for (iy, row) in y.chunks_exact(side * c.cout).enumerate() {
+                let orow = &mut x[(iy / c.pool) * os * c.cout..][..os * c.cout];
+                for (ix, px) in row.chunks_exact(c.cout).enumerate() {
+                    let o = &mut orow[(ix / c.pool) * c.cout..][..c.cout];
+                    for (o, &v) in o.iter_mut().zip(px) {
+                        *o = o.max(v);
+                    }
+                }
+            }
+            side = os;
         }
-        // (1, C, H, W) → Keras flatten order (H, W, C).
-        let v = x.permute((0, 2, 3, 1))?.contiguous()?.reshape((1, FLAT))?;
-        let h = v.matmul(&self.dense3_w)?.broadcast_add(&self.dense3_b)?;
-        let h = h.maximum(&h.affine(LEAKY_SLOPE, 0.0)?)?;
-        let out = h.matmul(&self.dense4_w)?.broadcast_add(&self.dense4_b)?;
-        let logit = out.flatten_all()?.to_vec1::<f32>()?[0];
+        // `x` is 8×8×16 in Keras (H, W, C) flatten order.
+        let mut h = self.dense3_b.clone();
+        for (&v, w) in x.iter().zip(self.dense3_w.chunks_exact(HIDDEN)) {
+            for (h, &w) in h.iter_mut().zip(w) {
+                *h += v * w;
+            }
+        }
+        let logit = h
+            .iter()
+            .map(|&v| if v < 0.0 { v * LEAKY_SLOPE as f32 } else { v })
+            .zip(&self.dense4_w)
+            .fold(self.dense4_b, |acc, (v, &w)| acc + v * w);
         if !logit.is_finite() {
             return Err(MesoError::Input("network output is not finite".into()));
         }
@@ -264,8 +316,9 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// All values of `t`, row-major.
 fn vec1(t: &Tensor) -> Result<Vec<f32>, MesoError> {
-    Ok(t.to_vec1::<f32>()?)
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
 struct Weights<'a> {
