@@ -200,20 +200,19 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
     for (i, x) in ar.iter_mut().enumerate() {
         *x = a.add((r0 + i) * p.a_stride);
     }
-    let seg_len = p.k / p.segments;
-    for s in 0..p.segments {
-        let w = w.add(s * seg_len * n);
-        let at = s * p.segment_stride;
-        for kk in 0..seg_len {
-            let mut wv = [S::zero(); NV];
-            for (v, x) in wv.iter_mut().enumerate() {
-                *x = S::load(w.add(kk * n + v * S::W));
-            }
-            for i in 0..MR {
-                let b = S::splat(ar[i].add(at + kk));
-                for v in 0..NV {
-                    acc[i][v] = S::fma(acc[i][v], b, wv[v]);
-                }
+    // A plain matrix gets a single loop: with the segment loop around it, LLVM (aarch64) stored
+    // all 24 NEON accumulators back to the stack on every step of the inner loop.
+    if p.segments == 1 {
+        for kk in 0..p.k {
+            step::<S, MR, NV>(&mut acc, &ar, w.add(kk * n), kk);
+        }
+    } else {
+        let seg_len = p.k / p.segments;
+        for s in 0..p.segments {
+            let w = w.add(s * seg_len * n);
+            let at = s * p.segment_stride;
+            for kk in 0..seg_len {
+                step::<S, MR, NV>(&mut acc, &ar, w.add(kk * n), at + kk);
             }
         }
     }
@@ -231,6 +230,29 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
                 *x = S::max(*x, zero);
             }
             S::store(out.add(r * n + c), *x);
+        }
+    }
+}
+
+/// One step of `k`: `acc[i] += a[i][at] · w[0..NV·W]`.
+///
+/// # Safety
+/// As [`tile`]: every pointer is inside its slice and the CPU runs `S`.
+#[inline(always)]
+unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
+    acc: &mut [[S::V; NV]; MR],
+    ar: &[*const f32; MR],
+    w: *const f32,
+    at: usize,
+) {
+    let mut wv = [S::zero(); NV];
+    for (v, x) in wv.iter_mut().enumerate() {
+        *x = S::load(w.add(v * S::W));
+    }
+    for i in 0..MR {
+        let b = S::splat(ar[i].add(at));
+        for v in 0..NV {
+            acc[i][v] = S::fma(acc[i][v], b, wv[v]);
         }
     }
 }
