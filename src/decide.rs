@@ -395,20 +395,20 @@ pub fn step(
         );
     };
     let cfg = &state.cfg;
-    state.phase = match state.phase {
-        Phase::Live if live < cfg.attack_enter => Phase::Suspect { since: now },
-        Phase::Suspect { .. } | Phase::Attack { .. } if live > cfg.attack_exit => Phase::Live,
-        p => p,
-    };
-    if let Phase::Suspect { since } = state.phase {
-        if now.saturating_sub(since) >= cfg.min_attack {
-            actions.push(Action::Alert {
-                kind: ALERT_ATTACK.into(),
-                severity: "critical".into(),
-                score: Some(1.0 - live),
-            });
-            state.phase = Phase::Attack { since };
-        }
+    let (phase, alert) = hysteresis(
+        state.phase,
+        live < cfg.attack_enter,
+        live > cfg.attack_exit,
+        now,
+        cfg.min_attack,
+    );
+    state.phase = phase;
+    if alert {
+        actions.push(Action::Alert {
+            kind: ALERT_ATTACK.into(),
+            severity: "critical".into(),
+            score: Some(1.0 - live),
+        });
     }
     let verdict = match state.phase {
         Phase::Live => Verdict::Authentic,
@@ -424,20 +424,44 @@ fn deepfake_step(state: &mut DeciderState, now: Duration, actions: &mut Vec<Acti
         return;
     };
     let cfg = &state.cfg;
-    state.deepfake_phase = match state.deepfake_phase {
-        Phase::Live if df > cfg.deepfake_enter => Phase::Suspect { since: now },
-        Phase::Suspect { .. } | Phase::Attack { .. } if df < cfg.deepfake_exit => Phase::Live,
+    let (phase, alert) = hysteresis(
+        state.deepfake_phase,
+        df > cfg.deepfake_enter,
+        df < cfg.deepfake_exit,
+        now,
+        cfg.min_deepfake,
+    );
+    state.deepfake_phase = phase;
+    if alert {
+        actions.push(Action::Alert {
+            kind: ALERT_DEEPFAKE.into(),
+            severity: "warning".into(),
+            score: Some(df),
+        });
+    }
+}
+
+/// One step of an attack machine with hysteresis (the PAD and the deepfake machines):
+/// `entering` / `leaving` say whether the smoothed score is past the enter / exit threshold.
+/// A suspicion that has lasted `min` becomes an attack; the returned flag says to alert now
+/// (once per episode).
+fn hysteresis(
+    phase: Phase,
+    entering: bool,
+    leaving: bool,
+    now: Duration,
+    min: Duration,
+) -> (Phase, bool) {
+    let phase = match phase {
+        Phase::Live if entering => Phase::Suspect { since: now },
+        Phase::Suspect { .. } | Phase::Attack { .. } if leaving => Phase::Live,
         p => p,
     };
-    if let Phase::Suspect { since } = state.deepfake_phase {
-        if now.saturating_sub(since) >= cfg.min_deepfake {
-            actions.push(Action::Alert {
-                kind: ALERT_DEEPFAKE.into(),
-                severity: "warning".into(),
-                score: Some(df),
-            });
-            state.deepfake_phase = Phase::Attack { since };
+    match phase {
+        Phase::Suspect { since } if now.saturating_sub(since) >= min => {
+            (Phase::Attack { since }, true)
         }
+        p => (p, false),
     }
 }
 
@@ -544,17 +568,7 @@ mod tests {
         for (i, d) in ds.iter().enumerate() {
             assert_eq!(!d.actions.is_empty(), i == 5, "frame {i}: {:?}", d.actions);
         }
-        match &ds[5].actions[0] {
-            Action::Alert {
-                kind,
-                severity,
-                score,
-            } => {
-                assert_eq!(kind, ALERT_ATTACK);
-                assert_eq!(severity, "critical");
-                assert!((score.unwrap() - 0.9).abs() < 1e-6);
-            }
-        }
+        assert_alert(&ds[5].actions[0], ALERT_ATTACK, "critical", 0.9);
         assert!(matches!(st.phase, Phase::Attack { since } if since == ms(0)));
     }
 
@@ -750,6 +764,18 @@ mod tests {
             .collect()
     }
 
+    /// `action` is an alert of `kind` and `severity` with a score within 1e-6 of `score`.
+    fn assert_alert(action: &Action, kind: &str, severity: &str, score: f32) {
+        let Action::Alert {
+            kind: k,
+            severity: s,
+            score: v,
+        } = action;
+        assert_eq!(k, kind);
+        assert_eq!(s, severity);
+        assert!((v.unwrap() - score).abs() < 1e-6, "score {v:?}");
+    }
+
     #[test]
     fn deepfake_alerts_once_after_min_duration_and_keeps_the_pad_verdict() {
         let cfg = DecideConfig {
@@ -761,17 +787,7 @@ mod tests {
         for (i, d) in ds.iter().enumerate() {
             assert_eq!(!d.actions.is_empty(), i == 5, "frame {i}: {:?}", d.actions);
         }
-        match &ds[5].actions[0] {
-            Action::Alert {
-                kind,
-                severity,
-                score,
-            } => {
-                assert_eq!(kind, ALERT_DEEPFAKE);
-                assert_eq!(severity, "warning");
-                assert!((score.unwrap() - 0.9).abs() < 1e-6);
-            }
-        }
+        assert_alert(&ds[5].actions[0], ALERT_DEEPFAKE, "warning", 0.9);
         assert!(matches!(st.deepfake_phase, Phase::Attack { since } if since == ms(0)));
         assert_eq!(st.phase, Phase::Live);
         assert_eq!(alerts(&ds, ALERT_ATTACK), 0);
