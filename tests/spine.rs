@@ -511,3 +511,39 @@ fn faces_prints_a_box_cache() {
         "{out:?}"
     );
 }
+
+/// `veriframe bench --json`: the schema (every stage with median ≤ p99, fps, load time,
+/// RSS) plus each shipped network timed alone under its model name; a bad config is exit 2.
+#[test]
+fn bench_json_reports_stages_and_networks() {
+    let out = util::veriframe()
+        .args(["bench", "--threads", "1", "--iters", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["threads"], 1, "{v}");
+    assert_eq!(v["quant"], "q8_0", "{v}");
+    for k in ["decode", "detect", "crop", "pad", "total"] {
+        let s = &v["stages"][k];
+        let (m, p) = (s["median_ms"].as_f64(), s["p99_ms"].as_f64());
+        assert!(matches!((m, p), (Some(m), Some(p)) if m > 0.0 && p >= m), "{k}: {v}");
+    }
+    for k in ["fps", "model_load_ms", "peak_rss_mb"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {v}");
+    }
+    let nets = v["networks"].as_object().expect("networks");
+    assert_eq!(nets.len(), 2, "{v}");
+    assert!(nets.contains_key("blazeface_short_range"), "{v}");
+    assert!(nets.values().all(|s| s["median_ms"].as_f64().is_some()), "{v}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[detect]\nthreads = 0\n").unwrap();
+    let out = util::veriframe()
+        .args(["bench", "--iters", "1", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

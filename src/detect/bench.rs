@@ -14,9 +14,10 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::crop::crop_bgr;
-use super::minifasnet::{Arch, INPUT};
+use super::face::{self, BlazeFace};
+use super::minifasnet::{Arch, MiniFasEnsemble, INPUT};
 use super::pipeline::Pipeline;
-use super::{DetectError, Face, Quant};
+use super::{DetectError, Face, FaceDetector, Quant};
 use crate::stats::percentiles;
 
 /// The frame benchmarked.
@@ -37,6 +38,9 @@ pub struct BenchReport {
     pub fps: f64,
     pub model_load_ms: f64,
     pub peak_rss_mb: f64,
+    /// Each network alone (see [`networks`]), keyed by model name; absent when not measured.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, StageStats>,
 }
 
 fn ms(d: Duration) -> f32 {
@@ -149,7 +153,71 @@ pub fn run(
         fps,
         model_load_ms,
         peak_rss_mb,
+        networks: BTreeMap::new(),
     })
+}
+
+/// Uniform values in `[0, 1)` from a fixed seed (SplitMix64), like the peer's random input.
+fn random_input(n: usize, seed: u64) -> Vec<f32> {
+    let mut z = seed;
+    (0..n)
+        .map(|_| {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^= x >> 31;
+            (x >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+/// Time `f` the way `shared/bench/peer.py` times a runtime: `warmup` calls, then `iters` timed
+/// calls; median and p99.
+fn time_calls(
+    iters: usize,
+    warmup: usize,
+    mut f: impl FnMut() -> Result<(), DetectError>,
+) -> Result<StageStats, DetectError> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut v = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        f()?;
+        v.push(ms(t.elapsed()));
+    }
+    stage(&mut v).ok_or_else(|| DetectError::Model("no timed calls".into()))
+}
+
+/// Each network alone, on a prepared input of its own shape and layout filled with uniform
+/// random values, as `shared/bench/peer.py` times ONNX Runtime or LiteRT (the peer also runs
+/// the network on a fixed random tensor, 20 warm-up calls, median and p99): no JPEG decode,
+/// letterbox, crop, anchor decoding or NMS. BlazeFace takes its 3×128×128 input (the copy into
+/// its own layout included, as the peer's `set_tensor`); each PAD network one 80×80×3 input.
+pub fn networks(
+    face: &mut BlazeFace,
+    pad: Option<&MiniFasEnsemble>,
+    iters: usize,
+) -> Result<BTreeMap<String, StageStats>, DetectError> {
+    const WARMUP: usize = 20;
+    let mut out = BTreeMap::new();
+    let x = random_input(3 * face::INPUT * face::INPUT, 1);
+    let s = time_calls(iters, WARMUP, || {
+        std::hint::black_box(face.raw_outputs(std::hint::black_box(&x))?);
+        Ok(())
+    })?;
+    out.insert(face.model().name, s);
+    for net in pad.map(|e| e.nets()).unwrap_or_default() {
+        let x = random_input(INPUT * INPUT * 3, 2);
+        let s = time_calls(iters, WARMUP, || {
+            std::hint::black_box(net.forward_hwc(std::hint::black_box(&x))?);
+            Ok(())
+        })?;
+        out.insert(net.model_id().name, s);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -207,6 +275,53 @@ mod tests {
         ] {
             assert!(v.get(k).is_some(), "{k}");
         }
+    }
+
+    #[test]
+    fn networks_are_timed_one_by_one_under_their_model_names() {
+        let mut bf = BlazeFace::builtin(Default::default()).unwrap();
+        let r = networks(&mut bf, None, 3).unwrap();
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["blazeface_short_range"]);
+        let shipped =
+            crate::detect::shipped_pad_model(Quant::Q8_0).expect("models/ in the checkout");
+        let pad = crate::detect::minifasnet::load_ensemble(&[shipped], Quant::Q8_0).unwrap();
+        let r = networks(&mut bf, Some(&pad), 3).unwrap();
+        assert_eq!(r.len(), 2);
+        for n in pad.nets() {
+            let s = r[&n.model_id().name];
+            assert!(s.median_ms > 0.0 && s.p99_ms >= s.median_ms);
+        }
+        // The report carries them only when measured.
+        let mut rep = run(
+            || {
+                Ok(Pipeline::new(
+                    Box::new(FixedFaces(Ok(vec![face(200.0, 100.0)]))),
+                    None,
+                ))
+            },
+            1,
+            Quant::F32,
+            1,
+            0,
+        )
+        .unwrap();
+        assert!(serde_json::to_value(&rep)
+            .unwrap()
+            .get("networks")
+            .is_none());
+        rep.networks = r;
+        let v = serde_json::to_value(&rep).unwrap();
+        assert!(v["networks"]["blazeface_short_range"]["median_ms"].is_number());
+    }
+
+    #[test]
+    fn random_input_is_uniform_in_the_unit_interval_and_seeded() {
+        let a = random_input(10_000, 1);
+        assert!(a.iter().all(|v| (0.0..1.0).contains(v)));
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        assert!((mean - 0.5).abs() < 0.02, "{mean}");
+        assert_eq!(a, random_input(10_000, 1));
+        assert_ne!(a, random_input(10_000, 2));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{bench, build_pipeline, eval, DetectConfig, DetectError, Quant};
+use super::{
+    bench, build_pipeline, eval, load_face, minifasnet, pad_model_path, DetectConfig, DetectError,
+    Quant,
+};
 use crate::config::{Config, Overrides};
 use crate::Outcome;
 
@@ -141,6 +144,14 @@ pub fn bench(args: &BenchArgs) -> Result<Outcome, DetectError> {
         args.iters.max(1),
         10,
     )?;
+    // Then each network alone, on copies loaded after the stages (so peak RSS above is the
+    // pipeline's own): the figures to set beside `shared/bench/peer.py`'s.
+    let mut r = r;
+    let mut face = load_face(&cfg)?;
+    let pad = pad_model_path(&cfg)
+        .map(|p| minifasnet::load_ensemble(&[&p], cfg.quant))
+        .transpose()?;
+    r.networks = bench::networks(&mut face, pad.as_ref(), args.iters.max(1))?;
     if !r.stages.contains_key("pad") {
         eprintln!("note: no PAD classifier loaded; the `pad` stage is not measured");
     }
@@ -161,6 +172,15 @@ pub fn bench(args: &BenchArgs) -> Result<Outcome, DetectError> {
             );
         }
         println!("{:.1} frames/s (median total)", r.fps);
+        println!(
+            "each network alone on a prepared input (as shared/bench/peer.py times a runtime):"
+        );
+        for (k, s) in &r.networks {
+            println!(
+                "  {k}: median {:.3} ms  p99 {:.3} ms",
+                s.median_ms, s.p99_ms
+            );
+        }
     }
     Ok(Outcome::Ok)
 }

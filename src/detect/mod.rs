@@ -304,11 +304,11 @@ pub fn shipped_pad_model(quant: Quant) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Load the PAD classifier of the configured model set; `None` (with a warning) when the set
-/// has none or its weights are missing.
-fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, DetectError> {
+/// The PAD weights of the configured model set: `None` (with a warning) when the set has none
+/// or its weights are missing.
+pub fn pad_model_path(cfg: &DetectConfig) -> Option<PathBuf> {
     if cfg.model != "minifasnet" {
-        return Ok(None);
+        return None;
     }
     let path = if cfg.pad_model.as_os_str().is_empty() {
         match shipped_pad_model(cfg.quant) {
@@ -319,7 +319,7 @@ fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, Detect
                     dirs = ?SHIPPED_MODEL_DIRS,
                     "shipped PAD model not found: running FACE DETECTION ONLY, no presentation-attack detection"
                 );
-                return Ok(None);
+                return None;
             }
         }
     } else {
@@ -330,11 +330,29 @@ fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, Detect
             path = %path.display(),
             "PAD weights not found: running FACE DETECTION ONLY, no presentation-attack detection"
         );
-        return Ok(None);
+        return None;
     }
+    Some(path)
+}
+
+/// Load the PAD classifier of the configured model set (see [`pad_model_path`]).
+fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, DetectError> {
+    let Some(path) = pad_model_path(cfg) else {
+        return Ok(None);
+    };
     let ens = minifasnet::load_ensemble(&[&path], cfg.quant)?;
     tracing::info!(path = %path.display(), models = ?ens.models(), "PAD classifier loaded");
     Ok(Some(Box::new(ens)))
+}
+
+/// The configured face detector: `detect.face_model`, or the weights built into the binary.
+pub fn load_face(cfg: &DetectConfig) -> Result<face::BlazeFace, DetectError> {
+    let opts = cfg.face_options();
+    if cfg.face_model.as_os_str().is_empty() {
+        face::BlazeFace::builtin(opts)
+    } else {
+        face::BlazeFace::load(&cfg.face_model, opts)
+    }
 }
 
 /// Load the deepfake classifier when `detect.deepfake_model` is set (an error when it cannot be
@@ -360,12 +378,7 @@ pub fn build_pipeline(cfg: &DetectConfig) -> Result<Option<pipeline::Pipeline>, 
         )));
     }
     set_threads(cfg.threads);
-    let opts = cfg.face_options();
-    let detector = if cfg.face_model.as_os_str().is_empty() {
-        face::BlazeFace::builtin(opts)?
-    } else {
-        face::BlazeFace::load(&cfg.face_model, opts)?
-    };
+    let detector = load_face(cfg)?;
     let pad = load_pad(cfg)?;
     let p = pipeline::Pipeline::new(Box::new(detector), pad).with_deepfake(load_deepfake(cfg)?);
     tracing::info!(
