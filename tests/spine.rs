@@ -527,7 +527,10 @@ fn bench_json_reports_stages_and_networks() {
     for k in ["decode", "detect", "crop", "pad", "total"] {
         let s = &v["stages"][k];
         let (m, p) = (s["median_ms"].as_f64(), s["p99_ms"].as_f64());
-        assert!(matches!((m, p), (Some(m), Some(p)) if m > 0.0 && p >= m), "{k}: {v}");
+        assert!(
+            matches!((m, p), (Some(m), Some(p)) if m > 0.0 && p >= m),
+            "{k}: {v}"
+        );
     }
     for k in ["fps", "model_load_ms", "peak_rss_mb"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {v}");
@@ -535,7 +538,10 @@ fn bench_json_reports_stages_and_networks() {
     let nets = v["networks"].as_object().expect("networks");
     assert_eq!(nets.len(), 2, "{v}");
     assert!(nets.contains_key("blazeface_short_range"), "{v}");
-    assert!(nets.values().all(|s| s["median_ms"].as_f64().is_some()), "{v}");
+    assert!(
+        nets.values().all(|s| s["median_ms"].as_f64().is_some()),
+        "{v}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");

@@ -27,7 +27,7 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use super::kernels::{dw3x3_rows, Dw3x3, Padding};
-use super::pointwise::{pointwise, Isa, Pointwise, LANES};
+use super::pointwise::{pointwise, Aligned, Isa, Pointwise, LANES};
 use super::{DetectError, Face, FaceDetector, ModelId};
 
 /// Network input side, pixels.
@@ -164,25 +164,125 @@ fn level_of(s: f32, n: f32) -> f32 {
     q.min(255.0) / 127.5 - 1.0
 }
 
+/// The letterbox of one frame size: where the scaled frame sits in the input, the source
+/// pixels each output column and row averages, and, when every box is the same `kx × ky` block,
+/// a table of the rounded levels. Built once per frame size (the detector keeps it).
+#[derive(Debug, Clone)]
+struct BoxPlan {
+    /// Source width and height.
+    src: (usize, usize),
+    lb: Letterbox,
+    xr: Vec<(usize, usize)>,
+    yr: Vec<(usize, usize)>,
+    /// `Some(k)` when output column `i` covers source columns `k·i .. k·(i + 1)` for every `i`
+    /// (640 → 128: 5), so the column sums reduce with a fixed-length loop.
+    kx: Option<usize>,
+    /// `lut[s]` = [`level_of`]`(s, n)` for `s ≤ 255·n`, when every box has the same `n` pixels
+    /// (`n ≤ 100`, at most 100 KiB: up to 1280×720 frames); empty otherwise.
+    lut: Vec<f32>,
+}
+
+/// `Some(k)` when `ranges[i] == (k·i, k·(i + 1))` for every `i`.
+fn uniform(ranges: &[(usize, usize)]) -> Option<usize> {
+    let k = ranges.first().map(|&(a, b)| b - a)?;
+    let ok = ranges
+        .iter()
+        .enumerate()
+        .all(|(i, &r)| r == (k * i, k * (i + 1)));
+    ok.then_some(k)
+}
+
+/// Largest box (pixels) that gets a rounding table.
+const LUT_MAX_PIXELS: usize = 100;
+
+impl BoxPlan {
+    fn new(w: usize, h: usize) -> Result<Self, DetectError> {
+        if w == 0 || h == 0 {
+            return Err(DetectError::Model("empty image".into()));
+        }
+        let scale = INPUT as f64 / w.max(h) as f64;
+        let nw = ((w as f64 * scale).round() as usize).clamp(1, INPUT);
+        let nh = ((h as f64 * scale).round() as usize).clamp(1, INPUT);
+        let lb = Letterbox {
+            scale: scale as f32,
+            offset: [(INPUT - nw) / 2, (INPUT - nh) / 2],
+            size: [nw, nh],
+        };
+        let (xr, yr) = (box_ranges(w, nw), box_ranges(h, nh));
+        let kx = uniform(&xr);
+        let lut = match (kx, uniform(&yr)) {
+            (Some(kx), Some(ky)) if kx * ky <= LUT_MAX_PIXELS => {
+                let n = (kx * ky) as u32;
+                (0..=255 * n)
+                    .map(|s| level_of(s as f32, n as f32))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            src: (w, h),
+            lb,
+            xr,
+            yr,
+            kx,
+            lut,
+        })
+    }
+}
+
+/// Box sums of `K` pixels per output: `sums[3i + c] = Σ_{j<K} acc[3(K·i + j) + c]`.
+#[inline(always)]
+fn sums_k<T: Copy + Into<u32>, const K: usize>(acc: &[T], sums: &mut [u32]) {
+    for (o, p) in sums.chunks_exact_mut(3).zip(acc.chunks_exact(3 * K)) {
+        let mut s = [0u32; 3];
+        for j in 0..K {
+            for (c, s) in s.iter_mut().enumerate() {
+                *s += p[3 * j + c].into();
+            }
+        }
+        o.copy_from_slice(&s);
+    }
+}
+
+/// Box sums of the column sums `acc` over each output column's range.
+#[inline(always)]
+fn box_sums<T: Copy + Into<u32>>(acc: &[T], plan: &BoxPlan, sums: &mut [u32]) {
+    match plan.kx {
+        // The frame sizes cameras give (640 → 128: 5; 1280: 10; 1920: 15; 320: 2.5, uneven).
+        Some(2) => sums_k::<T, 2>(acc, sums),
+        Some(3) => sums_k::<T, 3>(acc, sums),
+        Some(4) => sums_k::<T, 4>(acc, sums),
+        Some(5) => sums_k::<T, 5>(acc, sums),
+        Some(6) => sums_k::<T, 6>(acc, sums),
+        Some(8) => sums_k::<T, 8>(acc, sums),
+        Some(10) => sums_k::<T, 10>(acc, sums),
+        Some(15) => sums_k::<T, 15>(acc, sums),
+        _ => {
+            for (o, &(x0, x1)) in sums.chunks_exact_mut(3).zip(&plan.xr) {
+                let mut s = [0u32; 3];
+                for px in acc[x0 * 3..x1 * 3].chunks_exact(3) {
+                    for (s, &v) in s.iter_mut().zip(px) {
+                        *s += v.into();
+                    }
+                }
+                o.copy_from_slice(&s);
+            }
+        }
+    }
+}
+
 /// The box filter over interleaved RGB rows of width `w`: `emit(out_y, out_x, rgb)` with the
 /// network input levels of the rounded averages ([`level_of`]).
 #[inline(always)]
-fn box_rows<T>(
-    src: &[u8],
-    w: usize,
-    xr: &[(usize, usize)],
-    yr: &[(usize, usize)],
-    mut emit: impl FnMut(usize, usize, [f32; 3]),
-) where
+fn box_rows<T>(src: &[u8], w: usize, plan: &BoxPlan, mut emit: impl FnMut(usize, usize, [f32; 3]))
+where
     T: Copy + Default + From<u8> + std::ops::AddAssign + Into<u32>,
 {
+    let nx = plan.xr.len() * 3;
     let mut acc = vec![T::default(); w * 3];
-    let (mut sums, mut counts, mut vals) = (
-        vec![0f32; xr.len() * 3],
-        vec![0f32; xr.len() * 3],
-        vec![0f32; xr.len() * 3],
-    );
-    for (oyi, &(y0, y1)) in yr.iter().enumerate() {
+    let mut sums = vec![0u32; nx];
+    let (mut fsums, mut counts, mut vals) = (vec![0f32; nx], vec![0f32; nx], vec![0f32; nx]);
+    for (oyi, &(y0, y1)) in plan.yr.iter().enumerate() {
         let mut rows = src[y0 * w * 3..y1 * w * 3].chunks_exact(w * 3);
         if let Some(first) = rows.next() {
             for (a, &p) in acc.iter_mut().zip(first) {
@@ -194,24 +294,27 @@ fn box_rows<T>(
                 *a += T::from(p);
             }
         }
-        // Box sums and their pixel counts for the whole output row, then the rounding in one
-        // branch-free pass over plain float slices (which the compiler vectorises).
-        let ny = (y1 - y0) as u32;
-        for (i, &(x0, x1)) in xr.iter().enumerate() {
-            let mut sum = [0u32; 3];
-            for px in acc[x0 * 3..x1 * 3].chunks_exact(3) {
-                sum[0] += px[0].into();
-                sum[1] += px[1].into();
-                sum[2] += px[2].into();
+        box_sums(&acc, plan, &mut sums);
+        if let Some(top) = plan.lut.len().checked_sub(1) {
+            // Every box has the table's pixel count, so every sum is ≤ `top` (the clamp only
+            // keeps the index provably in bounds).
+            for (v, &s) in vals.iter_mut().zip(&sums) {
+                *v = plan.lut[(s as usize).min(top)];
             }
-            let n = (ny * (x1 - x0) as u32) as f32;
-            for ch in 0..3 {
-                sums[i * 3 + ch] = sum[ch] as f32;
-                counts[i * 3 + ch] = n;
+        } else {
+            // Sums and pixel counts as plain float slices, then the rounding in one
+            // branch-free pass (which the compiler vectorises).
+            let ny = (y1 - y0) as u32;
+            for (i, &(x0, x1)) in plan.xr.iter().enumerate() {
+                let n = (ny * (x1 - x0) as u32) as f32;
+                for ch in 0..3 {
+                    fsums[i * 3 + ch] = sums[i * 3 + ch] as f32;
+                    counts[i * 3 + ch] = n;
+                }
             }
-        }
-        for ((v, &s), &n) in vals.iter_mut().zip(&sums).zip(&counts) {
-            *v = level_of(s, n);
+            for ((v, &s), &n) in vals.iter_mut().zip(&fsums).zip(&counts) {
+                *v = level_of(s, n);
+            }
         }
         for (oxi, px) in vals.chunks_exact(3).enumerate() {
             emit(oyi, oxi, [px[0], px[1], px[2]]);
@@ -221,29 +324,25 @@ fn box_rows<T>(
 
 /// Box-filter `img` into its letterbox inside the 128×128 input: `emit(y, x, rgb)` for every
 /// content pixel (input coordinates, values in `[-1, 1]`); the caller fills the rest black.
+/// `plan` is `img`'s size's.
 fn letterbox_pixels(
     img: &RgbImage,
+    plan: &BoxPlan,
     mut emit: impl FnMut(usize, usize, [f32; 3]),
 ) -> Result<Letterbox, DetectError> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(DetectError::Model("empty image".into()));
+    if plan.src != (w, h) {
+        return Err(DetectError::Model(format!(
+            "letterbox planned for {:?}, image is {w}x{h}",
+            plan.src
+        )));
     }
-    let scale = INPUT as f64 / w.max(h) as f64;
-    let nw = ((w as f64 * scale).round() as usize).clamp(1, INPUT);
-    let nh = ((h as f64 * scale).round() as usize).clamp(1, INPUT);
-    let (ox, oy) = ((INPUT - nw) / 2, (INPUT - nh) / 2);
-    let xr = box_ranges(w, nw);
-    let yr = box_ranges(h, nh);
     let src = img.as_raw();
-    let lb = Letterbox {
-        scale: scale as f32,
-        offset: [ox, oy],
-        size: [nw, nh],
-    };
+    let [ox, oy] = plan.lb.offset;
     // Column sums of the source rows each output row covers, then box sums across. The column
     // sums are u16 (twice the values per vector instruction) while they cannot overflow.
-    if yr
+    if plan
+        .yr
         .iter()
         .all(|&(y0, y1)| (y1 - y0) * 255 <= u16::MAX as usize)
     {
@@ -251,14 +350,14 @@ fn letterbox_pixels(
         #[cfg(target_arch = "x86_64")]
         if Isa::detect() == Isa::Avx2 {
             // SAFETY: `Isa::Avx2` means the CPU has AVX2.
-            unsafe { box_rows_avx2(src, w, &xr, &yr, emit) };
-            return Ok(lb);
+            unsafe { box_rows_avx2(src, w, plan, emit) };
+            return Ok(plan.lb);
         }
-        box_rows::<u16>(src, w, &xr, &yr, emit);
+        box_rows::<u16>(src, w, plan, emit);
     } else {
-        box_rows::<u32>(src, w, &xr, &yr, |y, x, v| emit(oy + y, ox + x, v));
+        box_rows::<u32>(src, w, plan, |y, x, v| emit(oy + y, ox + x, v));
     }
-    Ok(lb)
+    Ok(plan.lb)
 }
 
 /// [`box_rows`] compiled for AVX2 (16 column sums, 8 roundings per instruction).
@@ -270,18 +369,18 @@ fn letterbox_pixels(
 unsafe fn box_rows_avx2(
     src: &[u8],
     w: usize,
-    xr: &[(usize, usize)],
-    yr: &[(usize, usize)],
+    plan: &BoxPlan,
     emit: impl FnMut(usize, usize, [f32; 3]),
 ) {
-    box_rows::<u16>(src, w, xr, yr, emit)
+    box_rows::<u16>(src, w, plan, emit)
 }
 
 /// Letterbox `img` into a 3×128×128 (CHW) tensor in `[-1, 1]`, black padding.
 pub fn letterbox(img: &RgbImage) -> Result<(Vec<f32>, Letterbox), DetectError> {
     let plane = INPUT * INPUT;
     let mut out = vec![-1.0f32; 3 * plane];
-    let lb = letterbox_pixels(img, |y, x, v| {
+    let plan = BoxPlan::new(img.width() as usize, img.height() as usize)?;
+    let lb = letterbox_pixels(img, &plan, |y, x, v| {
         for (c, v) in v.into_iter().enumerate() {
             out[c * plane + y * INPUT + x] = v;
         }
@@ -485,10 +584,10 @@ fn pack_pointwise(w: &[f32], cout: usize, cin: usize, n: usize) -> Vec<f32> {
     out
 }
 
-fn with_zeros(v: Vec<f32>, n: usize) -> Vec<f32> {
+fn with_zeros(v: Vec<f32>, n: usize) -> Aligned {
     let mut v = v;
     v.resize(n, 0.0);
-    v
+    Aligned::from_slice(&v)
 }
 
 fn values(t: &Tensor) -> Result<Vec<f32>, DetectError> {
@@ -506,11 +605,11 @@ struct Block {
     cin_p: usize,
     cout_p: usize,
     /// `9 × cin_p`, tap-major.
-    dw_w: Vec<f32>,
-    dw_b: Vec<f32>,
+    dw_w: Aligned,
+    dw_b: Aligned,
     /// `cin × cout_p`.
-    pw_w: Vec<f32>,
-    pw_b: Vec<f32>,
+    pw_w: Aligned,
+    pw_b: Aligned,
 }
 
 /// The classifier and regressor of one scale as one pointwise layer: per pixel, `anchors`
@@ -521,29 +620,29 @@ struct Head {
     cin: usize,
     stride: usize,
     n: usize,
-    w: Vec<f32>,
-    b: Vec<f32>,
+    w: Aligned,
+    b: Aligned,
 }
 
 /// Preallocated activations for one forward pass (sized for the largest layer).
 struct Workspace {
     /// Zero-padded channels-last input for the stem, `STEM_IN² × 3`.
-    img: Vec<f32>,
-    x: Vec<f32>,
-    y: Vec<f32>,
+    img: Aligned,
+    x: Aligned,
+    y: Aligned,
     /// Depthwise output of one band of rows.
-    t: Vec<f32>,
+    t: Aligned,
     /// Max-pooled residual of one band of rows.
-    r: Vec<f32>,
-    h16: Vec<f32>,
-    h8: Vec<f32>,
+    r: Aligned,
+    h16: Aligned,
+    h8: Aligned,
 }
 
 /// The BlazeFace network and its decoder.
 pub struct BlazeFace {
     /// Stem weights `STEM_COLS × 24` (rows ordered ky, kx, channel) and bias.
-    stem_w: Vec<f32>,
-    stem_b: Vec<f32>,
+    stem_w: Aligned,
+    stem_b: Aligned,
     blocks: Vec<Block>,
     head16: Head,
     head8: Head,
@@ -552,6 +651,8 @@ pub struct BlazeFace {
     id: ModelId,
     isa: Isa,
     ws: Workspace,
+    /// The letterbox of the last frame size seen.
+    plan: Option<BoxPlan>,
 }
 
 fn take(
@@ -609,7 +710,7 @@ impl BlazeFace {
                 }
             }
         }
-        let stem_b = take(&mut map, "conv2d.bias", &[STEM_CH])?;
+        let stem_b = Aligned::from_slice(&take(&mut map, "conv2d.bias", &[STEM_CH])?);
         let mut blocks = Vec::with_capacity(NUM_BLOCKS);
         let mut cin = STEM_CH;
         for i in 0..NUM_BLOCKS {
@@ -634,6 +735,7 @@ impl BlazeFace {
                 }
             }
             let dw_b = with_zeros(take(&mut map, &format!("{dw}.bias"), &[cin])?, cin_p);
+            let dw_w = Aligned::from_slice(&dw_w);
             let w = take(&mut map, &format!("{pw}.weight"), &[cout, cin, 1, 1])?;
             let pw_b = with_zeros(take(&mut map, &format!("{pw}.bias"), &[cout])?, cout_p);
             blocks.push(Block {
@@ -644,7 +746,7 @@ impl BlazeFace {
                 cout_p,
                 dw_w,
                 dw_b,
-                pw_w: pack_pointwise(&w, cout, cin, cout_p),
+                pw_w: Aligned::from_slice(&pack_pointwise(&w, cout, cin, cout_p)),
                 pw_b,
             });
             cin = cout;
@@ -662,7 +764,7 @@ impl BlazeFace {
                 cin,
                 stride: block.cout_p,
                 n,
-                w: pack_pointwise(&w, nc + nr, cin, n),
+                w: Aligned::from_slice(&pack_pointwise(&w, nc + nr, cin, n)),
                 b: with_zeros(b, n),
             })
         };
@@ -677,7 +779,7 @@ impl BlazeFace {
         let sha: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let ws = Self::workspace(&blocks, &head16, &head8);
         Ok(Self {
-            stem_w,
+            stem_w: Aligned::from_slice(&stem_w),
             stem_b,
             blocks,
             head16,
@@ -690,6 +792,7 @@ impl BlazeFace {
             },
             isa: Isa::detect(),
             ws,
+            plan: None,
         })
     }
 
@@ -704,13 +807,13 @@ impl BlazeFace {
             band = band.max(BAND * side * b.cin_p);
         }
         Workspace {
-            img: vec![0.0; STEM_IN * STEM_IN * 3],
-            x: vec![0.0; act],
-            y: vec![0.0; act],
-            t: vec![0.0; band],
-            r: vec![0.0; band],
-            h16: vec![0.0; 16 * 16 * head16.n],
-            h8: vec![0.0; 8 * 8 * head8.n],
+            img: Aligned::zeros(STEM_IN * STEM_IN * 3),
+            x: Aligned::zeros(act),
+            y: Aligned::zeros(act),
+            t: Aligned::zeros(band),
+            r: Aligned::zeros(band),
+            h16: Aligned::zeros(16 * 16 * head16.n),
+            h8: Aligned::zeros(8 * 8 * head8.n),
         }
     }
 
@@ -747,14 +850,21 @@ impl BlazeFace {
 
     /// Letterbox `img` straight into the stem's input buffer.
     fn letterbox_input(&mut self, img: &RgbImage) -> Result<Letterbox, DetectError> {
+        let size = (img.width() as usize, img.height() as usize);
+        let plan = match self.plan.take() {
+            Some(p) if p.src == size => p,
+            _ => BoxPlan::new(size.0, size.1)?,
+        };
         for y in 0..INPUT {
             self.input_row(y).fill(-1.0);
         }
         let buf = &mut self.ws.img;
-        letterbox_pixels(img, |y, x, v| {
+        let lb = letterbox_pixels(img, &plan, |y, x, v| {
             let at = ((y + STEM_PAD) * STEM_IN + x + STEM_PAD) * 3;
             buf[at..at + 3].copy_from_slice(&v);
-        })
+        });
+        self.plan = Some(plan);
+        lb
     }
 
     /// The network on the input in the workspace.
@@ -977,30 +1087,76 @@ mod tests {
         assert_eq!(r[0].bbox, [0.0, 0.0, 10.0, 10.0]);
     }
 
-    /// The u16, u32 and (where the CPU has it) AVX2 builds of the box filter agree exactly.
+    /// The u16, u32 and (where the CPU has it) AVX2 builds of the box filter agree exactly, and
+    /// so do the fast paths for uniform boxes (fixed-length sums, rounding table) with the
+    /// general ones, for uniform (640×480, 1280×720; 1920×1080: no table) and uneven (333×250,
+    /// 320×240) frame sizes.
     #[test]
     fn box_filter_builds_agree() {
-        let (w, h) = (333usize, 250usize);
-        let img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
-            image::Rgb([(x * 7 + y) as u8, (x ^ y) as u8, (x * y / 3) as u8])
-        });
-        let (xr, yr) = (box_ranges(w, 128), box_ranges(h, 96));
-        type Emit<'a> = &'a mut dyn FnMut(usize, usize, [f32; 3]);
-        let run = |f: &dyn Fn(Emit)| {
-            let mut v = vec![f32::NAN; 128 * 96 * 3];
-            f(&mut |y, x, px| v[(y * 128 + x) * 3..][..3].copy_from_slice(&px));
-            v
-        };
-        let a = run(&|e| box_rows::<u16>(img.as_raw(), w, &xr, &yr, e));
-        let b = run(&|e| box_rows::<u32>(img.as_raw(), w, &xr, &yr, e));
-        assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
-        assert_eq!(a, b);
-        #[cfg(target_arch = "x86_64")]
-        if Isa::detect() == Isa::Avx2 {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            let c = run(&|e| unsafe { box_rows_avx2(img.as_raw(), w, &xr, &yr, e) });
-            assert_eq!(a, c);
+        for (w, h, kx, table) in [
+            (333usize, 250usize, None, false),
+            (320, 240, None, false),
+            (640, 480, Some(5), true),
+            (1280, 720, Some(10), true),
+            (1920, 1080, Some(15), false),
+        ] {
+            let img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                image::Rgb([(x * 7 + y) as u8, (x ^ y) as u8, (x * y / 3) as u8])
+            });
+            let plan = BoxPlan::new(w, h).unwrap();
+            assert_eq!(plan.kx, kx, "{w}x{h}");
+            assert_eq!(!plan.lut.is_empty(), table, "{w}x{h}");
+            let general = BoxPlan {
+                kx: None,
+                lut: Vec::new(),
+                ..plan.clone()
+            };
+            let n = 128 * 128 * 3;
+            type Emit<'a> = &'a mut dyn FnMut(usize, usize, [f32; 3]);
+            let run = |f: &dyn Fn(Emit)| {
+                let mut v = vec![f32::NAN; n];
+                f(&mut |y, x, px| v[(y * 128 + x) * 3..][..3].copy_from_slice(&px));
+                v
+            };
+            let src = img.as_raw();
+            let a = run(&|e| box_rows::<u16>(src, w, &plan, e));
+            let content = a.iter().filter(|v| !v.is_nan()).count();
+            assert_eq!(content, plan.lb.size[0] * plan.lb.size[1] * 3, "{w}x{h}");
+            assert!(a.iter().all(|v| v.is_nan() || (-1.0..=1.0).contains(v)));
+            let same = |b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same(&run(&|e| box_rows::<u32>(src, w, &plan, e))),
+                "{w}x{h}"
+            );
+            assert!(
+                same(&run(&|e| box_rows::<u16>(src, w, &general, e))),
+                "{w}x{h}"
+            );
+            #[cfg(target_arch = "x86_64")]
+            if Isa::detect() == Isa::Avx2 {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                let c = run(&|e| unsafe { box_rows_avx2(src, w, &plan, e) });
+                assert!(same(&c), "{w}x{h}");
+            }
         }
+    }
+
+    /// A detector keeps its letterbox plan per frame size and replans when the size changes.
+    #[test]
+    fn letterbox_replans_for_a_new_frame_size() {
+        let mut bf = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
+        for (w, h) in [(640u32, 480u32), (320, 240), (640, 480)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x + y) as u8, 9, 200]));
+            let lb = bf.letterbox_input(&img).unwrap();
+            let (_, want) = letterbox(&img).unwrap();
+            assert_eq!(lb, want);
+            assert_eq!(
+                bf.plan.as_ref().map(|p| p.src),
+                Some((w as usize, h as usize))
+            );
+        }
+        let empty = BoxPlan::new(0, 10);
+        assert!(empty.is_err());
     }
 
     #[test]
