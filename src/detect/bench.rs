@@ -65,7 +65,7 @@ pub fn sample_jpeg() -> Result<&'static [u8], DetectError> {
 
 fn decode(jpeg: &[u8]) -> Result<RgbImage, DetectError> {
     image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
-        .map(|i| i.to_rgb8())
+        .map(|i| i.into_rgb8())
         .map_err(|e| DetectError::Model(format!("decode: {e}")))
 }
 

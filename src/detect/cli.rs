@@ -301,7 +301,7 @@ pub fn faces(args: &FacesArgs) -> Result<Outcome, DetectError> {
         };
         for f in files {
             let img = match image::open(&f) {
-                Ok(i) => i.to_rgb8(),
+                Ok(i) => i.into_rgb8(),
                 Err(e) => {
                     eprintln!("skipped unreadable image {}: {e}", f.display());
                     continue;

@@ -156,7 +156,7 @@ pub fn score_dir(p: &mut Pipeline, dir: &Path) -> Result<DirScores, DetectError>
     let mut out = DirScores::default();
     for (i, f) in image_files(dir)?.into_iter().enumerate() {
         let img = match image::open(&f) {
-            Ok(i) => i.to_rgb8(),
+            Ok(i) => i.into_rgb8(),
             Err(e) => {
                 out.unreadable.push((f, e.to_string()));
                 continue;

@@ -136,7 +136,7 @@ pub fn decode_rgb(frame: &Frame) -> Result<RgbImage, DetectError> {
                 image::ImageFormat::Png
             };
             image::load_from_memory_with_format(&frame.bytes, fmt)
-                .map(|i| i.to_rgb8())
+                .map(|i| i.into_rgb8())
                 .map_err(|e| err(e.to_string()))
         }
         PixelFormat::Yuyv => {
