@@ -72,7 +72,7 @@ fn meso4_matches_the_numpy_reference() {
     let (mut worst_exact, mut worst_loose) = (0f32, 0f32);
     for model in MODELS {
         let path = mdir.join(format!("{model}.safetensors"));
-        let net = Meso4::load(&path).expect("load Meso4");
+        let mut net = Meso4::load(&path).expect("load Meso4");
         let gm = &g["models"][model];
         assert_eq!(
             net.model_id().weights_sha256,
@@ -132,7 +132,7 @@ fn meso4_df_separates_the_four_samples() {
     // JPEG files, keeps upstream's verdict on its own sample frames.
     let Some(mdir) = require(MESO) else { return };
     let Some(sdir) = require(SAMPLES) else { return };
-    let net = Meso4::load(&mdir.join("Meso4_DF.safetensors")).expect("load");
+    let mut net = Meso4::load(&mdir.join("Meso4_DF.safetensors")).expect("load");
     for (name, fake) in [
         ("real/real00240.jpg", false),
         ("real/real00772.jpg", false),
@@ -177,7 +177,7 @@ fn enabled_in_config_the_pipeline_scores_the_primary_face() {
 #[ignore]
 fn meso4_timing() {
     let Some(mdir) = require(MESO) else { return };
-    let net = Meso4::load(&mdir.join("Meso4_DF.safetensors")).expect("load");
+    let mut net = Meso4::load(&mdir.join("Meso4_DF.safetensors")).expect("load");
     let rgb = synthetic("pattern");
     let x: Vec<f32> = rgb.iter().map(|&p| f32::from(p) / 255.0).collect();
     for _ in 0..3 {

@@ -120,6 +120,20 @@ pub struct Meso4 {
     dense4_b: f32,
     isa: Isa,
     id: ModelId,
+    /// Activations, kept between calls (about 4 MB that would otherwise be allocated, and
+    /// page-faulted in, on every face).
+    buf: Buffers,
+}
+
+/// Meso4's activation buffers (channels-last).
+#[derive(Default)]
+struct Buffers {
+    /// A layer's input.
+    x: Vec<f32>,
+    /// Its zero-padded copy.
+    padded: Vec<f32>,
+    /// The conv output before pooling.
+    y: Vec<f32>,
 }
 
 impl std::fmt::Debug for Meso4 {
@@ -195,6 +209,7 @@ impl Meso4 {
                 name,
                 weights_sha256: sha256_hex(bytes),
             },
+            buf: Buffers::default(),
         })
     }
 
@@ -204,7 +219,7 @@ impl Meso4 {
 
     /// The pre-sigmoid output for one 256×256 RGB input, packed row-major (H, W, C) with values
     /// in 0..1 (pixels / 255). Positive = real.
-    pub fn logit(&self, rgb: &[f32]) -> Result<f32, MesoError> {
+    pub fn logit(&mut self, rgb: &[f32]) -> Result<f32, MesoError> {
         let n = INPUT * INPUT * 3;
         if rgb.len() != n {
             return Err(MesoError::Input(format!(
@@ -219,13 +234,15 @@ impl Meso4 {
         // pointwise kernel straight from a zero-padded copy of its input (a k×k window is k runs
         // of k·cin values, one padded row apart), then ReLU (fused), batch norm and max-pool
         // write the next layer's padded input.
+        let Buffers { x, padded, y } = &mut self.buf;
         let mut side = INPUT;
-        let mut x = rgb.to_vec();
-        let mut y = Vec::new();
+        x.clear();
+        x.extend_from_slice(rgb);
         for c in &self.convs {
             let p = (c.k - 1) / 2;
             let ps = side + 2 * p;
-            let mut padded = vec![0f32; ps * ps * c.cin];
+            padded.clear();
+            padded.resize(ps * ps * c.cin, 0.0);
             for (r, row) in x.chunks_exact(side * c.cin).enumerate() {
                 let at = ((r + p) * ps + p) * c.cin;
                 padded[at..at + side * c.cin].copy_from_slice(row);
@@ -286,18 +303,18 @@ impl Meso4 {
     }
 
     /// P(real): the upstream sigmoid output.
-    pub fn real_prob(&self, rgb: &[f32]) -> Result<f32, MesoError> {
+    pub fn real_prob(&mut self, rgb: &[f32]) -> Result<f32, MesoError> {
         Ok(sigmoid(self.logit(rgb)?))
     }
 
     /// P(deepfake) = 1 − P(real) for a 256×256 RGB u8 image, packed (H, W, C).
-    pub fn deepfake_score_u8(&self, rgb: &[u8]) -> Result<f32, MesoError> {
+    pub fn deepfake_score_u8(&mut self, rgb: &[u8]) -> Result<f32, MesoError> {
         let x: Vec<f32> = rgb.iter().map(|&p| f32::from(p) / 255.0).collect();
         Ok(1.0 - self.real_prob(&x)?)
     }
 
     /// P(deepfake) of `face` in `img`, through [`face_crop_rgb`].
-    pub fn deepfake_score(&self, img: &RgbImage, face: &Face) -> Result<f32, MesoError> {
+    pub fn deepfake_score(&mut self, img: &RgbImage, face: &Face) -> Result<f32, MesoError> {
         self.deepfake_score_u8(&face_crop_rgb(img, face.bbox)?)
     }
 }
@@ -434,7 +451,7 @@ mod tests {
 
     #[test]
     fn synthetic_weights_run_and_give_probabilities() {
-        let net = load(&synthetic(None, None)).unwrap();
+        let mut net = load(&synthetic(None, None)).unwrap();
         let img = RgbImage::from_fn(320, 240, |x, y| image::Rgb([x as u8, y as u8, 77]));
         let face = Face {
             bbox: [100.0, 60.0, 90.0, 110.0],
@@ -480,7 +497,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
-        let net = load(&synthetic(None, None)).unwrap();
+        let mut net = load(&synthetic(None, None)).unwrap();
         assert!(matches!(net.logit(&[0.5; 12]), Err(MesoError::Input(_))));
         let mut x = vec![0.5f32; INPUT * INPUT * 3];
         x[7] = f32::NAN;
