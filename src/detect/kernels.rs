@@ -16,6 +16,13 @@
 //!
 //! [`DepthwiseConv3x3`] wraps the kernel as a candle [`CustomOp1`] over an `(H, W, C)` tensor.
 
+// The vector code below is compiled for x86_64 (AVX2) and aarch64 (NEON) only; other targets
+// (armv7) run the scalar loops and leave it unused.
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};

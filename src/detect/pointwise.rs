@@ -17,6 +17,13 @@
 //! * aarch64: NEON, ARMv8.0 `fmla`/`fmax` only (runs on a Raspberry Pi 4's Cortex-A72);
 //! * elsewhere: the scalar loop.
 
+// The vector code below is compiled for x86_64 (AVX2) and aarch64 (NEON) only; other targets
+// (armv7) run the scalar loops and leave it unused.
+#![cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+
 /// Column counts must be multiples of this.
 pub const LANES: usize = 8;
 

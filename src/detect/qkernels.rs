@@ -316,7 +316,12 @@ pub fn gemm(
     Ok(())
 }
 
-/// Bias and PReLU slopes padded to `np` (padding: bias 0, slope 1).
+/// Bias and PReLU slopes padded to `np` (padding: bias 0, slope 1). Used by the vector kernels
+/// (x86_64, aarch64).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 fn padded(w: &Q8Matrix, bias: &[f32], alpha: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
     let mut b = vec![0f32; w.np];
     b[..w.n].copy_from_slice(bias);
