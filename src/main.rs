@@ -165,24 +165,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-/// Keep freed memory in the process instead of returning it to the kernel. Every frame allocates
-/// and frees buffers of 0.1–1 MB (decoded image, crops, activations); with glibc's defaults those
-/// above its (adaptive) mmap threshold, or freed at the top of the heap, go back to the kernel and
-/// come back as fresh pages, so each frame took ~570 page faults (2.3 MB zeroed by the kernel) in
-/// `veriframe bench`. Chunks up to 8 MiB now come from the heap and up to 32 MiB of free heap is
-/// kept: the working set is reused from frame to frame (peak RSS is unchanged).
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt(3) only sets glibc allocator parameters; called first thing in `main`,
-    // before any other thread exists. Both values are within glibc's limits on 32- and 64-bit.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse(); // clap exits with 2 on usage errors, 0 for --help/--version
     match dispatch(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
