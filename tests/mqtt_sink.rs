@@ -406,3 +406,29 @@ fn wrong_password_gives_a_clear_error() {
     ok.send(Event::Alert(req("tamper", 1)));
     assert!(rt.block_on(ok.wait_empty(Duration::from_secs(10))));
 }
+
+/// `outbox_len` counts an alert from `send` until it is acknowledged, including while the writer
+/// signs and fsyncs it and hands it to the task (it used to read 0 in that window). No broker
+/// listens, so nothing is ever acknowledged: after the k-th `send` every reading is at least k.
+#[test]
+fn outbox_len_never_misses_an_alert_being_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", mqtt_util::free_port());
+    let rt = runtime();
+    let _enter = rt.enter();
+    let signer = Arc::new(DeviceKey::generate().unwrap().0);
+    let sink = MqttSink::start(
+        SinkOptions::new(&cfg(&url), "count", dir.path()).unwrap(),
+        signer,
+    )
+    .unwrap();
+    for k in 1..=20u64 {
+        sink.send(Event::Alert(req("tamper", k)));
+        let until = std::time::Instant::now() + Duration::from_millis(30);
+        while std::time::Instant::now() < until {
+            let n = sink.outbox_len();
+            assert!(n >= k as usize, "outbox_len {n} after {k} alerts");
+        }
+    }
+    assert_eq!(sink.acked(), 0);
+}

@@ -348,6 +348,9 @@ pub struct Shared {
     /// Events dropped because a queue was full (never blocks the caller).
     dropped_events: AtomicU64,
     dropped_alerts: AtomicU64,
+    /// Alerts handed to `send` that have not reached the outbox core yet: queued for the writer,
+    /// being signed and synced, or on their way to the task, which decrements this only after it
+    /// has counted the alert in `outbox_len` (so their sum never misses an alert in between).
     writer_queued: AtomicUsize,
     last_frame: AtomicU64,
     latencies_ms: Mutex<Vec<f32>>,
@@ -508,11 +511,14 @@ impl MqttSink {
 
     /// Alerts committed but not yet acknowledged.
     pub fn outbox_len(&self) -> usize {
-        self.shared.outbox_len.load(Ordering::SeqCst)
-            + self.shared.writer_queued.load(Ordering::SeqCst)
+        // `writer_queued` first: the task raises `outbox_len` before it lowers `writer_queued`,
+        // so an alert moving between them is counted once or (briefly) twice, never not at all.
+        let queued = self.shared.writer_queued.load(Ordering::SeqCst);
+        self.shared.outbox_len.load(Ordering::SeqCst) + queued
     }
 
-    /// Alerts handed to `send` but not yet committed to disk.
+    /// Alerts handed to `send` that have not reached the outbox yet (being committed to disk
+    /// included).
     pub fn writer_backlog(&self) -> usize {
         self.shared.writer_queued.load(Ordering::SeqCst)
     }
@@ -722,7 +728,6 @@ fn writer_loop(
         for m in batch {
             match m {
                 WriterMsg::Alert { req, at, t0 } => {
-                    shared.writer_queued.fetch_sub(1, Ordering::SeqCst);
                     let a = alert::build(&req, &device_id, at);
                     let r = alert::sign(&a, signer.as_ref())
                         .and_then(|p| store.put(seq, &p).map(|()| p));
@@ -732,6 +737,7 @@ fn writer_loop(
                             seq += 1;
                         }
                         Err(e) => {
+                            shared.writer_queued.fetch_sub(1, Ordering::SeqCst);
                             shared.dropped_alerts.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(error = %e, kind = %a.kind, id = %a.id, "cannot commit alert to the outbox");
                         }
@@ -975,7 +981,10 @@ impl Publisher {
             TaskMsg::Committed { seq, payload, t0 } => {
                 self.payloads.insert(seq, (payload, t0));
                 let acts = self.core.enqueue(seq);
+                // `apply` stores the new `outbox_len`; only then does the alert leave
+                // `writer_queued` (see `Shared::writer_queued`).
                 self.apply(acts);
+                self.shared.writer_queued.fetch_sub(1, Ordering::SeqCst);
             }
             TaskMsg::Net(Net::Connected) => {
                 self.on_connected();
