@@ -220,24 +220,23 @@ impl Meso4 {
     /// The pre-sigmoid output for one 256×256 RGB input, packed row-major (H, W, C) with values
     /// in 0..1 (pixels / 255). Positive = real.
     pub fn logit(&mut self, rgb: &[f32]) -> Result<f32, MesoError> {
-        let n = INPUT * INPUT * 3;
-        if rgb.len() != n {
-            return Err(MesoError::Input(format!(
-                "expected {INPUT}×{INPUT}×3 = {n} values, got {}",
-                rgb.len()
-            )));
-        }
+        check_len(rgb.len())?;
         if let Some(i) = rgb.iter().position(|v| !v.is_finite()) {
             return Err(MesoError::Input(format!("non-finite value at index {i}")));
         }
+        self.buf.x.clear();
+        self.buf.x.extend_from_slice(rgb);
+        self.forward()
+    }
+
+    /// [`Meso4::logit`] of the input already in `self.buf.x` (checked by the caller).
+    fn forward(&mut self) -> Result<f32, MesoError> {
         // Channels-last throughout. Each conv runs one output row at a time through the
         // pointwise kernel straight from a zero-padded copy of its input (a k×k window is k runs
         // of k·cin values, one padded row apart), then ReLU (fused), batch norm and max-pool
         // write the next layer's padded input.
         let Buffers { x, padded, y } = &mut self.buf;
         let mut side = INPUT;
-        x.clear();
-        x.extend_from_slice(rgb);
         for c in &self.convs {
             let p = (c.k - 1) / 2;
             let ps = side + 2 * p;
@@ -309,8 +308,11 @@ impl Meso4 {
 
     /// P(deepfake) = 1 − P(real) for a 256×256 RGB u8 image, packed (H, W, C).
     pub fn deepfake_score_u8(&mut self, rgb: &[u8]) -> Result<f32, MesoError> {
-        let x: Vec<f32> = rgb.iter().map(|&p| f32::from(p) / 255.0).collect();
-        Ok(1.0 - self.real_prob(&x)?)
+        check_len(rgb.len())?;
+        // Straight into the input buffer (bytes are always finite).
+        self.buf.x.clear();
+        self.buf.x.extend(rgb.iter().map(|&p| f32::from(p) / 255.0));
+        Ok(1.0 - sigmoid(self.forward()?))
     }
 
     /// P(deepfake) of `face` in `img`, through [`face_crop_rgb`].
@@ -327,6 +329,17 @@ impl DeepfakeClassifier for Meso4 {
     fn model(&self) -> ModelId {
         self.model_id()
     }
+}
+
+/// An input must be 256×256×3 values.
+fn check_len(len: usize) -> Result<(), MesoError> {
+    let n = INPUT * INPUT * 3;
+    if len != n {
+        return Err(MesoError::Input(format!(
+            "expected {INPUT}×{INPUT}×3 = {n} values, got {len}"
+        )));
+    }
+    Ok(())
 }
 
 fn sigmoid(x: f32) -> f32 {
