@@ -134,7 +134,7 @@ pub fn bench(args: &BenchArgs) -> Result<Outcome, DetectError> {
     }
     cfg.validate()
         .map_err(|(k, r)| DetectError::Config(format!("{k}: {r}")))?;
-    let r = bench::run(
+    let mut r = bench::run(
         || {
             build_pipeline(&cfg)?
                 .ok_or_else(|| DetectError::Config("no detector configured".into()))
@@ -146,7 +146,6 @@ pub fn bench(args: &BenchArgs) -> Result<Outcome, DetectError> {
     )?;
     // Then each network alone, on copies loaded after the stages (so peak RSS above is the
     // pipeline's own): the figures to set beside `shared/bench/peer.py`'s.
-    let mut r = r;
     let mut face = load_face(&cfg)?;
     let pad = pad_model_path(&cfg)
         .map(|p| minifasnet::load_ensemble(&[&p], cfg.quant))
