@@ -412,17 +412,75 @@ fn vecf(t: &QTensor) -> Result<Vec<f32>, DetectError> {
         .map_err(err)
 }
 
+/// A model file's tensors, taken out by name as the network is assembled.
+struct Tensors(BTreeMap<String, QTensor>);
+
+impl Tensors {
+    fn take(&mut self, name: &str) -> Result<QTensor, DetectError> {
+        self.0
+            .remove(name)
+            .ok_or_else(|| err(format!("model file lacks tensor {name:?}")))
+    }
+
+    fn take_f32(&mut self, name: &str) -> Result<Vec<f32>, DetectError> {
+        vecf(&self.take(name)?)
+    }
+
+    /// PReLU slopes `{p}.prelu`, when the layer has them.
+    fn prelu(&mut self, p: &str, with_prelu: bool) -> Result<Option<Vec<f32>>, DetectError> {
+        with_prelu
+            .then(|| self.take_f32(&format!("{p}.prelu")))
+            .transpose()
+    }
+
+    /// Depthwise layer `p`: weight (k·k, C), bias, optional PReLU.
+    fn dw(&mut self, p: &str, stride: usize, with_prelu: bool) -> Result<Dw, DetectError> {
+        let w = self.take(&format!("{p}.weight"))?;
+        let (_, c) = w.shape().dims2().map_err(err)?;
+        let bias = self.take_f32(&format!("{p}.bias"))?;
+        let alpha = self.prelu(p, with_prelu)?;
+        if bias.len() != c || alpha.as_ref().is_some_and(|a| a.len() != c) {
+            return Err(err(format!("{p}: bias/prelu size")));
+        }
+        Ok(Dw {
+            weights: vecf(&w)?,
+            bias,
+            alpha,
+            c,
+            stride,
+        })
+    }
+
+    /// Pointwise (or linear) layer `p`: weight (N, K), bias (zeros without one), optional PReLU.
+    fn pw(&mut self, p: &str, with_bias: bool, with_prelu: bool) -> Result<Pw, DetectError> {
+        let w = self.take(&format!("{p}.weight"))?;
+        let (n, k) = w.shape().dims2().map_err(err)?;
+        let bias = if with_bias {
+            self.take_f32(&format!("{p}.bias"))?
+        } else {
+            vec![0.0; n]
+        };
+        let alpha = self.prelu(p, with_prelu)?;
+        if bias.len() != n || alpha.as_ref().is_some_and(|a| a.len() != n) {
+            return Err(err(format!("{p}: bias/prelu size")));
+        }
+        Ok(Pw {
+            mm: Mm::new(w)?,
+            k,
+            n,
+            bias,
+            alpha,
+        })
+    }
+}
+
 impl MiniFasNet {
     /// Build from a model file's folded tensors. `file_sha256` identifies the weights file.
     pub fn from_model_file(m: ModelFile, file_sha256: String) -> Result<Self, DetectError> {
         let arch = Arch::from_name(&m.arch)
             .ok_or_else(|| err(format!("unknown architecture {:?}", m.arch)))?;
-        let mut t = m.tensors;
-        let mut get = |name: &str| -> Result<QTensor, DetectError> {
-            t.remove(name)
-                .ok_or_else(|| err(format!("model file lacks tensor {name:?}")))
-        };
-        let conv1 = get("conv1.weight")?;
+        let mut t = Tensors(m.tensors);
+        let conv1 = t.take("conv1.weight")?;
         let (o, k27) = conv1.shape().dims2().map_err(err)?;
         if k27 != 27 {
             return Err(err("conv1.weight must be (C, 27)"));
@@ -433,119 +491,42 @@ impl MiniFasNet {
             .and_then(|w| w.t())
             .and_then(|w| w.contiguous())
             .map_err(err)?;
-        let conv1_b = vecf(&get("conv1.bias")?)?;
-        let conv1_a = vecf(&get("conv1.prelu")?)?;
+        let conv1_b = t.take_f32("conv1.bias")?;
+        let conv1_a = t.take_f32("conv1.prelu")?;
         if conv1_b.len() != o || conv1_a.len() != o {
             return Err(err("conv1 bias/prelu size"));
         }
+        let conv2_dw = t.dw("conv2_dw", 1, true)?;
+        let conv6_dw = t.dw("conv_6_dw", 1, false)?;
+        let sep = t.pw("conv_6_sep", true, true)?;
+        let linear = t.pw("linear", true, false)?;
+        let prob = t.pw("prob", false, false)?;
 
-        let mut load_dw = |p: &str, stride: usize, with_prelu: bool| -> Result<Dw, DetectError> {
-            let w = get(&format!("{p}.weight"))?;
-            let (_, c) = w.shape().dims2().map_err(err)?;
-            let bias = vecf(&get(&format!("{p}.bias"))?)?;
-            let alpha = if with_prelu {
-                Some(vecf(&get(&format!("{p}.prelu"))?)?)
-            } else {
-                None
-            };
-            if bias.len() != c || alpha.as_ref().is_some_and(|a| a.len() != c) {
-                return Err(err(format!("{p}: bias/prelu size")));
-            }
-            Ok(Dw {
-                weights: vecf(&w)?,
-                bias,
-                alpha,
-                c,
-                stride,
-            })
-        };
-        let conv2_dw = load_dw("conv2_dw", 1, true)?;
-        let conv6_dw = load_dw("conv_6_dw", 1, false)?;
-
-        let mut load_pw = |p: &str, with_bias: bool, with_prelu: bool| -> Result<Pw, DetectError> {
-            let w = get(&format!("{p}.weight"))?;
-            let (n, k) = w.shape().dims2().map_err(err)?;
-            let bias = if with_bias {
-                vecf(&get(&format!("{p}.bias"))?)?
-            } else {
-                vec![0.0; n]
-            };
-            let alpha = if with_prelu {
-                Some(vecf(&get(&format!("{p}.prelu"))?)?)
-            } else {
-                None
-            };
-            if bias.len() != n || alpha.as_ref().is_some_and(|a| a.len() != n) {
-                return Err(err(format!("{p}: bias/prelu size")));
-            }
-            Ok(Pw {
-                mm: Mm::new(w)?,
-                k,
-                n,
-                bias,
-                alpha,
-            })
-        };
-        let sep = load_pw("conv_6_sep", true, true)?;
-        let linear = load_pw("linear", true, false)?;
-        let prob = load_pw("prob", false, false)?;
-
-        let names: Vec<String> = t.keys().cloned().collect();
+        let names: Vec<String> = t.0.keys().cloned().collect();
         let has = |n: &str| names.iter().any(|x| x == n);
         let mut blocks = Vec::new();
         for blk in block_names(&has) {
             let residual = blk.contains(".model.");
             let stride = if residual { 1 } else { 2 };
-            let mut getb = |name: String| -> Result<QTensor, DetectError> {
-                t.remove(&name)
-                    .ok_or_else(|| err(format!("model file lacks tensor {name:?}")))
-            };
-            let mut pwb = |p: String, with_prelu: bool| -> Result<Pw, DetectError> {
-                let w = getb(format!("{p}.weight"))?;
-                let (n, k) = w.shape().dims2().map_err(err)?;
-                let bias = vecf(&getb(format!("{p}.bias"))?)?;
-                let alpha = if with_prelu {
-                    Some(vecf(&getb(format!("{p}.prelu"))?)?)
-                } else {
-                    None
-                };
-                if bias.len() != n || alpha.as_ref().is_some_and(|a| a.len() != n) {
-                    return Err(err(format!("{p}: bias/prelu size")));
-                }
-                Ok(Pw {
-                    mm: Mm::new(w)?,
-                    k,
-                    n,
-                    bias,
-                    alpha,
-                })
-            };
-            let expand = pwb(format!("{blk}.conv"), true)?;
-            let project = pwb(format!("{blk}.project"), false)?;
+            let expand = t.pw(&format!("{blk}.conv"), true, true)?;
+            let project = t.pw(&format!("{blk}.project"), true, false)?;
             let p = format!("{blk}.conv_dw");
-            let w = getb(format!("{p}.weight"))?;
-            let (kk, c) = w.shape().dims2().map_err(err)?;
-            if kk != 9 {
+            let dw = t.dw(&p, stride, true)?;
+            let c = dw.c;
+            if dw.weights.len() != 9 * c {
                 return Err(err(format!("{p}: only 3x3 depthwise supported")));
             }
-            let dw = Dw {
-                weights: vecf(&w)?,
-                bias: vecf(&getb(format!("{p}.bias"))?)?,
-                alpha: Some(vecf(&getb(format!("{p}.prelu"))?)?),
-                c,
-                stride,
-            };
             let se = if has(&format!("{blk}.se_module.fc1.weight")) {
-                let fc1 = getb(format!("{blk}.se_module.fc1.weight"))?;
+                let fc1 = t.take(&format!("{blk}.se_module.fc1.weight"))?;
                 let (r, cin) = fc1.shape().dims2().map_err(err)?;
                 if cin != project.n {
                     return Err(err(format!("{blk}: SE size")));
                 }
                 Some(Se {
                     fc1: vecf(&fc1)?,
-                    b1: vecf(&getb(format!("{blk}.se_module.fc1.bias"))?)?,
-                    fc2: vecf(&getb(format!("{blk}.se_module.fc2.weight"))?)?,
-                    b2: vecf(&getb(format!("{blk}.se_module.fc2.bias"))?)?,
+                    b1: t.take_f32(&format!("{blk}.se_module.fc1.bias"))?,
+                    fc2: t.take_f32(&format!("{blk}.se_module.fc2.weight"))?,
+                    b2: t.take_f32(&format!("{blk}.se_module.fc2.bias"))?,
                     r,
                 })
             } else {
