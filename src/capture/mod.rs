@@ -143,8 +143,26 @@ pub fn open(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, CaptureError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CameraFormat {
+    /// MJPEG when the camera offers it (its JPEG bytes are signed untouched), else YUYV.
+    Auto,
     Mjpeg,
     Yuyv,
+}
+
+/// The format to ask the camera for, given the configured one and the FourCCs the camera offers
+/// (`MJPG`, `YUYV`, …): `auto` prefers MJPEG and falls back to YUYV; an explicit format is asked
+/// for as configured (the driver's answer is checked when it is set). Never returns `Auto`.
+pub fn choose_format(configured: CameraFormat, offered: &[String]) -> Result<CameraFormat, String> {
+    let has = |f: &str| offered.iter().any(|o| o == f);
+    match configured {
+        CameraFormat::Auto if has("MJPG") => Ok(CameraFormat::Mjpeg),
+        CameraFormat::Auto if has("YUYV") => Ok(CameraFormat::Yuyv),
+        CameraFormat::Auto => Err(format!(
+            "camera offers neither MJPEG nor YUYV (it offers: {})",
+            offered.join(", ")
+        )),
+        explicit => Ok(explicit),
+    }
 }
 
 /// `[source]` section of the config file.
@@ -176,7 +194,7 @@ impl Default for SourceConfig {
             uri: "samples".into(),
             fps: 10.0,
             looping: true,
-            format: CameraFormat::Mjpeg,
+            format: CameraFormat::Auto,
             width: 640,
             height: 480,
             reconnect_initial: Duration::from_millis(250),
@@ -211,5 +229,46 @@ impl SourceConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered(f: &[&str]) -> Vec<String> {
+        f.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn auto_prefers_mjpeg_and_falls_back_to_yuyv() {
+        let both = offered(&["YUYV", "MJPG"]);
+        assert_eq!(
+            choose_format(CameraFormat::Auto, &both),
+            Ok(CameraFormat::Mjpeg)
+        );
+        let yuyv_only = offered(&["YUYV", "NV12"]);
+        assert_eq!(
+            choose_format(CameraFormat::Auto, &yuyv_only),
+            Ok(CameraFormat::Yuyv)
+        );
+        let neither = offered(&["NV12", "H264"]);
+        let e = choose_format(CameraFormat::Auto, &neither).unwrap_err();
+        assert!(e.contains("NV12, H264"), "{e}");
+        assert!(choose_format(CameraFormat::Auto, &[]).is_err());
+    }
+
+    #[test]
+    fn explicit_formats_are_asked_for_as_configured() {
+        let yuyv_only = offered(&["YUYV"]);
+        assert_eq!(
+            choose_format(CameraFormat::Mjpeg, &yuyv_only),
+            Ok(CameraFormat::Mjpeg)
+        );
+        assert_eq!(
+            choose_format(CameraFormat::Yuyv, &[]),
+            Ok(CameraFormat::Yuyv)
+        );
+        assert_eq!(SourceConfig::default().format, CameraFormat::Auto);
     }
 }

@@ -23,8 +23,8 @@ use v4l::{Device, Format, FourCC, Fraction};
 
 use super::reconnect::Opener;
 use super::{
-    monotonic_now, CameraFormat, Capture, CaptureError, Frame, FrameSource, PixelFormat,
-    SourceConfig, SourceInfo,
+    choose_format, monotonic_now, CameraFormat, Capture, CaptureError, Frame, FrameSource,
+    PixelFormat, SourceConfig, SourceInfo,
 };
 use crate::shutdown::Shutdown;
 
@@ -36,7 +36,7 @@ const POLL_SLICE: Duration = Duration::from_millis(250);
 /// FourCC for a configured camera format.
 pub fn fourcc_for(f: CameraFormat) -> FourCC {
     match f {
-        CameraFormat::Mjpeg => FourCC::new(b"MJPG"),
+        CameraFormat::Mjpeg | CameraFormat::Auto => FourCC::new(b"MJPG"),
         CameraFormat::Yuyv => FourCC::new(b"YUYV"),
     }
 }
@@ -161,7 +161,21 @@ impl V4l2Source {
                 transient: false,
             });
         }
-        let want = fourcc_for(cfg.format);
+        let offered: Vec<String> = dev
+            .enum_formats()
+            .map(|v| v.iter().map(|d| d.fourcc.to_string()).collect())
+            .unwrap_or_default();
+        let format =
+            choose_format(cfg.format, &offered).map_err(|reason| CaptureError::Device {
+                path: p.clone(),
+                reason,
+                transient: false,
+            })?;
+        if cfg.format == CameraFormat::Auto {
+            tracing::info!(path = %p, chosen = ?format, offered = %offered.join(", "),
+                "format = auto: chose {}", fourcc_for(format));
+        }
+        let want = fourcc_for(format);
         let mut fmt = dev.format().map_err(|e| dev_err(&p, "VIDIOC_G_FMT", e))?;
         fmt.width = cfg.width;
         fmt.height = cfg.height;
@@ -170,10 +184,6 @@ impl V4l2Source {
             .set_format(&fmt)
             .map_err(|e| dev_err(&p, "VIDIOC_S_FMT", e))?;
         if got.fourcc != want {
-            let offered: Vec<String> = dev
-                .enum_formats()
-                .map(|v| v.iter().map(|d| d.fourcc.to_string()).collect())
-                .unwrap_or_default();
             return Err(CaptureError::Device {
                 path: p,
                 reason: format!(
@@ -184,7 +194,7 @@ impl V4l2Source {
                 transient: false,
             });
         }
-        if cfg.format == CameraFormat::Yuyv && got.stride != 0 && got.stride != got.width * 2 {
+        if format == CameraFormat::Yuyv && got.stride != 0 && got.stride != got.width * 2 {
             return Err(CaptureError::Device {
                 path: p,
                 reason: format!("padded YUYV rows (stride {}) are not supported", got.stride),
@@ -209,9 +219,10 @@ impl V4l2Source {
             driver: caps.driver,
             card: caps.card,
             bus: caps.bus,
-            format: match cfg.format {
-                CameraFormat::Mjpeg => PixelFormat::Jpeg,
+            format: match format {
                 CameraFormat::Yuyv => PixelFormat::Yuyv,
+                // `choose_format` never returns `Auto`.
+                CameraFormat::Mjpeg | CameraFormat::Auto => PixelFormat::Jpeg,
             },
             width: got.width,
             height: got.height,
