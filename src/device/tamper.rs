@@ -85,8 +85,9 @@ impl TamperGate {
     }
 }
 
-impl Sealer for TamperGate {
-    fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
+impl TamperGate {
+    /// Whether sealing is blocked now (logs the transitions).
+    fn check(&mut self) -> bool {
         let tampered = self.flag.is_set();
         if tampered != self.blocked {
             self.blocked = tampered;
@@ -96,11 +97,25 @@ impl Sealer for TamperGate {
                 tracing::warn!("tamper cleared: sealing resumed");
             }
         }
-        if tampered {
+        tampered
+    }
+}
+
+impl Sealer for TamperGate {
+    fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
+        if self.check() {
             self.skipped += 1;
             return Ok(None);
         }
         self.inner.seal(input)
+    }
+
+    fn seal_batch(&mut self, inputs: &[SealInput<'_>]) -> Vec<Result<Option<Sealed>, SealError>> {
+        if self.check() {
+            self.skipped += inputs.len() as u64;
+            return inputs.iter().map(|_| Ok(None)).collect();
+        }
+        self.inner.seal_batch(inputs)
     }
 }
 
