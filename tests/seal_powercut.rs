@@ -259,7 +259,7 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
                 leftovers += 1;
             }
             // A daemon restarted on this disk continues the chain validly.
-            if states % 5 == 0 {
+            if states % 10 == 0 {
                 restarted += 1;
                 let mut s = ChainSealer::with_key(&cfg, key.clone(), &data, "test-device").unwrap();
                 let f = seal_common::frame(1000, SystemTime::now());

@@ -758,6 +758,11 @@ fn writer_loop(
                 WriterMsg::Flush(tx) => flushes.push(tx),
             }
         }
+        // Group commit: one fdatasync for every alert of the batch. A batch of only `Del`s is not
+        // synced (see `store`: a lost `Del` means one redelivery); the next sync covers it.
+        if committed.is_empty() && flushes.is_empty() {
+            continue;
+        }
         if let Err(e) = store.sync() {
             // Still publish: an alert that is not durable beats an alert not sent.
             tracing::error!(error = %e, "outbox fsync failed");
