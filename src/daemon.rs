@@ -14,14 +14,15 @@ use std::sync::mpsc::{self, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::alert::{AlertRequest, DetectorErrors, StorageFull};
 use crate::capture::{
     self, monotonic_now, Capture, CaptureError, CaptureEvent, Frame, FrameSource,
 };
 use crate::config::Config;
-use crate::decide::{self, Action, DeciderState, Decision};
+use crate::decide::{self, DeciderState, Decision};
 use crate::detect::{self, Analysis, Analyzer};
 use crate::device::{Actuator, NoDevice};
-use crate::publish::{AlertRequest, Event, EventSink, LogSink};
+use crate::publish::{Event, EventSink, LogSink};
 use crate::queue::{DropOldest, Pop};
 use crate::seal::{ChainSealer, SealError, SealInput, Sealer};
 use crate::shutdown::{self, Shutdown, StageGuard};
@@ -153,6 +154,8 @@ fn analysis_loop(
     decide_cfg: decide::DecideConfig,
 ) {
     let mut state = DeciderState::new(decide_cfg);
+    // One `detector_error` alert per episode of analysis failures.
+    let mut detector_errors = DetectorErrors::default();
     // device hook (issue 7): READY=1 after the first analysed frame (camera open, models loaded,
     // a frame through the detector), then WATCHDOG=1 fed only by analysed frames.
     let mut ready_sent = false;
@@ -169,10 +172,16 @@ fn analysis_loop(
         );
         let t0 = Instant::now();
         let analysis = match analyzer.analyze(&frame) {
-            Ok(a) => Some(a),
+            Ok(a) => {
+                detector_errors.analysed();
+                Some(a)
+            }
             Err(e) => {
                 Stats::inc(&stats.analysis_errors);
                 tracing::warn!(seq = frame.seq, error = %e, "analysis failed");
+                if let Some(alert) = detector_errors.failed(frame.seq, &e.to_string()) {
+                    sink.send(Event::Alert(alert));
+                }
                 None
             }
         };
@@ -210,31 +219,11 @@ fn analysis_loop(
     }
 }
 
-fn alerts_for(item: &Analysed, evidence: Option<String>) -> Vec<AlertRequest> {
+/// The alerts `item`'s decision raises, citing the sealed manifest `evidence` when there is one.
+fn alerts_for(item: &Analysed, evidence: Option<&str>) -> Vec<AlertRequest> {
+    let models = item.analysis.as_ref().map(|a| a.models.as_slice());
     item.decision
-        .actions
-        .iter()
-        .map(|a| match a {
-            Action::Alert {
-                kind,
-                severity,
-                score,
-            } => AlertRequest {
-                kind: kind.clone(),
-                severity: severity.clone(),
-                first_seq: item.frame.seq,
-                last_seq: item.frame.seq,
-                score: *score,
-                models: item
-                    .analysis
-                    .as_ref()
-                    .map(|a| a.models.clone())
-                    .unwrap_or_default(),
-                evidence: evidence.clone(),
-                detail: String::new(),
-            },
-        })
-        .collect()
+        .alerts(item.frame.seq, models.unwrap_or_default(), evidence)
 }
 
 /// Most frames sealed in one group commit (the seal queue holds at most
@@ -248,7 +237,7 @@ fn seal_loop(
     sink: Arc<dyn EventSink>,
 ) {
     // seal hook: one `storage_full` alert per episode (until a capture is stored again).
-    let mut storage_full = false;
+    let mut storage_full = StorageFull::default();
     // Group commit: take whatever is queued (an evidence burst, frames that arrived while the
     // last batch was being synced) and make it durable together. A frame counts as sealed, and
     // its alerts cite it, only after its batch is durable.
@@ -286,25 +275,15 @@ fn seal_loop(
                     );
                     let h = sealed.manifest_sha256.clone();
                     sink.send(Event::Sealed(sealed));
-                    storage_full = false;
+                    storage_full.stored();
                     Some(h)
                 }
                 Ok(None) => None,
                 Err(SealError::StorageFull { path }) => {
                     Stats::inc(&stats.seal_errors);
-                    if !storage_full {
-                        storage_full = true;
+                    if let Some(alert) = storage_full.full(item.frame.seq, &path) {
                         tracing::error!(path = %path.display(), "storage full: captures are not being stored");
-                        sink.send(Event::Alert(AlertRequest {
-                            kind: "storage_full".into(),
-                            severity: "critical".into(),
-                            first_seq: item.frame.seq,
-                            last_seq: item.frame.seq,
-                            score: None,
-                            models: Vec::new(),
-                            evidence: None,
-                            detail: format!("cannot write {}: no space left", path.display()),
-                        }));
+                        sink.send(Event::Alert(alert));
                     }
                     None
                 }
@@ -314,7 +293,7 @@ fn seal_loop(
                     None
                 }
             };
-            for a in alerts_for(item, evidence) {
+            for a in alerts_for(item, evidence.as_deref()) {
                 sink.send(Event::Alert(a));
             }
         }

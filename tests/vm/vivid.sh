@@ -32,13 +32,16 @@ format = "yuyv"
 width = 640
 height = 480
 fps = 25.0
+[detect]
+# The VM has no /usr/share/veriframe/models: the shipped PAD pair is copied in (cwd /data).
+pad_model = ["minifasnet-v2.q8_0.gguf", "minifasnet-v1se.q8_0.gguf"]
 [pipeline]
 stats_interval = "1s"
 # Under TCG emulation the detector takes ~1 s a frame: give the drain time to finish so the final
 # line shows captured = analysed + dropped.
 shutdown_timeout = "60s"
 TOML
-"$VM" -f "$W/vivid.toml" "$BIN" run --config vivid.toml --frames 40 --log-format json | tee "$W/run.txt" || true
+"$VM" -f "$W/vivid.toml" -f models/minifasnet-v2.q8_0.gguf -f models/minifasnet-v1se.q8_0.gguf "$BIN" run --config vivid.toml --frames 40 --log-format json | tee "$W/run.txt" || true
 python3 - "$W/run.txt" <<'PY'
 import json, sys
 frames, final = [], None
