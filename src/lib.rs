@@ -30,6 +30,7 @@
 
 pub mod alert;
 pub mod capture;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod decide;

@@ -8,7 +8,6 @@
 
 pub mod reconnect;
 pub mod replay;
-pub mod samples;
 pub mod synthetic;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
@@ -21,7 +20,7 @@ use serde::Serialize;
 
 use crate::alert::AlertRequest;
 // The frame types live in `crate::frame`; re-exported because every source hands them out.
-pub use crate::frame::{convert, monotonic_now, Frame, PixelFormat, SourceInfo};
+pub use crate::frame::{convert, monotonic_now, samples, Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 /// Something a source wants reported (as a log line, a status update or an alert).

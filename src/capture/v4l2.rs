@@ -27,7 +27,6 @@ use super::{
     SourceConfig, SourceInfo,
 };
 use crate::shutdown::Shutdown;
-use crate::Outcome;
 
 /// How long a dequeue waits before the camera is considered stalled (and reopened).
 const DEQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -474,21 +473,6 @@ pub fn device_paths() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-/// `veriframe probe`.
-pub fn probe_cli(json: bool) -> Result<Outcome, CaptureError> {
-    let reports: Vec<DeviceReport> = device_paths().iter().map(|p| probe_device(p)).collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reports)
-                .map_err(|e| CaptureError::Convert(e.to_string()))?
-        );
-    } else {
-        print!("{}", render(&reports));
-    }
-    Ok(Outcome::Ok)
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //!
 //! The format is specified in `docs/capture-format.md`.
 
-pub mod cli;
 pub mod fsio;
 pub mod keys;
 pub mod manifest;

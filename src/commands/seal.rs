@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::fsio::RealFs;
-use super::keys::{self, DeviceKey};
-use super::policy::PolicyKind;
-use super::verify::{self, ChainReport};
-use super::{ChainSealer, SealConfig, SealError, SealInput, Sealer, Signer};
 use crate::capture::synthetic::Synthetic;
 use crate::decide::{Decision, Verdict};
 use crate::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
+use crate::seal::fsio::RealFs;
+use crate::seal::keys::{self, DeviceKey};
+use crate::seal::policy::PolicyKind;
+use crate::seal::verify::{self, ChainReport};
+use crate::seal::{ChainSealer, SealConfig, SealError, SealInput, Sealer, Signer};
 use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
