@@ -121,8 +121,9 @@ impl TamperGate {
     }
 }
 
-impl Sealer for TamperGate {
-    fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
+impl TamperGate {
+    /// Whether sealing is blocked now (logs the transitions).
+    fn check(&mut self) -> bool {
         let tampered = self.flag.is_set();
         if tampered != self.blocked {
             self.blocked = tampered;
@@ -132,11 +133,26 @@ impl Sealer for TamperGate {
                 tracing::warn!("tamper cleared: sealing resumed");
             }
         }
-        if tampered {
+        tampered
+    }
+}
+
+impl Sealer for TamperGate {
+    fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
+        if self.check() {
             self.skipped += 1;
             return Ok(None);
         }
         self.inner.seal(input)
+    }
+
+    /// Forwards the batch whole, so group commit survives the gate.
+    fn seal_batch(&mut self, inputs: &[SealInput<'_>]) -> Vec<Result<Option<Sealed>, SealError>> {
+        if self.check() {
+            self.skipped += inputs.len() as u64;
+            return inputs.iter().map(|_| Ok(None)).collect();
+        }
+        self.inner.seal_batch(inputs)
     }
 }
 
@@ -288,6 +304,10 @@ fn alerts_for(item: &Analysed, evidence: Option<&str>) -> Vec<AlertRequest> {
         .alerts(item.frame.seq, models.unwrap_or_default(), evidence)
 }
 
+/// Most frames sealed in one group commit (the seal queue holds at most
+/// `pipeline.seal_queue_capacity`).
+const SEAL_BATCH_MAX: usize = 64;
+
 fn seal_loop(
     mut sealer: Box<dyn Sealer>,
     rx: mpsc::Receiver<Analysed>,
@@ -296,43 +316,64 @@ fn seal_loop(
 ) {
     // seal hook: one `storage_full` alert per episode (until a capture is stored again).
     let mut storage_full = StorageFull::default();
-    for item in rx {
+    // Group commit: take whatever is queued (an evidence burst, frames that arrived while the
+    // last batch was being synced) and make it durable together. A frame counts as sealed, and
+    // its alerts cite it, only after its batch is durable.
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < SEAL_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
         let t0 = Instant::now();
-        let input = SealInput {
-            frame: &item.frame,
-            analysis: item.analysis.as_ref(),
-            decision: &item.decision,
-        };
-        let evidence = match sealer.seal(&input) {
-            Ok(Some(sealed)) => {
-                Stats::inc(&stats.sealed);
-                stats.record(Stage::Seal, t0.elapsed());
-                stats.record(
-                    Stage::EndToEnd,
-                    monotonic_now().saturating_sub(item.frame.captured_mono),
-                );
-                let h = sealed.manifest_sha256.clone();
-                sink.send(Event::Sealed(sealed));
-                storage_full.stored();
-                Some(h)
-            }
-            Ok(None) => None,
-            Err(SealError::StorageFull { path }) => {
-                Stats::inc(&stats.seal_errors);
-                if let Some(alert) = storage_full.full(item.frame.seq, &path) {
-                    tracing::error!(path = %path.display(), "storage full: captures are not being stored");
-                    sink.send(Event::Alert(alert));
+        let inputs: Vec<SealInput<'_>> = batch
+            .iter()
+            .map(|item| SealInput {
+                frame: &item.frame,
+                analysis: item.analysis.as_ref(),
+                decision: &item.decision,
+            })
+            .collect();
+        let results = sealer.seal_batch(&inputs);
+        drop(inputs);
+        tracing::debug!(frames = batch.len(), elapsed = ?t0.elapsed(), "group commit");
+        let mut results = results.into_iter();
+        for item in &batch {
+            // A sealer returning fewer results than inputs: the missing ones were not sealed.
+            let result = results.next().unwrap_or(Ok(None));
+            let evidence = match result {
+                Ok(Some(sealed)) => {
+                    Stats::inc(&stats.sealed);
+                    stats.record(Stage::Seal, t0.elapsed());
+                    stats.record(
+                        Stage::EndToEnd,
+                        monotonic_now().saturating_sub(item.frame.captured_mono),
+                    );
+                    let h = sealed.manifest_sha256.clone();
+                    sink.send(Event::Sealed(sealed));
+                    storage_full.stored();
+                    Some(h)
                 }
-                None
+                Ok(None) => None,
+                Err(SealError::StorageFull { path }) => {
+                    Stats::inc(&stats.seal_errors);
+                    if let Some(alert) = storage_full.full(item.frame.seq, &path) {
+                        tracing::error!(path = %path.display(), "storage full: captures are not being stored");
+                        sink.send(Event::Alert(alert));
+                    }
+                    None
+                }
+                Err(e) => {
+                    Stats::inc(&stats.seal_errors);
+                    tracing::warn!(seq = item.frame.seq, error = %e, "sealing failed");
+                    None
+                }
+            };
+            for a in alerts_for(item, evidence.as_deref()) {
+                sink.send(Event::Alert(a));
             }
-            Err(e) => {
-                Stats::inc(&stats.seal_errors);
-                tracing::warn!(seq = item.frame.seq, error = %e, "sealing failed");
-                None
-            }
-        };
-        for a in alerts_for(&item, evidence.as_deref()) {
-            sink.send(Event::Alert(a));
         }
     }
 }

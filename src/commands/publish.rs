@@ -316,13 +316,15 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
                     "seconds": secs,
                     "alerts_per_s": rate,
                     "enqueue_to_puback_ms": {"p50": p50, "p99": p99, "samples": lat.len()},
+                    "fsyncs_per_alert": sink.outbox_syncs() as f64 / args.n.max(1) as f64,
                     "target_rate": args.rate,
                 })
             );
         } else {
             println!(
-                "bench-outbox: {} alerts in {secs:.3} s = {rate:.0} alerts/s (durable, QoS 1); enqueue→PUBACK p50 {p50:.2} ms p99 {p99:.2} ms; redelivered from disk {backlog}; all acked: {done}",
-                args.n
+                "bench-outbox: {} alerts in {secs:.3} s = {rate:.0} alerts/s (durable, QoS 1); enqueue→PUBACK p50 {p50:.2} ms p99 {p99:.2} ms; {:.3} fsyncs per alert; redelivered from disk {backlog}; all acked: {done}",
+                args.n,
+                sink.outbox_syncs() as f64 / args.n.max(1) as f64
             );
         }
         Ok(if done { Outcome::Ok } else { Outcome::CheckFailed })

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::capture::synthetic::Synthetic;
 use crate::decide::{Decision, Verdict};
 use crate::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
+use crate::seal::fsio::RealFs;
 use crate::seal::keys::{self, DeviceKey};
 use crate::seal::policy::PolicyKind;
 use crate::seal::verify::{self, ChainReport};
-use crate::seal::{ChainSealer, SealConfig, SealError, SealInput, Signer};
+use crate::seal::{ChainSealer, SealConfig, SealError, SealInput, Sealer, Signer};
 use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +46,19 @@ pub struct BenchSealArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Frames in the evidence burst measured with group commit.
+    #[arg(long, default_value_t = 15)]
+    pub burst: usize,
+    /// Bursts measured (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Camera frame rate at which the burst's frames arrive in the `at_fps` run.
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// Sleep this long after every sync that reaches the disk (the store's `Fs` seam, see
+    /// `seal::fsio::RealFs`): models a slow SD card's cache flush.
+    #[arg(long, default_value_t = 0)]
+    pub fsync_delay_ms: u64,
 }
 
 pub fn keygen(args: &KeygenArgs) -> Result<Outcome, SealError> {
@@ -109,6 +123,9 @@ fn print_human(reports: &[ChainReport], pubkey_given: bool) {
         }
         for p in &r.problems {
             println!("FAIL  {where_}: {}: {}", p.code, p.message);
+        }
+        for n in &r.notes {
+            println!("note: {}: {}", n.code, n.message);
         }
         let bad = r.captures.iter().filter(|c| !c.valid()).count();
         println!(
@@ -203,6 +220,34 @@ struct Summary {
     p99_us: f64,
     mean_us: f64,
     per_second: f64,
+    /// Syncs that reached the disk per capture (store runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fsyncs_per_capture: Option<f64>,
+    /// Bytes written per capture, checkpoints included (store runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_per_capture: Option<f64>,
+}
+
+/// A burst of frames through the seal stage as the daemon runs it.
+#[derive(Debug, serde::Serialize)]
+struct BurstRun {
+    /// Frames per burst.
+    frames: usize,
+    /// Arrival rate (0: all queued at once).
+    fps: f64,
+    rounds: usize,
+    /// First frame queued → last frame durable, median and worst over the rounds.
+    median_ms: f64,
+    max_ms: f64,
+    captures_per_s: f64,
+    /// Group commits per burst (median).
+    batches: f64,
+    fsyncs_per_capture: f64,
+    bytes_per_capture: f64,
+    /// Frames that found the seal queue full (over all rounds).
+    dropped: u64,
+    /// Frames that failed to seal (over all rounds).
+    errors: u64,
 }
 
 fn summarize(name: &str, mut d: Vec<Duration>) -> Summary {
@@ -226,23 +271,140 @@ fn summarize(name: &str, mut d: Vec<Duration>) -> Summary {
         } else {
             d.len() as f64 / total.as_secs_f64()
         },
+        fsyncs_per_capture: None,
+        bytes_per_capture: None,
     }
 }
 
-fn bench_store(dir: &Path, fsync: bool, n: usize, jpeg: &[u8]) -> Result<Summary, SealError> {
-    let cfg = SealConfig {
+fn bench_config(fsync: bool) -> SealConfig {
+    SealConfig {
         policy: PolicyKind::Every,
         fsync,
         retention_max_age: None,
         retention_max_mb: 0,
         ..SealConfig::default()
-    };
+    }
+}
+
+fn bench_sealer(dir: &Path, fsync: bool, delay: Duration) -> Result<ChainSealer, SealError> {
     let (key, _) = DeviceKey::generate()?;
-    let mut sealer = ChainSealer::with_key(&cfg, Arc::new(key), dir, "bench")?;
+    let fs = RealFs::with_delay(fsync, delay);
+    ChainSealer::with_fs(
+        &bench_config(fsync),
+        Arc::new(key),
+        dir,
+        "bench",
+        Box::new(fs),
+    )
+}
+
+/// `rounds` bursts of `frames` frames arriving at `fps` (0: at once) into a seal queue of the
+/// daemon's default capacity (a full queue drops the frame, as the analysis thread does), sealed
+/// by the daemon's loop: take what is queued, commit it as one batch.
+fn bench_burst(
+    dir: &Path,
+    frames: usize,
+    rounds: usize,
+    fps: f64,
+    delay: Duration,
+    jpeg: &[u8],
+) -> Result<BurstRun, SealError> {
+    let mut sealer = bench_sealer(dir, true, delay)?;
+    let capacity = crate::config::Config::default()
+        .pipeline
+        .seal_queue_capacity;
     let decision = Decision {
         verdict: Verdict::Authentic,
         actions: Vec::new(),
     };
+    let (mut times, mut batches) = (Vec::new(), Vec::new());
+    let (mut dropped, mut errors, mut sealed) = (0u64, 0u64, 0u64);
+    let io0 = sealer.store().io_counters();
+    for r in 0..rounds {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(capacity);
+        let frames_v: Vec<Frame> = (0..frames)
+            .map(|i| jpeg_frame(jpeg.to_vec(), (r * frames + i) as u64))
+            .collect();
+        let t0 = Instant::now();
+        let producer = std::thread::spawn(move || {
+            let mut dropped = 0u64;
+            for (i, f) in frames_v.into_iter().enumerate() {
+                if fps > 0.0 {
+                    let due = t0 + Duration::from_secs_f64(i as f64 / fps);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                }
+                if tx.try_send(f).is_err() {
+                    dropped += 1;
+                }
+            }
+            dropped
+        });
+        let mut n_batches = 0u64;
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while let Ok(f) = rx.try_recv() {
+                batch.push(f);
+            }
+            let inputs: Vec<SealInput<'_>> = batch
+                .iter()
+                .map(|frame| SealInput {
+                    frame,
+                    analysis: None,
+                    decision: &decision,
+                })
+                .collect();
+            for res in sealer.seal_batch(&inputs) {
+                match res {
+                    Ok(Some(_)) => sealed += 1,
+                    Ok(None) => {}
+                    Err(_) => errors += 1,
+                }
+            }
+            n_batches += 1;
+        }
+        times.push(t0.elapsed());
+        batches.push(n_batches as f64);
+        dropped += producer
+            .join()
+            .map_err(|_| SealError::Encode("burst producer panicked".into()))?;
+    }
+    let io = sealer.store().io_counters();
+    let per = |x: u64| x as f64 / sealed.max(1) as f64;
+    let sum = summarize("burst", times);
+    batches.sort_by(f64::total_cmp);
+    Ok(BurstRun {
+        frames,
+        fps,
+        rounds,
+        median_ms: sum.median_us / 1000.0,
+        max_ms: sum.p99_us.max(sum.median_us) / 1000.0,
+        captures_per_s: if sum.median_us > 0.0 {
+            frames as f64 / (sum.median_us / 1e6)
+        } else {
+            0.0
+        },
+        batches: batches.get(batches.len() / 2).copied().unwrap_or(0.0),
+        fsyncs_per_capture: per(io.syncs - io0.syncs),
+        bytes_per_capture: per(io.bytes - io0.bytes),
+        dropped,
+        errors,
+    })
+}
+
+/// `n` captures sealed one at a time (a batch of one each: two syncs per capture).
+fn bench_store(
+    dir: &Path,
+    fsync: bool,
+    delay: Duration,
+    n: usize,
+    jpeg: &[u8],
+) -> Result<Summary, SealError> {
+    let mut sealer = bench_sealer(dir, fsync, delay)?;
+    let decision = Decision {
+        verdict: Verdict::Authentic,
+        actions: Vec::new(),
+    };
+    let io0 = sealer.store().io_counters();
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let frame = jpeg_frame(jpeg.to_vec(), i as u64);
@@ -255,20 +417,30 @@ fn bench_store(dir: &Path, fsync: bool, n: usize, jpeg: &[u8]) -> Result<Summary
         sealer.seal_now(&input, "every")?;
         times.push(t0.elapsed());
     }
-    Ok(summarize(
+    let io = sealer.store().io_counters();
+    let mut sum = summarize(
         if fsync {
-            "seal 640x480 JPEG (hash+sign+write, fsync on)"
+            "seal 640x480 JPEG, one at a time (fsync on)"
         } else {
-            "seal 640x480 JPEG (hash+sign+write, fsync off)"
+            "seal 640x480 JPEG, one at a time (fsync off)"
         },
         times,
-    ))
+    );
+    sum.fsyncs_per_capture = Some((io.syncs - io0.syncs) as f64 / n as f64);
+    sum.bytes_per_capture = Some((io.bytes - io0.bytes) as f64 / n as f64);
+    Ok(sum)
 }
 
 pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
-    if args.n == 0 {
-        return Err(SealError::Usage("--n must be at least 1".into()));
+    if args.n == 0 || args.burst == 0 || args.rounds == 0 {
+        return Err(SealError::Usage(
+            "--n, --burst and --rounds must be at least 1".into(),
+        ));
     }
+    if !(args.fps >= 0.0 && args.fps.is_finite()) {
+        return Err(SealError::Usage("--fps must be 0 or more".into()));
+    }
+    let delay = Duration::from_millis(args.fsync_delay_ms);
     let jpeg = test_jpeg(640, 480, 7)?;
     let scratch = args
         .dir
@@ -286,12 +458,28 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
         sign_t.push(t0.elapsed());
     }
     let result = (|| {
-        let off = bench_store(&scratch.join("nofsync"), false, args.n, &jpeg)?;
-        let on = bench_store(&scratch.join("fsync"), true, args.n, &jpeg)?;
-        Ok::<_, SealError>((off, on))
+        let off = bench_store(&scratch.join("nofsync"), false, delay, args.n, &jpeg)?;
+        let on = bench_store(&scratch.join("fsync"), true, delay, args.n, &jpeg)?;
+        let once = bench_burst(
+            &scratch.join("burst"),
+            args.burst,
+            args.rounds,
+            0.0,
+            delay,
+            &jpeg,
+        )?;
+        let at_fps = bench_burst(
+            &scratch.join("burst-fps"),
+            args.burst,
+            args.rounds,
+            args.fps,
+            delay,
+            &jpeg,
+        )?;
+        Ok::<_, SealError>((off, on, once, at_fps))
     })();
     let _ = std::fs::remove_dir_all(&scratch);
-    let (off, on) = result?;
+    let (off, on, once, at_fps) = result?;
     let rows = vec![
         summarize(&format!("sha256 of the {}-byte JPEG", jpeg.len()), hash_t),
         summarize("Ed25519 sign (1200-byte manifest)", sign_t),
@@ -302,7 +490,16 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
         let doc = serde_json::json!({
             "jpeg_bytes": jpeg.len(),
             "dir": args.dir,
+            "fsync_delay_ms": args.fsync_delay_ms,
             "results": rows,
+            // The burst sealed with fsync on, all frames queued at once.
+            "fsyncs_per_capture": once.fsyncs_per_capture,
+            "bytes_per_capture": once.bytes_per_capture,
+            "captures_per_s": once.captures_per_s,
+            format!("burst{}_ms", args.burst): once.median_ms,
+            "dropped": once.dropped + at_fps.dropped,
+            "burst_at_once": once,
+            "burst_at_fps": at_fps,
         });
         println!(
             "{}",
@@ -316,9 +513,22 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
             args.dir.display()
         );
         for r in &rows {
-            println!(
+            print!(
                 "{:<52} median {:>9.1} us  p99 {:>9.1} us  {:>9.0}/s",
                 r.name, r.median_us, r.p99_us, r.per_second
+            );
+            match (r.fsyncs_per_capture, r.bytes_per_capture) {
+                (Some(f), Some(b)) => println!("  {f:.2} fsyncs, {b:.0} bytes per capture"),
+                _ => println!(),
+            }
+        }
+        for b in [&once, &at_fps] {
+            println!(
+                "burst of {} ({}), fsync on{}: median {:.1} ms, max {:.1} ms, {:.0} captures/s, {:.1} batches, {:.2} fsyncs and {:.0} bytes per capture, {} dropped, {} errors",
+                b.frames,
+                if b.fps > 0.0 { format!("arriving at {} fps", b.fps) } else { "queued at once".into() },
+                if args.fsync_delay_ms > 0 { format!(" +{} ms per sync", args.fsync_delay_ms) } else { String::new() },
+                b.median_ms, b.max_ms, b.captures_per_s, b.batches, b.fsyncs_per_capture, b.bytes_per_capture, b.dropped, b.errors
             );
         }
     }

@@ -355,6 +355,8 @@ pub struct Shared {
     writer_queued: AtomicUsize,
     last_frame: AtomicU64,
     latencies_ms: Mutex<Vec<f32>>,
+    /// fdatasyncs of the outbox log so far (group commit: one per writer batch).
+    outbox_syncs: AtomicU64,
 }
 
 enum WriterMsg {
@@ -522,6 +524,11 @@ impl MqttSink {
     /// included).
     pub fn writer_backlog(&self) -> usize {
         self.shared.writer_queued.load(Ordering::SeqCst)
+    }
+
+    /// fdatasyncs of the outbox log since start (bench-outbox's fsyncs per alert).
+    pub fn outbox_syncs(&self) -> u64 {
+        self.shared.outbox_syncs.load(Ordering::Relaxed)
     }
 
     /// Alerts acknowledged by the broker since start.
@@ -732,10 +739,16 @@ fn writer_loop(
                 WriterMsg::Flush(tx) => flushes.push(tx),
             }
         }
+        // Group commit: one fdatasync for every alert of the batch. A batch of only `Del`s is not
+        // synced (see `store`: a lost `Del` means one redelivery); the next sync covers it.
+        if committed.is_empty() && flushes.is_empty() {
+            continue;
+        }
         if let Err(e) = store.sync() {
             // Still publish: an alert that is not durable beats an alert not sent.
             tracing::error!(error = %e, "outbox fsync failed");
         }
+        shared.outbox_syncs.store(store.syncs(), Ordering::Relaxed);
         for (seq, p, t0) in committed {
             let m = TaskMsg::Committed {
                 seq,

@@ -1,9 +1,13 @@
-//! Crash-safe file writes: temp file in the same directory, fsync, rename, fsync the directory.
+//! Crash-safe file writes: temp file in the same directory, fsync, rename, fsync the directory;
+//! and [`Fs`], the seam through which the capture store does its I/O (the real file system, with
+//! an optional injected sync delay for benchmarks, or a power-cut model in tests).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::SealError;
 
@@ -34,7 +38,120 @@ pub fn sync_dir(dir: &Path) -> Result<(), SealError> {
         .map_err(|e| io_err(dir, e))
 }
 
-fn temp_name(path: &Path) -> PathBuf {
+/// Counts of what went to the disk through an [`Fs`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IoCounters {
+    /// Sync calls that reached the disk (`syncfs` and directory `fsync`).
+    pub syncs: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// The file-system operations of the capture store. Writes and renames are not durable until a
+/// later [`Fs::sync_all`] (data and names) or [`Fs::sync_dir`] (names) returns.
+pub trait Fs: Send + std::fmt::Debug {
+    /// Create or truncate `path` (mode 0644) and write `bytes`; not synced.
+    fn write(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// rename(2): atomic, replaces `to`; not synced.
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    /// unlink(2); not synced.
+    fn remove(&mut self, path: &Path) -> io::Result<()>;
+    /// Make every write, rename and unlink made so far on `dir`'s file system durable.
+    fn sync_all(&mut self, dir: &Path) -> io::Result<()>;
+    /// Make the names in `dir` (renames and unlinks in it) durable.
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
+    /// What went to the disk so far.
+    fn counters(&self) -> IoCounters;
+}
+
+/// The real file system. `fsync: false` skips every sync (tmpfs, benchmarks). `sync_delay` is
+/// slept after every sync that is made: the seam where `bench-seal --fsync-delay-ms` models a
+/// slow SD card (whose cache flush commonly takes 5–50 ms).
+#[derive(Debug, Clone, Default)]
+pub struct RealFs {
+    pub fsync: bool,
+    pub sync_delay: Duration,
+    counters: IoCounters,
+}
+
+impl RealFs {
+    pub fn new(fsync: bool) -> Self {
+        Self {
+            fsync,
+            sync_delay: Duration::ZERO,
+            counters: IoCounters::default(),
+        }
+    }
+
+    /// With a sleep of `delay` after every sync.
+    pub fn with_delay(fsync: bool, delay: Duration) -> Self {
+        Self {
+            sync_delay: delay,
+            ..Self::new(fsync)
+        }
+    }
+
+    fn synced(&mut self) {
+        self.counters.syncs += 1;
+        if !self.sync_delay.is_zero() {
+            std::thread::sleep(self.sync_delay);
+        }
+    }
+}
+
+impl Fs for RealFs {
+    fn write(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(path)?;
+        f.write_all(bytes)?;
+        self.counters.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    /// syncfs(2): one call flushes the data and metadata of every file written (and every
+    /// rename) on the file system, where fsync(2) per file would flush the device cache once per
+    /// file. Writeback errors are reported by syncfs since Linux 5.8.
+    fn sync_all(&mut self, dir: &Path) -> io::Result<()> {
+        if !self.fsync {
+            return Ok(());
+        }
+        let d = File::open(dir)?;
+        // SAFETY: `d` is an open file descriptor for the duration of the call.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.synced();
+        Ok(())
+    }
+
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        if !self.fsync {
+            return Ok(());
+        }
+        File::open(dir)?.sync_all()?;
+        self.synced();
+        Ok(())
+    }
+
+    fn counters(&self) -> IoCounters {
+        self.counters
+    }
+}
+
+/// The temp name beside `path` used while it is written (`.NAME.tmp-PID`).
+pub fn temp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -38,7 +38,7 @@ use manifest::{
     MANIFEST_FORMAT,
 };
 use policy::{FrameFacts, PolicyKind, PolicyParams, PolicyState, Step};
-use store::{Retention, Store};
+use store::{Batch, Pending, Retention, Store};
 
 /// Errors from sealing, storage and verification.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +101,26 @@ pub trait Signer: Send + Sync {
 
 /// The seal seam.
 pub trait Sealer: Send {
-    /// Seal the frame if policy says so.
+    /// Seal the frame if policy says so. `Ok(Some(_))` only once the capture is durable.
     fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError>;
+
+    /// Seal frames that arrived together (group commit): result `i` is for `inputs[i]`, and
+    /// every `Ok(Some(_))` is durable when this returns. The default seals one by one.
+    fn seal_batch(&mut self, inputs: &[SealInput<'_>]) -> Vec<Result<Option<Sealed>, SealError>> {
+        inputs.iter().map(|i| self.seal(i)).collect()
+    }
+}
+
+/// The same error again (for each capture of a batch that failed as a whole).
+fn dup_err(e: &SealError) -> SealError {
+    match e {
+        SealError::Io { path, source } => SealError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        SealError::StorageFull { path } => SealError::StorageFull { path: path.clone() },
+        other => SealError::Encode(other.to_string()),
+    }
 }
 
 /// Placeholder sealer: seals nothing.
@@ -138,7 +156,11 @@ pub struct SealConfig {
     pub retention_max_age: Option<Duration>,
     /// Keep the capture store under this many MiB (oldest deleted first); 0 disables.
     pub retention_max_mb: u64,
-    /// fsync every file and directory (crash-safe). Off only for benchmarks or tmpfs.
+    /// Make every batch of captures durable before it counts as sealed: one `syncfs` after the
+    /// batch's files are written and one fsync of the chain directory after its manifests are
+    /// renamed (docs/capture-format.md §2.1); the same for chain-state writes and prunes. `false`
+    /// skips every sync (a power cut may then lose captures reported sealed); only for
+    /// benchmarks, tests or tmpfs.
     pub fsync: bool,
 }
 
@@ -378,12 +400,30 @@ impl ChainSealer {
         data_dir: &Path,
         device_id: &str,
     ) -> Result<Self, SealError> {
-        let store = Store::open(
+        Self::with_fs(
+            cfg,
+            key,
+            data_dir,
+            device_id,
+            Box::new(fsio::RealFs::new(cfg.fsync)),
+        )
+    }
+
+    /// [`ChainSealer::with_key`] with the store's I/O going through `fs` (benchmarks inject a
+    /// sync delay there, tests a power-cut model).
+    pub fn with_fs(
+        cfg: &SealConfig,
+        key: Arc<DeviceKey>,
+        data_dir: &Path,
+        device_id: &str,
+        fs: Box<dyn fsio::Fs>,
+    ) -> Result<Self, SealError> {
+        let store = Store::open_with(
             &data_dir.join("captures"),
             &key,
             device_id,
             cfg.retention(),
-            cfg.fsync,
+            fs,
         )?;
         let (next, _) = store.next();
         tracing::info!(
@@ -413,15 +453,28 @@ impl ChainSealer {
         &self.store
     }
 
-    /// Seal one frame now, regardless of policy.
+    /// Seal one frame now, regardless of policy (a batch of one).
     pub fn seal_now(&mut self, input: &SealInput<'_>, reason: &str) -> Result<Sealed, SealError> {
+        let mut batch = self.store.begin();
+        let sealed = self.stage(&mut batch, input, reason)?;
+        self.store.commit(&self.key, batch)?;
+        Ok(sealed)
+    }
+
+    /// Build, sign and write one capture into `batch` (durable only once the batch commits).
+    fn stage(
+        &mut self,
+        batch: &mut Batch,
+        input: &SealInput<'_>,
+        reason: &str,
+    ) -> Result<Sealed, SealError> {
         let StoredImage {
             bytes: image,
             media_type,
             ext,
             encoding,
         } = stored_image(input.frame)?;
-        let (seq, prev) = self.store.next();
+        let (seq, prev) = batch.next();
         let m = build_manifest(
             &self.key,
             &self.device_id,
@@ -439,64 +492,127 @@ impl ChainSealer {
             .to_canonical()
             .map_err(|e| SealError::Encode(e.to_string()))?;
         let sig = self.key.sign(&bytes);
-        let path = self.store.write(&self.key, &m, &bytes, &sig, &image)?;
+        let manifest_sha256 = keys::sha256_hex(&bytes);
+        let p = Pending {
+            seq,
+            prev: m.prev.clone(),
+            wall_us: m.captured.wall_unix_us,
+            image_file: m.image.file.clone(),
+            manifest: bytes,
+            sig,
+            image,
+        };
+        self.store.stage(batch, &p)?;
         Ok(Sealed {
             chain_seq: seq,
             frame_seq: input.frame.seq,
-            manifest_sha256: keys::sha256_hex(&bytes),
+            manifest_sha256,
             image_sha256: m.image.sha256,
-            path,
+            path: self.store.dir().join(format!("{}.json", store::stem(seq))),
         })
     }
 }
 
+/// Where the frame to seal comes from within a batch.
+#[derive(Clone, Copy)]
+enum Src {
+    Input(usize),
+    Held(usize),
+}
+
 impl Sealer for ChainSealer {
     fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
-        let facts = FrameFacts {
-            mono: input.frame.captured_mono,
-            verdict: input.decision.verdict,
-            alert: !input.decision.actions.is_empty(),
-        };
-        let (st, step) = policy::step(&self.params, self.state, facts);
-        self.state = st;
-        match step {
-            Step::Skip => Ok(None),
-            Step::Hold => {
-                if self.held.len() >= self.params.evidence_pre {
-                    self.held.pop_front();
+        self.seal_batch(std::slice::from_ref(input))
+            .pop()
+            .unwrap_or(Ok(None))
+    }
+
+    /// Policy for each input in order (held pre-alert frames are flushed oldest first before the
+    /// alert frame), then every frame to seal is staged and the batch committed at once.
+    fn seal_batch(&mut self, inputs: &[SealInput<'_>]) -> Vec<Result<Option<Sealed>, SealError>> {
+        let mut results: Vec<Result<Option<Sealed>, SealError>> =
+            inputs.iter().map(|_| Ok(None)).collect();
+        let mut flushed: Vec<Held> = Vec::new();
+        let mut todo: Vec<(Src, &'static str)> = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let facts = FrameFacts {
+                mono: input.frame.captured_mono,
+                verdict: input.decision.verdict,
+                alert: !input.decision.actions.is_empty(),
+            };
+            let (st, step) = policy::step(&self.params, self.state, facts);
+            self.state = st;
+            match step {
+                Step::Skip => {}
+                Step::Hold => {
+                    if self.held.len() >= self.params.evidence_pre {
+                        self.held.pop_front();
+                    }
+                    self.held.push_back(Held {
+                        frame: input.frame.clone(),
+                        analysis: input.analysis.cloned(),
+                        decision: input.decision.clone(),
+                    });
                 }
-                self.held.push_back(Held {
-                    frame: input.frame.clone(),
-                    analysis: input.analysis.cloned(),
-                    decision: input.decision.clone(),
-                });
-                Ok(None)
-            }
-            Step::Seal { reason, flush_held } => {
-                if flush_held {
-                    let mut first_err = None;
-                    while let Some(h) = self.held.pop_front() {
-                        let hi = SealInput {
-                            frame: &h.frame,
-                            analysis: h.analysis.as_ref(),
-                            decision: &h.decision,
-                        };
-                        if let Err(e) = self.seal_now(&hi, "evidence") {
-                            tracing::warn!(seq = h.frame.seq, error = %e, "sealing held frame failed");
-                            first_err.get_or_insert(e);
+                Step::Seal { reason, flush_held } => {
+                    if flush_held {
+                        for h in self.held.drain(..) {
+                            todo.push((Src::Held(flushed.len()), "evidence"));
+                            flushed.push(h);
                         }
                     }
-                    if let Some(SealError::StorageFull { path }) = first_err {
-                        // Still try the alert frame itself; report the full disk if it fails too.
-                        return self
-                            .seal_now(input, reason)
-                            .map(Some)
-                            .map_err(|_| SealError::StorageFull { path });
-                    }
+                    todo.push((Src::Input(i), reason));
                 }
-                self.seal_now(input, reason).map(Some)
             }
         }
+        if todo.is_empty() {
+            return results;
+        }
+        let mut batch = self.store.begin();
+        let mut staged: Vec<(usize, Sealed)> = Vec::new();
+        for (src, reason) in todo {
+            let r = match src {
+                Src::Input(i) => self.stage(&mut batch, &inputs[i], reason).map(|s| (i, s)),
+                Src::Held(j) => {
+                    let h = &flushed[j];
+                    let hi = SealInput {
+                        frame: &h.frame,
+                        analysis: h.analysis.as_ref(),
+                        decision: &h.decision,
+                    };
+                    match self.stage(&mut batch, &hi, reason) {
+                        // Held frames are sealed as evidence but reported through the alert
+                        // frame only.
+                        Ok(_) => continue,
+                        Err(e) => {
+                            tracing::warn!(seq = h.frame.seq, error = %e, "sealing held frame failed");
+                            continue;
+                        }
+                    }
+                }
+            };
+            match r {
+                Ok(x) => staged.push(x),
+                Err(e) => {
+                    if let Src::Input(i) = src {
+                        results[i] = Err(e);
+                    }
+                }
+            }
+        }
+        match self.store.commit(&self.key, batch) {
+            Ok(_) => {
+                for (i, s) in staged {
+                    results[i] = Ok(Some(s));
+                }
+            }
+            Err(e) => {
+                for (i, _) in staged {
+                    results[i] = Err(dup_err(&e));
+                }
+            }
+        }
+        results
     }
 }
 

@@ -1,7 +1,13 @@
 //! The capture store: one directory per chain (`<data_dir>/captures/<key id, 16 hex>/`), holding
-//! for each capture `<seq:012>.<jpg|png>`, `<seq:012>.sig` and `<seq:012>.json` (written in that
-//! order, each atomically; the manifest last, so a capture exists once its manifest does), plus a
-//! signed chain-state record `chain.json` / `chain.sig`.
+//! for each capture `<seq:012>.<jpg|png>`, `<seq:012>.sig` and `<seq:012>.json` (a capture exists
+//! once its manifest does), plus a signed chain-state record `chain.json` / `chain.sig`.
+//!
+//! Captures are stored in batches with group commit ([`Store::stage`] each, then one
+//! [`Store::commit`]): images and signatures are written under their final names and manifests
+//! under temp names; one `syncfs` makes all of it durable; the manifests are renamed to their final
+//! names in chain order; one directory fsync makes the renames durable. Two syncs per batch, however
+//! many captures it holds. The order of operations is a pure function ([`plan_commit`]); the
+//! crash-consistency argument is in `docs/capture-format.md` §2.1.
 //!
 //! On open the chain head is recovered from the newest manifest (or the chain-state record),
 //! orphans of an interrupted write are removed, and retention is applied. Retention deletes the
@@ -13,7 +19,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::fsio::{self, io_err};
+use std::sync::Arc;
+
+use super::fsio::{self, io_err, Fs, IoCounters, RealFs};
 use super::keys::{self, DeviceKey};
 use super::manifest::{ChainState, Manifest, CHAIN_FORMAT};
 use super::{SealError, Signer};
@@ -43,12 +51,84 @@ struct Entry {
     bytes: u64,
 }
 
+/// One step of a batch commit (see [`plan_commit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `syncfs`: every write and rename so far is durable.
+    SyncAll,
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    /// fsync of the chain directory: the renames in it are durable.
+    SyncDir,
+}
+
+/// The commit of staged captures, in order: one sync of everything written (images and
+/// signatures under final names, manifests under temp names), the manifests' renames in chain
+/// order, one directory sync. Pure: the caller executes the steps and stops at the first error.
+pub fn plan_commit(manifests: &[(PathBuf, PathBuf)]) -> Vec<Op> {
+    let mut ops = Vec::with_capacity(manifests.len() + 2);
+    ops.push(Op::SyncAll);
+    ops.extend(manifests.iter().map(|(tmp, fin)| Op::Rename {
+        from: tmp.clone(),
+        to: fin.clone(),
+    }));
+    ops.push(Op::SyncDir);
+    ops
+}
+
+/// One capture ready to be stored: `manifest` is the canonical encoding of a manifest with this
+/// `seq`/`prev`, `sig` its signature.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: u64,
+    pub prev: Option<String>,
+    pub wall_us: u64,
+    /// `image.file` of the manifest.
+    pub image_file: String,
+    pub manifest: Vec<u8>,
+    pub sig: [u8; 64],
+    pub image: Arc<[u8]>,
+}
+
+#[derive(Debug)]
+struct StagedCapture {
+    entry: Entry,
+    sha256: String,
+    paths: [PathBuf; 3],
+    tmp_manifest: PathBuf,
+}
+
+/// Captures written but not yet committed. Built by [`Store::begin`]; the chain position of the
+/// next capture is [`Batch::next`].
+#[derive(Debug)]
+pub struct Batch {
+    next: (u64, Option<String>),
+    staged: Vec<StagedCapture>,
+}
+
+impl Batch {
+    /// (seq, prev) for the next manifest of this batch.
+    pub fn next(&self) -> (u64, Option<String>) {
+        self.next.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.staged.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+}
+
 /// An open chain directory.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
     device_id: String,
-    fsync: bool,
+    fs: Box<dyn Fs>,
     retention: Retention,
     entries: VecDeque<Entry>,
     total_bytes: u64,
@@ -88,6 +168,23 @@ impl Store {
         device_id: &str,
         retention: Retention,
         fsync: bool,
+    ) -> Result<Self, SealError> {
+        Self::open_with(
+            captures,
+            key,
+            device_id,
+            retention,
+            Box::new(RealFs::new(fsync)),
+        )
+    }
+
+    /// [`Store::open`] doing its writes through `fs`.
+    pub fn open_with(
+        captures: &Path,
+        key: &DeviceKey,
+        device_id: &str,
+        retention: Retention,
+        fs: Box<dyn Fs>,
     ) -> Result<Self, SealError> {
         let dir = chain_dir(captures, key.id());
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
@@ -173,7 +270,7 @@ impl Store {
         let mut store = Self {
             dir,
             device_id: device_id.to_string(),
-            fsync,
+            fs,
             retention,
             entries,
             total_bytes: total,
@@ -203,40 +300,119 @@ impl Store {
         (self.entries.len(), self.total_bytes)
     }
 
-    /// Store one capture. `manifest` must be the canonical bytes of `m`, `sig` its signature.
-    /// On error nothing of this capture remains and the chain head is unchanged.
-    pub fn write(
-        &mut self,
-        key: &DeviceKey,
-        m: &Manifest,
-        manifest: &[u8],
-        sig: &[u8; 64],
-        image: &[u8],
-    ) -> Result<PathBuf, SealError> {
-        let st = stem(m.seq);
-        let img_path = self.dir.join(&m.image.file);
-        let sig_path = self.dir.join(format!("{st}.sig"));
-        let man_path = self.dir.join(format!("{st}.json"));
-        let res = fsio::atomic_write(&img_path, image, 0o644, self.fsync)
-            .and_then(|_| fsio::atomic_write(&sig_path, sig, 0o644, self.fsync))
-            .and_then(|_| fsio::atomic_write(&man_path, manifest, 0o644, self.fsync));
+    /// What went to the disk so far (syncs, bytes).
+    pub fn io_counters(&self) -> IoCounters {
+        self.fs.counters()
+    }
+
+    /// Start a batch at the current chain head.
+    pub fn begin(&self) -> Batch {
+        Batch {
+            next: self.next(),
+            staged: Vec::new(),
+        }
+    }
+
+    /// Write one capture of `batch` (not durable, not yet a capture: its manifest has a temp
+    /// name). `p.seq`/`p.prev` must be [`Batch::next`]. On error nothing of it remains and the
+    /// batch is unchanged, so the next capture takes its place in the chain.
+    pub fn stage(&mut self, batch: &mut Batch, p: &Pending) -> Result<(), SealError> {
+        let (seq, prev) = batch.next();
+        if p.seq != seq || p.prev != prev {
+            return Err(SealError::Encode(format!(
+                "capture staged at seq {} (prev {:?}), batch is at {seq} ({prev:?})",
+                p.seq, p.prev
+            )));
+        }
+        let st = stem(seq);
+        let img = self.dir.join(&p.image_file);
+        let sig = self.dir.join(format!("{st}.sig"));
+        let man = self.dir.join(format!("{st}.json"));
+        let tmp = fsio::temp_name(&man);
+        let res = self
+            .fs
+            .write(&img, &p.image)
+            .map_err(|e| io_err(&img, e))
+            .and_then(|()| self.fs.write(&sig, &p.sig).map_err(|e| io_err(&sig, e)))
+            .and_then(|()| {
+                self.fs
+                    .write(&tmp, &p.manifest)
+                    .map_err(|e| io_err(&tmp, e))
+            });
         if let Err(e) = res {
-            let _ = fs::remove_file(&man_path);
-            let _ = fs::remove_file(&sig_path);
-            let _ = fs::remove_file(&img_path);
+            for q in [&tmp, &sig, &img] {
+                let _ = self.fs.remove(q);
+            }
             return Err(e);
         }
-        let size = (image.len() + sig.len() + manifest.len()) as u64;
-        self.total_bytes += size;
-        self.entries.push_back(Entry {
-            seq: m.seq,
-            prev: m.prev.clone(),
-            wall_us: m.captured.wall_unix_us,
-            bytes: size,
+        let sha256 = keys::sha256_hex(&p.manifest);
+        batch.next = (seq + 1, Some(sha256.clone()));
+        batch.staged.push(StagedCapture {
+            entry: Entry {
+                seq,
+                prev: p.prev.clone(),
+                wall_us: p.wall_us,
+                bytes: (p.image.len() + p.sig.len() + p.manifest.len()) as u64,
+            },
+            sha256,
+            paths: [img, sig, man],
+            tmp_manifest: tmp,
         });
-        self.head = Some((m.seq, keys::sha256_hex(manifest)));
-        self.since_checkpoint += 1;
-        // Retention and checkpoints are housekeeping: the capture itself is safely stored.
+        Ok(())
+    }
+
+    /// Make the staged captures durable together ([`plan_commit`]: two syncs). On success they
+    /// are stored and the chain head is the batch's last capture; returns their manifest paths in
+    /// order. On error none of them remains and the chain head is unchanged.
+    pub fn commit(&mut self, key: &DeviceKey, batch: Batch) -> Result<Vec<PathBuf>, SealError> {
+        if batch.staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<(PathBuf, PathBuf)> = batch
+            .staged
+            .iter()
+            .map(|c| (c.tmp_manifest.clone(), c.paths[2].clone()))
+            .collect();
+        let mut res = Ok(());
+        for op in plan_commit(&names) {
+            let r = match &op {
+                Op::SyncAll => self
+                    .fs
+                    .sync_all(&self.dir)
+                    .map_err(|e| io_err(&self.dir, e)),
+                Op::Rename { from, to } => self.fs.rename(from, to).map_err(|e| io_err(to, e)),
+                Op::SyncDir => self
+                    .fs
+                    .sync_dir(&self.dir)
+                    .map_err(|e| io_err(&self.dir, e)),
+            };
+            if let Err(e) = r {
+                res = Err(e);
+                break;
+            }
+        }
+        if let Err(e) = res {
+            // Manifests first, newest first: a crash while undoing leaves a chain prefix.
+            for c in batch.staged.iter().rev() {
+                let _ = self.fs.remove(&c.paths[2]);
+                let _ = self.fs.remove(&c.tmp_manifest);
+            }
+            for c in &batch.staged {
+                let _ = self.fs.remove(&c.paths[0]);
+                let _ = self.fs.remove(&c.paths[1]);
+            }
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(batch.staged.len());
+        for c in batch.staged {
+            self.total_bytes += c.entry.bytes;
+            self.head = Some((c.entry.seq, c.sha256));
+            self.entries.push_back(c.entry);
+            self.since_checkpoint += 1;
+            let [_, _, man] = c.paths;
+            out.push(man);
+        }
+        // Retention and checkpoints are housekeeping: the captures themselves are safely stored.
         let pruned = match self.apply_retention(key) {
             Ok(n) => n,
             Err(e) => {
@@ -249,7 +425,7 @@ impl Store {
                 tracing::warn!(error = %e, "chain checkpoint failed");
             }
         }
-        Ok(man_path)
+        Ok(out)
     }
 
     /// Write the signed chain-state record.
@@ -280,8 +456,37 @@ impl Store {
             return Ok(());
         }
         let sig = key.sign(&bytes);
-        fsio::atomic_write(&self.dir.join("chain.sig"), &sig, 0o644, self.fsync)?;
-        fsio::atomic_write(&self.dir.join("chain.json"), &bytes, 0o644, self.fsync)?;
+        // Both temps synced, then two renames back to back and one directory sync. A crash
+        // between the two renames leaves a new chain.sig beside the old chain.json (the record
+        // is then reported invalid until the daemon rewrites it on start): a window of two
+        // rename calls, once per checkpoint. Closing it needs the format to hold both in one file.
+        let (sig_path, json_path) = (self.dir.join("chain.sig"), self.dir.join("chain.json"));
+        let (sig_tmp, json_tmp) = (fsio::temp_name(&sig_path), fsio::temp_name(&json_path));
+        let res = (|| {
+            self.fs
+                .write(&sig_tmp, &sig)
+                .map_err(|e| io_err(&sig_tmp, e))?;
+            self.fs
+                .write(&json_tmp, &bytes)
+                .map_err(|e| io_err(&json_tmp, e))?;
+            self.fs
+                .sync_all(&self.dir)
+                .map_err(|e| io_err(&self.dir, e))?;
+            self.fs
+                .rename(&sig_tmp, &sig_path)
+                .map_err(|e| io_err(&sig_path, e))?;
+            self.fs
+                .rename(&json_tmp, &json_path)
+                .map_err(|e| io_err(&json_path, e))?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| io_err(&self.dir, e))
+        })();
+        if res.is_err() {
+            let _ = self.fs.remove(&sig_tmp);
+            let _ = self.fs.remove(&json_tmp);
+        }
+        res?;
         self.since_checkpoint = 0;
         Ok(())
     }
@@ -328,14 +533,13 @@ impl Store {
         self.checkpoint(key)?;
         for e in &doomed {
             let st = stem(e.seq);
-            let _ = fs::remove_file(self.dir.join(format!("{st}.json")));
-            let _ = fs::remove_file(self.dir.join(format!("{st}.sig")));
-            let _ = fs::remove_file(self.dir.join(format!("{st}.jpg")));
-            let _ = fs::remove_file(self.dir.join(format!("{st}.png")));
+            for ext in ["json", "sig", "jpg", "png"] {
+                let _ = self.fs.remove(&self.dir.join(format!("{st}.{ext}")));
+            }
         }
-        if self.fsync {
-            fsio::sync_dir(&self.dir)?;
-        }
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| io_err(&self.dir, e))?;
         tracing::info!(
             pruned = n,
             first_seq = self.entries.front().map(|e| e.seq),
@@ -343,5 +547,34 @@ impl Store {
             "retention pruned old captures"
         );
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_plan_syncs_once_renames_in_chain_order_then_syncs_the_directory() {
+        let names: Vec<(PathBuf, PathBuf)> = (0..3)
+            .map(|i| {
+                let fin = PathBuf::from(format!("/c/{}.json", stem(i)));
+                (fsio::temp_name(&fin), fin)
+            })
+            .collect();
+        let ops = plan_commit(&names);
+        assert_eq!(ops.len(), 5);
+        assert_eq!(ops[0], Op::SyncAll);
+        assert_eq!(ops[4], Op::SyncDir);
+        for (i, op) in ops[1..4].iter().enumerate() {
+            assert_eq!(
+                op,
+                &Op::Rename {
+                    from: names[i].0.clone(),
+                    to: names[i].1.clone()
+                }
+            );
+        }
+        assert_eq!(plan_commit(&[]), vec![Op::SyncAll, Op::SyncDir]);
     }
 }

@@ -61,6 +61,11 @@ pub struct ChainReport {
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     pub problems: Vec<Problem>,
+    /// Observations that do not make the chain invalid: `uncheckpointed` (captures after the
+    /// last chain-state record: where a crash cleanly truncates the chain) and `incomplete_write`
+    /// (files of a batch interrupted before its manifests were committed; the daemon removes them
+    /// on start).
+    pub notes: Vec<Problem>,
     pub captures: Vec<CaptureReport>,
 }
 
@@ -455,6 +460,29 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
             dir.display()
         )));
     }
+    let mut notes = Vec::new();
+    if let (Some(c), Some(max)) = (&state, last) {
+        let after = c.last_seq.map_or(c.first_seq, |l| l + 1);
+        if max >= after {
+            notes.push(problem(
+                "uncheckpointed",
+                format!(
+                    "captures {after}..={max} were stored after the last chain-state record; the chain ends at {max} (a crash truncates it here cleanly; deleting these newest captures could not be detected)"
+                ),
+            ));
+        }
+    }
+    let leftovers = incomplete_files(dir, &items);
+    if !leftovers.is_empty() {
+        notes.push(problem(
+            "incomplete_write",
+            format!(
+                "{} file(s) of an interrupted write, named by no manifest (removed when the daemon starts): {}",
+                leftovers.len(),
+                leftovers.join(", ")
+            ),
+        ));
+    }
     Ok(ChainReport {
         dir: Some(dir.to_path_buf()),
         key_id: trusted.map(|t| keys::key_id(&t)),
@@ -463,8 +491,38 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
         first_seq: first,
         last_seq: last,
         problems,
+        notes,
         captures: items.into_iter().map(|i| i.report).collect(),
     })
+}
+
+/// Files in `dir` that no manifest names: temp files and images or signatures left by a write
+/// that was interrupted before its manifest was committed.
+fn incomplete_files(dir: &Path, items: &[Item]) -> Vec<String> {
+    let named: std::collections::HashSet<String> = items
+        .iter()
+        .filter_map(|i| i.manifest.as_ref())
+        .flat_map(|m| [m.image.file.clone(), format!("{}.sig", stem(m.seq))])
+        .chain(items.iter().filter_map(|i| {
+            let n = i.report.path.file_stem()?.to_str()?;
+            Some(format!("{n}.sig"))
+        }))
+        .collect();
+    let mut out: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| {
+                    let capture_file =
+                        n != "chain.sig" && [".sig", ".jpg", ".png"].iter().any(|x| n.ends_with(x));
+                    (n.starts_with('.') && n.contains(".tmp-"))
+                        || (capture_file && !named.contains(n))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 /// Verify manifest files given one by one: each file, and continuity among them (the chain's
@@ -486,6 +544,7 @@ pub fn verify_files(files: &[PathBuf], pubkey: Option<&[u8; 32]>) -> ChainReport
         first_seq: seqs.iter().min().copied(),
         last_seq: seqs.iter().max().copied(),
         problems: Vec::new(),
+        notes: Vec::new(),
         captures: items.into_iter().map(|i| i.report).collect(),
     }
 }
