@@ -14,6 +14,7 @@ use std::sync::mpsc::{self, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::camera::{self, FrameTrust, SourceGuard};
 use crate::capture::{
     self, monotonic_now, Capture, CaptureError, CaptureEvent, Frame, FrameSource,
 };
@@ -55,6 +56,8 @@ pub struct Limits {
 /// The stage implementations, chosen by the caller (real ones from config, fakes in tests).
 pub struct Components {
     pub source: Box<dyn FrameSource>,
+    /// Camera identity, injection instruments and stream integrity (runs in the capture thread).
+    pub guard: SourceGuard,
     pub analyzer: Box<dyn Analyzer>,
     pub sealer: Box<dyn Sealer>,
     pub sink: Arc<dyn EventSink>,
@@ -65,8 +68,20 @@ impl Components {
     /// Build the stages described by `cfg`.
     pub fn from_config(cfg: &Config) -> Result<Self, DaemonError> {
         let sealer = ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?;
+        // camera hook (issue 14): pins are signed with the device key, kept in the data dir.
+        let guard = SourceGuard::new(
+            cfg.source.guard(),
+            Box::new(camera::fingerprint::SystemInfo::default()),
+            Some(camera::pin::PinStore::new(
+                &cfg.data_dir,
+                sealer.signer(),
+                &cfg.device_id,
+                cfg.seal.fsync,
+            )),
+        );
         let parts = Self {
             source: capture::open(&cfg.source)?,
+            guard,
             analyzer: detect::build(&cfg.detect)?,
             // publish: MqttSink when a broker is configured (needs the tokio runtime), else
             // LogSink. Alerts are signed with the same device key as captures.
@@ -93,15 +108,39 @@ pub struct RunReport {
     pub capture_error: Option<String>,
 }
 
+/// A captured frame with the camera guard's verdict on its source.
+struct Captured {
+    frame: Frame,
+    trust: FrameTrust,
+}
+
 struct Analysed {
     frame: Frame,
     analysis: Option<Analysis>,
     decision: Decision,
+    trust: FrameTrust,
+}
+
+/// Source alerts of a frame that will not reach the seal stage: raised now, without evidence.
+fn send_source_alerts(sink: &dyn EventSink, frame: &Frame, trust: &FrameTrust) {
+    for a in &trust.alerts {
+        sink.send(Event::Alert(AlertRequest {
+            kind: a.kind.into(),
+            severity: a.severity.into(),
+            first_seq: frame.seq,
+            last_seq: frame.seq,
+            score: a.score,
+            models: Vec::new(),
+            evidence: None,
+            detail: a.detail.clone(),
+        }));
+    }
 }
 
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
-    queue: DropOldest<Frame>,
+    mut guard: SourceGuard,
+    queue: DropOldest<Captured>,
     stats: Arc<Stats>,
     sink: Arc<dyn EventSink>,
     limits: Limits,
@@ -118,8 +157,11 @@ fn capture_loop(
                 seq += 1;
                 tracing::debug!(seq = f.seq, device_seq = f.device_seq, "frame");
                 Stats::inc(&stats.captured);
-                if queue.push(f).is_some() {
+                let trust = guard.on_frame(&f);
+                if let Some(old) = queue.push(Captured { frame: f, trust }) {
                     Stats::inc(&stats.dropped);
+                    // Its source alerts must not be lost with it.
+                    send_source_alerts(sink.as_ref(), &old.frame, &old.trust);
                 }
             }
             Ok(Capture::Event(CaptureEvent::EndOfStream)) => {
@@ -146,7 +188,7 @@ fn capture_loop(
 fn analysis_loop(
     mut analyzer: Box<dyn Analyzer>,
     mut actuator: Box<dyn Actuator>,
-    queue: DropOldest<Frame>,
+    queue: DropOldest<Captured>,
     seal_tx: mpsc::SyncSender<Analysed>,
     stats: Arc<Stats>,
     sink: Arc<dyn EventSink>,
@@ -158,8 +200,8 @@ fn analysis_loop(
     let mut ready_sent = false;
     let mut watchdog = crate::device::notify::Watchdog::from_env();
     loop {
-        let frame = match queue.pop_timeout(Duration::from_millis(200)) {
-            Pop::Item(f) => f,
+        let Captured { frame, trust } = match queue.pop_timeout(Duration::from_millis(200)) {
+            Pop::Item(c) => c,
             Pop::Empty => continue,
             Pop::Closed => break,
         };
@@ -180,6 +222,8 @@ fn analysis_loop(
         Stats::inc(&stats.analysed);
         let (next, decision) = decide::step(state, analysis.as_ref(), frame.captured_mono);
         state = next;
+        // camera hook (issue 14): an untrusted source overrides the verdict; its alerts join.
+        let decision = camera::apply(decision, &trust);
         actuator.on_verdict(decision.verdict);
         // device hook (issue 7): fault LED on detector errors; WATCHDOG=1 (rate-limited to
         // WATCHDOG_USEC/2) only here, so a stalled capture or detector lets systemd restart us.
@@ -195,6 +239,7 @@ fn analysis_loop(
             frame,
             analysis,
             decision,
+            trust,
         };
         match seal_tx.try_send(item) {
             Ok(()) => {}
@@ -225,13 +270,17 @@ fn alerts_for(item: &Analysed, evidence: Option<String>) -> Vec<AlertRequest> {
                 first_seq: item.frame.seq,
                 last_seq: item.frame.seq,
                 score: *score,
-                models: item
-                    .analysis
-                    .as_ref()
-                    .map(|a| a.models.clone())
-                    .unwrap_or_default(),
+                // Source alerts are not model results.
+                models: match item.trust.detail(kind) {
+                    Some(_) => Vec::new(),
+                    None => item
+                        .analysis
+                        .as_ref()
+                        .map(|a| a.models.clone())
+                        .unwrap_or_default(),
+                },
                 evidence: evidence.clone(),
-                detail: String::new(),
+                detail: item.trust.detail(kind).unwrap_or_default().to_string(),
             },
         })
         .collect()
@@ -251,6 +300,7 @@ fn seal_loop(
             frame: &item.frame,
             analysis: item.analysis.as_ref(),
             decision: &item.decision,
+            identity: &item.trust.identity,
         };
         let evidence = match sealer.seal(&input) {
             Ok(Some(sealed)) => {
@@ -325,6 +375,7 @@ pub async fn run_pipeline(
 
     let Components {
         source,
+        guard: source_guard,
         analyzer,
         sealer,
         sink,
@@ -335,7 +386,7 @@ pub async fn run_pipeline(
     {
         let (q, st, sk, sd) = (queue.clone(), stats.clone(), sink.clone(), shutdown.clone());
         spawn("vf-capture", guard.clone(), move || {
-            let r = capture_loop(source, q, st, sk, limits, sd);
+            let r = capture_loop(source, source_guard, q, st, sk, limits, sd);
             let _ = cap_done_tx.send(r);
         })?;
     }

@@ -14,6 +14,7 @@
 //! | module | owns | seam |
 //! |---|---|---|
 //! | [`config`] | TOML → validated [`config::Config`], CLI overrides | — |
+//! | [`camera`] | camera identity (fingerprint, pin), injection instruments, stream integrity | [`camera::fingerprint::CameraInfoSource`] |
 //! | [`capture`] | V4L2, replay, synthetic sources; reconnect; YUYV conversion | [`capture::FrameSource`] |
 //! | [`detect`] | decode, face detection, PAD, optional deepfake classifier (Meso4), model files, kernels | [`detect::Analyzer`] |
 //! | [`decide`] | smoothing, hysteresis, alert decisions (pure functions) | — |
@@ -26,6 +27,7 @@
 //! The `veriframe` binary (`src/main.rs`) parses arguments once and dispatches to these modules;
 //! it is the only place `anyhow` is used.
 
+pub mod camera;
 pub mod capture;
 pub mod config;
 pub mod daemon;

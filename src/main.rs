@@ -52,6 +52,8 @@ enum Command {
     Faces(detect::cli::FacesArgs),
     /// Convert and inspect detector model files.
     Model(detect::cli::ModelArgs),
+    /// Camera identity: `camera pin` binds the device to the camera now attached.
+    Camera(veriframe::camera::cli::CameraArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,6 +164,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(a) => Ok(detect::cli::bench(&a)?),
         Command::Faces(a) => Ok(detect::cli::faces(&a)?),
         Command::Model(a) => Ok(detect::cli::model(&a)?),
+        Command::Camera(a) => {
+            init_logging(LogFormat::Text, "info");
+            Ok(veriframe::camera::cli::camera(&a)?)
+        }
     }
 }
 

@@ -249,6 +249,13 @@ pub struct SourceConfig {
     /// Cap on the reopen delay.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// Accept virtual cameras and capture devices (v4l2loopback, vivid, HDMI dongles) as
+    /// cameras. For test rigs only; logged loudly at every start.
+    pub allow_virtual: bool,
+    /// `[source.expect]`: the camera this device must use (instead of pinning on first use).
+    pub expect: Option<crate::camera::pin::ExpectConfig>,
+    /// `[source.integrity]`: stream-integrity checks on camera streams.
+    pub integrity: crate::camera::integrity::IntegrityConfig,
 }
 
 impl Default for SourceConfig {
@@ -262,6 +269,9 @@ impl Default for SourceConfig {
             height: 480,
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(5),
+            allow_virtual: false,
+            expect: None,
+            integrity: Default::default(),
         }
     }
 }
@@ -291,6 +301,21 @@ impl SourceConfig {
                 "need 0 < reconnect_initial <= reconnect_max".into(),
             ));
         }
+        if let Some(e) = &self.expect {
+            e.validate()?;
+        }
+        self.integrity.validate()?;
         Ok(())
+    }
+}
+
+impl SourceConfig {
+    /// The camera-trust settings of this section.
+    pub fn guard(&self) -> crate::camera::GuardConfig {
+        crate::camera::GuardConfig {
+            allow_virtual: self.allow_virtual,
+            expect: self.expect.clone(),
+            integrity: self.integrity.clone(),
+        }
     }
 }

@@ -315,6 +315,10 @@ pub struct DeviceReport {
     pub capture: bool,
     pub formats: Vec<FormatReport>,
     pub error: Option<String>,
+    /// Camera fingerprint (V4L2 + USB sysfs identity and its SHA-256), for capture devices.
+    pub fingerprint: Option<crate::camera::fingerprint::Fingerprint>,
+    /// Injection-instrument table rows the device matches (virtual driver, capture chip).
+    pub instruments: Vec<crate::camera::instruments::Instrument>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -354,6 +358,8 @@ pub fn probe_device(path: &std::path::Path) -> DeviceReport {
         capture: false,
         formats: Vec::new(),
         error: None,
+        fingerprint: None,
+        instruments: Vec::new(),
     };
     let dev = match Device::with_path(path) {
         Ok(d) => d,
@@ -427,6 +433,14 @@ pub fn probe_device(path: &std::path::Path) -> DeviceReport {
         }
         rep.formats.push(fr);
     }
+    use crate::camera::fingerprint::{CameraInfoSource as _, Fingerprint, SystemInfo};
+    match SystemInfo::default().read(path) {
+        Ok(id) => {
+            rep.instruments = crate::camera::instruments::classify(&id);
+            rep.fingerprint = Some(Fingerprint::of(&id));
+        }
+        Err(e) => rep.error = Some(e.to_string()),
+    }
     rep
 }
 
@@ -447,6 +461,24 @@ pub fn render(reports: &[DeviceReport]) -> String {
             out.push_str(" — not a capture device");
         }
         out.push('\n');
+        if let Some(fp) = &r.fingerprint {
+            out.push_str(&format!("  fingerprint {}", fp.sha256));
+            if let Some(u) = &fp.usb {
+                out.push_str(&format!(
+                    " (USB {} serial {} port {})",
+                    u.vid_pid(),
+                    u.serial.as_deref().unwrap_or("none"),
+                    u.port
+                ));
+            }
+            out.push('\n');
+        }
+        if !r.instruments.is_empty() {
+            out.push_str(&format!(
+                "  INJECTION INSTRUMENT: {}\n",
+                crate::camera::instruments::describe(&r.instruments)
+            ));
+        }
         for f in &r.formats {
             out.push_str(&format!("  {} ({})\n", f.fourcc, f.description));
             for s in &f.sizes {
@@ -575,8 +607,16 @@ mod tests {
                 }],
             }],
             error: None,
+            fingerprint: Some(crate::camera::fingerprint::Fingerprint::of(
+                &crate::camera::fingerprint::fixtures::vivid(),
+            )),
+            instruments: crate::camera::instruments::classify(
+                &crate::camera::fingerprint::fixtures::vivid(),
+            ),
         };
         let s = render(&[r]);
+        assert!(s.contains("  fingerprint "), "{s}");
+        assert!(s.contains("INJECTION INSTRUMENT: vivid"), "{s}");
         assert!(s.contains("/dev/video0: vivid (driver vivid"));
         assert!(s.contains("640x480 @ 30, 25 fps"));
         assert_eq!(

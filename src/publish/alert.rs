@@ -25,7 +25,7 @@ use crate::seal::Signer;
 pub const ALERT_SCHEMA: &str = "veriframe.alert/1";
 
 /// Alert kinds the device raises.
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 10] = [
     "presentation_attack",
     "deepfake_suspected",
     "camera_lost",
@@ -33,6 +33,9 @@ pub const KINDS: [&str; 7] = [
     "tamper",
     "storage_full",
     "detector_error",
+    "camera_changed",
+    "injection_suspected",
+    "stream_anomaly",
 ];
 
 /// A model cited by an alert.

@@ -88,8 +88,20 @@ fn print_human(reports: &[ChainReport], pubkey_given: bool) {
         for c in &r.captures {
             let seq = c.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
             if c.valid() {
+                let camera = match &c.fingerprint {
+                    Some(f) if f.camera => format!(
+                        " camera={} ({})",
+                        f.sha256
+                            .as_deref()
+                            .map(|h| &h[..16])
+                            .unwrap_or("unreadable"),
+                        f.pin
+                    ),
+                    Some(_) => " camera=none".to_string(),
+                    None => String::new(),
+                };
                 println!(
-                    "ok    {} seq={seq} verdict={}",
+                    "ok    {} seq={seq} verdict={}{camera}",
                     c.path.display(),
                     c.verdict.as_deref().unwrap_or("?")
                 );
@@ -241,6 +253,7 @@ fn bench_store(dir: &Path, fsync: bool, n: usize, jpeg: &[u8]) -> Result<Summary
         verdict: Verdict::Authentic,
         actions: Vec::new(),
     };
+    let identity = crate::camera::SourceIdentity::not_a_camera();
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let frame = jpeg_frame(jpeg.to_vec(), i as u64);
@@ -248,6 +261,7 @@ fn bench_store(dir: &Path, fsync: bool, n: usize, jpeg: &[u8]) -> Result<Summary
             frame: &frame,
             analysis: None,
             decision: &decision,
+            identity: &identity,
         };
         let t0 = Instant::now();
         sealer.seal_now(&input, "every")?;

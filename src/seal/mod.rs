@@ -74,6 +74,8 @@ pub struct SealInput<'a> {
     /// `None` when analysis failed on this frame.
     pub analysis: Option<&'a Analysis>,
     pub decision: &'a Decision,
+    /// The source's identity and trust (manifest `fingerprint`).
+    pub identity: &'a crate::camera::SourceIdentity,
 }
 
 /// A stored capture: enough for alerts to cite their evidence.
@@ -170,6 +172,12 @@ impl SealConfig {
         if self.policy == PolicyKind::Authentic && self.verdicts.is_empty() {
             return Err(("seal.verdicts", "must not be empty".into()));
         }
+        if self.verdicts.contains(&Verdict::UntrustedSource) {
+            return Err((
+                "seal.verdicts",
+                "untrusted_source frames are never sealed as authentic (they are sealed only as evidence with their alerts)".into(),
+            ));
+        }
         if self.evidence_pre > 1000 {
             return Err(("seal.evidence_pre", "must be at most 1000".into()));
         }
@@ -204,6 +212,21 @@ impl SealConfig {
             max_bytes: (self.retention_max_mb > 0).then(|| self.retention_max_mb * 1024 * 1024),
         }
     }
+}
+
+/// The device key: `seal.key`, or `<data_dir>/keys/device.key` (created on first use).
+pub fn device_key(cfg: &SealConfig, data_dir: &Path) -> Result<DeviceKey, SealError> {
+    Ok(match &cfg.key {
+        Some(p) => keys::load_key(p)?,
+        None => {
+            let p = data_dir.join("keys").join("device.key");
+            let (k, created) = keys::load_or_create(&p)?;
+            if created {
+                tracing::info!(path = %p.display(), key_id = %k.id(), "created device key");
+            }
+            k
+        }
+    })
 }
 
 /// The boot id (`/proc/sys/kernel/random/boot_id`), or `unknown`.
@@ -364,6 +387,7 @@ pub fn build_manifest(
                 })
                 .collect(),
         },
+        fingerprint: Some(input.identity.clone()),
     }
 }
 
@@ -372,6 +396,7 @@ struct Held {
     frame: Frame,
     analysis: Option<Analysis>,
     decision: Decision,
+    identity: crate::camera::SourceIdentity,
 }
 
 /// The real sealer: policy, manifest, signature, atomic store.
@@ -397,17 +422,7 @@ impl std::fmt::Debug for ChainSealer {
 impl ChainSealer {
     /// Load (or create, when none is configured) the key and open the store under `data_dir`.
     pub fn open(cfg: &SealConfig, data_dir: &Path, device_id: &str) -> Result<Self, SealError> {
-        let key = match &cfg.key {
-            Some(p) => keys::load_key(p)?,
-            None => {
-                let p = data_dir.join("keys").join("device.key");
-                let (k, created) = keys::load_or_create(&p)?;
-                if created {
-                    tracing::info!(path = %p.display(), key_id = %k.id(), "created device key");
-                }
-                k
-            }
-        };
+        let key = device_key(cfg, data_dir)?;
         Self::with_key(cfg, Arc::new(key), data_dir, device_id)
     }
 
@@ -503,6 +518,7 @@ impl Sealer for ChainSealer {
                     frame: input.frame.clone(),
                     analysis: input.analysis.cloned(),
                     decision: input.decision.clone(),
+                    identity: input.identity.clone(),
                 });
                 Ok(None)
             }
@@ -514,6 +530,7 @@ impl Sealer for ChainSealer {
                             frame: &h.frame,
                             analysis: h.analysis.as_ref(),
                             decision: &h.decision,
+                            identity: &h.identity,
                         };
                         if let Err(e) = self.seal_now(&hi, "evidence") {
                             tracing::warn!(seq = h.frame.seq, error = %e, "sealing held frame failed");
