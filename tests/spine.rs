@@ -537,8 +537,15 @@ fn bench_json_reports_stages_and_networks() {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {v}");
     }
     let nets = v["networks"].as_object().expect("networks");
-    assert_eq!(nets.len(), 2, "{v}");
-    assert!(nets.contains_key("blazeface_short_range"), "{v}");
+    // The shipped default: BlazeFace plus the MiniFASNetV2 + V1SE pair.
+    assert_eq!(nets.len(), 3, "{v}");
+    for k in [
+        "blazeface_short_range",
+        "minifasnet_v2/q8_0",
+        "minifasnet_v1se/q8_0",
+    ] {
+        assert!(nets.contains_key(k), "{k}: {v}");
+    }
     assert!(
         nets.values().all(|s| s["median_ms"].as_f64().is_some()),
         "{v}"

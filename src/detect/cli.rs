@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    bench, build_pipeline, eval, load_face, minifasnet, pad_model_path, DetectConfig, DetectError,
-    Quant,
+    bench, build_pipeline, eval, load_face, load_pad_ensemble, DetectConfig, DetectError, Quant,
 };
 use crate::config::{Config, Overrides};
 use crate::Outcome;
@@ -71,7 +70,7 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome, DetectError> {
         // A model set name, or PAD weights (a MiniFASNet directory or model files).
         if std::path::Path::new(m).exists() {
             cfg.model = "minifasnet".into();
-            cfg.pad_model = m.into();
+            cfg.pad_model = vec![m.into()];
         } else {
             cfg.model = m.clone();
         }
@@ -82,9 +81,8 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome, DetectError> {
         .ok_or_else(|| DetectError::Config("model set `none` has nothing to evaluate".into()))?;
     if !p.has_pad() {
         return Err(DetectError::Config(format!(
-            "model set {:?} has no PAD classifier here (weights at {}?): nothing to score",
-            cfg.model,
-            cfg.pad_model.display()
+            "model set {:?} has no PAD classifier: nothing to score",
+            cfg.model
         )));
     }
     let real = eval::score_dir(&mut p, &args.real)?;
@@ -147,9 +145,7 @@ pub fn bench(args: &BenchArgs) -> Result<Outcome, DetectError> {
     // Then each network alone, on copies loaded after the stages (so peak RSS above is the
     // pipeline's own): the figures to set beside `shared/bench/peer.py`'s.
     let mut face = load_face(&cfg)?;
-    let pad = pad_model_path(&cfg)
-        .map(|p| minifasnet::load_ensemble(&[&p], cfg.quant))
-        .transpose()?;
+    let pad = load_pad_ensemble(&cfg)?;
     r.networks = bench::networks(&mut face, pad.as_ref(), args.iters.max(1))?;
     if !r.stages.contains_key("pad") {
         eprintln!("note: no PAD classifier loaded; the `pad` stage is not measured");

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub n_attack: usize,
     /// Images (real + attack) with no face found.
     pub no_face: usize,
+    /// Real images with no face found (each a bona fide rejection).
+    pub no_face_real: usize,
+    /// Attack images with no face found (each counted as rejected).
+    pub no_face_attack: usize,
     pub auc: f64,
     /// At the configured threshold.
     pub apcer: f64,
@@ -100,15 +104,14 @@ pub fn metrics(real: &[f32], attack: &[f32], threshold: f32) -> Metrics {
     let (apcer, bpcer) = error_rates(real, attack, threshold);
     let t5 = threshold_at_bpcer(real, TARGET_BPCER);
     let (apcer5, _) = error_rates(real, attack, t5);
-    let no_face = real
-        .iter()
-        .chain(attack)
-        .filter(|&&s| s <= NO_FACE_SCORE)
-        .count();
+    let no_face_in = |v: &[f32]| v.iter().filter(|&&s| s <= NO_FACE_SCORE).count();
+    let (no_face_real, no_face_attack) = (no_face_in(real), no_face_in(attack));
     Metrics {
         n_real: real.len(),
         n_attack: attack.len(),
-        no_face,
+        no_face: no_face_real + no_face_attack,
+        no_face_real,
+        no_face_attack,
         auc: auc(real, attack),
         apcer,
         bpcer,
@@ -236,6 +239,7 @@ mod tests {
         let attack = [0.75, 0.1, NO_FACE_SCORE];
         let m = metrics(&real, &attack, 0.5);
         assert_eq!((m.n_real, m.n_attack, m.no_face), (4, 3, 2));
+        assert_eq!((m.no_face_real, m.no_face_attack), (1, 1));
         assert!(close(m.apcer, 1.0 / 3.0));
         assert!(close(m.bpcer, 0.25));
         assert!(close(m.acer, (1.0 / 3.0 + 0.25) / 2.0));
@@ -248,6 +252,8 @@ mod tests {
             "n_real",
             "n_attack",
             "no_face",
+            "no_face_real",
+            "no_face_attack",
             "auc",
             "apcer",
             "bpcer",

@@ -175,9 +175,9 @@ impl Analyzer for DecodeOnly {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
-    /// Model set: `none` (decode only), `face` (BlazeFace face detection only), `minifasnet`
-    /// (BlazeFace + the MiniFASNetV2/V1SE PAD ensemble; face detection only, with a warning at
-    /// startup, when the PAD weights are missing).
+    /// Model set: `minifasnet` (default: BlazeFace + the PAD ensemble of `pad_model`), or, to run
+    /// without presentation-attack detection (logged as a warning at every start; such frames
+    /// are never judged `authentic`), `face` (face detection only) or `none` (decode only).
     pub model: String,
     /// Worker threads for inference.
     pub threads: usize,
@@ -189,10 +189,13 @@ pub struct DetectConfig {
     pub nms: face::NmsMode,
     /// Boxes overlapping more than this (IoU) are one face.
     pub nms_iou: f32,
-    /// PAD weights: a MiniFASNet directory (e.g. `../shared/models/upstream/minifasnet` for the
-    /// upstream V2+V1SE ensemble), Veriframe model files, or empty for the project's shipped
-    /// model `veriframe-pad-v2` (see [`shipped_pad_model`]).
-    pub pad_model: PathBuf,
+    /// PAD weights: one path or a list (a MiniFASNet directory such as
+    /// `../shared/models/upstream/minifasnet`, or Veriframe model files, scored as one ensemble).
+    /// Empty (default): the shipped default set [`SHIPPED_PAD_FILES`] (the upstream
+    /// MiniFASNetV2 + V1SE pair, see `models/minifasnet.md`). A missing or unreadable file is a
+    /// start-up error: the detector fails closed.
+    #[serde(deserialize_with = "one_or_many_paths")]
+    pub pad_model: Vec<PathBuf>,
     /// PAD weight precision (default `q8_0`: int8 kernels, see [`qkernels`]).
     pub quant: Quant,
     /// Per-image decision: a live score at or above this accepts the face as bona fide
@@ -215,7 +218,7 @@ impl Default for DetectConfig {
             min_face_score: 0.6,
             nms: face::NmsMode::Weighted,
             nms_iou: 0.3,
-            pad_model: PathBuf::new(),
+            pad_model: Vec::new(),
             quant: Quant::Q8_0,
             live_threshold: 0.5,
             deepfake_model: PathBuf::new(),
@@ -280,69 +283,94 @@ fn set_threads(threads: usize) {
     }
 }
 
-/// Where the shipped PAD model is looked for, in order: the Debian package's location, then the
-/// source checkout this binary was built from.
+/// Where the shipped PAD model files are looked for, in order: the Debian package's location,
+/// then the source checkout this binary was built from.
 pub const SHIPPED_MODEL_DIRS: [&str; 2] = [
     "/usr/share/veriframe/models",
     concat!(env!("CARGO_MANIFEST_DIR"), "/models"),
 ];
 
-/// The shipped PAD model's file for a precision: the Q8_0 model file, or the f32 weights it was
-/// converted from (both are installed).
-pub fn shipped_pad_file(quant: Quant) -> &'static str {
+/// The shipped default PAD model set for a precision: the upstream MiniFASNetV2 + V1SE pair
+/// (Apache-2.0, converted with `veriframe model convert`; provenance in `models/NOTICE`, figures
+/// in `models/minifasnet.md`). Why it is the default: it is the best model measured on images no
+/// Veriframe model was trained or tuned on (`veriframe-pad-v2` is kept beside it, not default).
+pub fn shipped_pad_files(quant: Quant) -> [&'static str; 2] {
     match quant {
-        Quant::Q8_0 => "veriframe-pad-v2.q8_0.gguf",
-        Quant::F32 => "veriframe-pad-v2.safetensors",
+        Quant::Q8_0 => ["minifasnet-v2.q8_0.gguf", "minifasnet-v1se.q8_0.gguf"],
+        Quant::F32 => ["minifasnet-v2.f32.gguf", "minifasnet-v1se.f32.gguf"],
     }
 }
 
-/// The shipped PAD model file for `quant`, if present.
-pub fn shipped_pad_model(quant: Quant) -> Option<PathBuf> {
-    SHIPPED_MODEL_DIRS
-        .iter()
-        .map(|d| Path::new(d).join(shipped_pad_file(quant)))
-        .find(|p| p.is_file())
+/// The shipped default PAD model files for `quant`, from the first directory of
+/// [`SHIPPED_MODEL_DIRS`] that holds all of them.
+pub fn shipped_pad_model(quant: Quant) -> Option<Vec<PathBuf>> {
+    SHIPPED_MODEL_DIRS.iter().find_map(|d| {
+        let files: Vec<PathBuf> = shipped_pad_files(quant)
+            .iter()
+            .map(|f| Path::new(d).join(f))
+            .collect();
+        files.iter().all(|p| p.is_file()).then_some(files)
+    })
 }
 
-/// The PAD weights of the configured model set: `None` (with a warning) when the set has none
-/// or its weights are missing.
-pub fn pad_model_path(cfg: &DetectConfig) -> Option<PathBuf> {
+/// The PAD weights of the configured model set: `Ok(None)` when the set has no PAD (`face`,
+/// `none`: an explicit choice), and an error naming the file when a configured or shipped model
+/// file is missing: the detector fails closed rather than running without PAD unannounced.
+pub fn pad_model_path(cfg: &DetectConfig) -> Result<Option<Vec<PathBuf>>, DetectError> {
     if cfg.model != "minifasnet" {
-        return None;
+        return Ok(None);
     }
-    let path = if cfg.pad_model.as_os_str().is_empty() {
-        match shipped_pad_model(cfg.quant) {
-            Some(p) => p,
-            None => {
-                tracing::warn!(
-                    file = shipped_pad_file(cfg.quant),
-                    dirs = ?SHIPPED_MODEL_DIRS,
-                    "shipped PAD model not found: running FACE DETECTION ONLY, no presentation-attack detection"
-                );
-                return None;
-            }
-        }
-    } else {
-        cfg.pad_model.clone()
-    };
-    if !path.exists() {
-        tracing::warn!(
-            path = %path.display(),
-            "PAD weights not found: running FACE DETECTION ONLY, no presentation-attack detection"
-        );
-        return None;
+    if cfg.pad_model.is_empty() {
+        return match shipped_pad_model(cfg.quant) {
+            Some(files) => Ok(Some(files)),
+            None => Err(DetectError::Model(format!(
+                "shipped PAD model {} not found in {} (set detect.pad_model to the model files, \
+                 or detect.model = \"face\" to run without presentation-attack detection)",
+                shipped_pad_files(cfg.quant).join(" + "),
+                SHIPPED_MODEL_DIRS.join(" or ")
+            ))),
+        };
     }
-    Some(path)
+    if let Some(missing) = cfg.pad_model.iter().find(|p| !p.exists()) {
+        return Err(DetectError::Model(format!(
+            "PAD model file {} not found (detect.pad_model)",
+            missing.display()
+        )));
+    }
+    Ok(Some(cfg.pad_model.clone()))
 }
 
 /// Load the PAD classifier of the configured model set (see [`pad_model_path`]).
-fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, DetectError> {
-    let Some(path) = pad_model_path(cfg) else {
+pub fn load_pad_ensemble(
+    cfg: &DetectConfig,
+) -> Result<Option<minifasnet::MiniFasEnsemble>, DetectError> {
+    let Some(paths) = pad_model_path(cfg)? else {
         return Ok(None);
     };
-    let ens = minifasnet::load_ensemble(&[&path], cfg.quant)?;
-    tracing::info!(path = %path.display(), models = ?ens.models(), "PAD classifier loaded");
-    Ok(Some(Box::new(ens)))
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let ens = minifasnet::load_ensemble(&paths, cfg.quant)
+        .map_err(|e| DetectError::Model(format!("PAD model {}: {e}", shown.join(", "))))?;
+    tracing::info!(paths = ?shown, models = ?ens.models(), "PAD classifier loaded");
+    Ok(Some(ens))
+}
+
+fn load_pad(cfg: &DetectConfig) -> Result<Option<Box<dyn PadClassifier>>, DetectError> {
+    Ok(load_pad_ensemble(cfg)?.map(|e| Box::new(e) as Box<dyn PadClassifier>))
+}
+
+/// `pad_model` accepts one path or a list; `""` means the default (empty list).
+fn one_or_many_paths<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) if p.as_os_str().is_empty() => Vec::new(),
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// The configured face detector: `detect.face_model`, or the weights built into the binary.
@@ -368,6 +396,16 @@ fn load_deepfake(cfg: &DetectConfig) -> Result<Option<Box<dyn DeepfakeClassifier
 
 /// Build the face detection + PAD pipeline of the configured model set (`None` for `none`).
 pub fn build_pipeline(cfg: &DetectConfig) -> Result<Option<pipeline::Pipeline>, DetectError> {
+    if cfg.model != "minifasnet" {
+        // An explicit choice, said at every start: nothing judges liveness, so no frame can be
+        // `authentic` (decide gives such frames `unknown`).
+        tracing::warn!(
+            model_set = %cfg.model,
+            "presentation-attack detection DISABLED by configuration (detect.model = {:?}): \
+             frames are never judged authentic",
+            cfg.model
+        );
+    }
     if cfg.model == "none" {
         return Ok(None);
     }
@@ -404,16 +442,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_build_without_shared_weights() {
+    fn a_missing_pad_model_is_a_startup_error_naming_the_file() {
         let cfg = DetectConfig {
-            pad_model: PathBuf::from("/nonexistent/minifasnet"),
+            pad_model: vec![PathBuf::from("/nonexistent/minifasnet-v2.q8_0.gguf")],
             ..DetectConfig::default()
         };
         cfg.validate().unwrap();
+        let e = build_pipeline(&cfg).err().expect("fails closed");
+        assert!(
+            e.to_string()
+                .contains("/nonexistent/minifasnet-v2.q8_0.gguf"),
+            "{e}"
+        );
+        // A file that exists but is not a model: an error too, naming it.
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.gguf");
+        std::fs::write(&junk, b"not a model").unwrap();
+        let e = build_pipeline(&DetectConfig {
+            pad_model: vec![junk.clone()],
+            ..DetectConfig::default()
+        })
+        .err()
+        .expect("fails closed");
+        assert!(e.to_string().contains("junk.gguf"), "{e}");
+    }
+
+    #[test]
+    fn defaults_load_the_shipped_pair_and_face_only_is_explicit() {
+        let cfg = DetectConfig::default();
+        let files = shipped_pad_model(cfg.quant).expect("models/ in the checkout");
+        assert_eq!(files.len(), 2);
         let p = build_pipeline(&cfg).unwrap().unwrap();
-        assert!(!p.has_pad());
+        assert!(p.has_pad());
         assert!(!p.has_deepfake(), "deepfake classifier is off by default");
-        assert_eq!(p.models()[0].name, "blazeface_short_range");
+        let names: Vec<String> = p.models().iter().map(|m| m.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "blazeface_short_range",
+                "minifasnet_v2/q8_0",
+                "minifasnet_v1se/q8_0"
+            ]
+        );
+        let face_only = build_pipeline(&DetectConfig {
+            model: "face".into(),
+            ..cfg.clone()
+        })
+        .unwrap()
+        .unwrap();
+        assert!(!face_only.has_pad());
         assert!(build(&DetectConfig {
             model: "none".into(),
             ..cfg.clone()
@@ -421,6 +498,18 @@ mod tests {
         .unwrap()
         .models()
         .is_empty());
+    }
+
+    #[test]
+    fn pad_model_takes_one_path_or_a_list() {
+        let parse = |t: &str| toml::from_str::<DetectConfig>(t).unwrap().pad_model;
+        assert!(parse("pad_model = \"\"").is_empty());
+        assert_eq!(parse("pad_model = \"a.gguf\""), [PathBuf::from("a.gguf")]);
+        assert_eq!(
+            parse("pad_model = [\"a.gguf\", \"b.gguf\"]"),
+            [PathBuf::from("a.gguf"), PathBuf::from("b.gguf")]
+        );
+        assert!(toml::from_str::<DetectConfig>("pad_model = 3").is_err());
     }
 
     #[test]

@@ -12,6 +12,46 @@ use super::{
 };
 use crate::capture::Frame;
 
+/// Images whose long side is at most this many pixels get a second face search inside a border
+/// when the first finds nothing (tight face crops; see [`Pipeline::detect_faces`]).
+pub const BORDER_RETRY_MAX_SIDE: u32 = 512;
+
+/// Grey level of the border.
+const BORDER_GREY: u8 = 128;
+
+/// `img` centred in a mid-grey canvas with a border of half its long side on each side, and that
+/// border's width in pixels.
+pub fn with_border(img: &RgbImage) -> (RgbImage, u32) {
+    let pad = img.width().max(img.height()) / 2;
+    let mut canvas = RgbImage::from_pixel(
+        img.width() + 2 * pad,
+        img.height() + 2 * pad,
+        image::Rgb([BORDER_GREY; 3]),
+    );
+    image::imageops::replace(&mut canvas, img, i64::from(pad), i64::from(pad));
+    (canvas, pad)
+}
+
+/// A face found in the bordered canvas, in the original image's pixels: moved back by `pad` and
+/// clipped to the `w`×`h` image; `None` when nothing of it lies inside the image.
+fn unborder(mut f: Face, pad: u32, w: u32, h: u32) -> Option<Face> {
+    let p = pad as f32;
+    let (w, h) = (w as f32, h as f32);
+    let x0 = (f.bbox[0] - p).clamp(0.0, w);
+    let y0 = (f.bbox[1] - p).clamp(0.0, h);
+    let x1 = (f.bbox[0] + f.bbox[2] - p).clamp(0.0, w);
+    let y1 = (f.bbox[1] + f.bbox[3] - p).clamp(0.0, h);
+    if x1 - x0 < 1.0 || y1 - y0 < 1.0 {
+        return None;
+    }
+    f.bbox = [x0, y0, x1 - x0, y1 - y0];
+    for l in &mut f.landmarks {
+        l[0] = (l[0] - p).clamp(0.0, w);
+        l[1] = (l[1] - p).clamp(0.0, h);
+    }
+    Some(f)
+}
+
 /// Face detector plus optional presentation-attack classifier.
 pub struct Pipeline {
     detector: Box<dyn FaceDetector>,
@@ -67,8 +107,23 @@ impl Pipeline {
     }
 
     /// Faces in frame pixels, primary first.
+    ///
+    /// Tight face crops (the face fills the image) defeat BlazeFace, which expects a face with
+    /// some surroundings. So when an image no larger than [`BORDER_RETRY_MAX_SIDE`] has no face,
+    /// it is searched once more inside a mid-grey border of half its long side on every side
+    /// (see [`with_border`]); boxes found there are mapped back and clipped to the image. Camera
+    /// frames (640×480 and up) are never retried, so the daemon's cost is unchanged.
     pub fn detect_faces(&mut self, img: &RgbImage) -> Result<Vec<Face>, DetectError> {
-        self.detector.detect(img)
+        let faces = self.detector.detect(img)?;
+        if !faces.is_empty() || img.width().max(img.height()) > BORDER_RETRY_MAX_SIDE {
+            return Ok(faces);
+        }
+        let (canvas, pad) = with_border(img);
+        let faces = self.detector.detect(&canvas)?;
+        Ok(faces
+            .into_iter()
+            .filter_map(|f| unborder(f, pad, img.width(), img.height()))
+            .collect())
     }
 
     /// PAD live score of `face` in `img`, when a classifier is configured.
@@ -186,6 +241,84 @@ pub(crate) mod fakes {
             live_score: None,
             deepfake_score: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod border_tests {
+    use super::*;
+
+    /// Finds a "face" only where a pure-white 8x8 block lies at least 8 px inside the image it is
+    /// given (a tight crop has it at the edge).
+    struct WhiteBlock;
+
+    impl FaceDetector for WhiteBlock {
+        fn detect(&mut self, img: &RgbImage) -> Result<Vec<Face>, DetectError> {
+            for y in 8..img.height().saturating_sub(16) {
+                for x in 8..img.width().saturating_sub(16) {
+                    if img.get_pixel(x, y).0 == [255; 3] {
+                        return Ok(vec![Face {
+                            bbox: [x as f32 - 2.0, y as f32 - 2.0, 12.0, 12.0],
+                            score: 0.9,
+                            landmarks: vec![[x as f32, y as f32]],
+                            live_score: None,
+                            deepfake_score: None,
+                        }]);
+                    }
+                }
+            }
+            Ok(vec![])
+        }
+        fn model(&self) -> ModelId {
+            ModelId {
+                name: "white".into(),
+                weights_sha256: "33".into(),
+            }
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        Pipeline::new(Box::new(WhiteBlock), None)
+    }
+
+    #[test]
+    fn a_face_at_the_edge_of_a_small_crop_is_found_in_the_border_and_mapped_back() {
+        let mut img = RgbImage::from_pixel(40, 30, image::Rgb([10; 3]));
+        img.put_pixel(1, 2, image::Rgb([255; 3]));
+        let mut p = pipeline();
+        let faces = p.detect_faces(&img).unwrap();
+        assert_eq!(faces.len(), 1);
+        // Found at (21, 22) in the canvas (border 20), box clipped to the image at (0, 0).
+        assert_eq!(faces[0].bbox, [0.0, 0.0, 11.0, 12.0]);
+        assert_eq!(faces[0].landmarks, vec![[1.0, 2.0]]);
+    }
+
+    #[test]
+    fn large_frames_are_not_retried_and_found_faces_are_kept_as_they_are() {
+        // The same edge "face" as above, in an image one pixel too large for the retry.
+        let mut big = RgbImage::from_pixel(BORDER_RETRY_MAX_SIDE + 1, 30, image::Rgb([0; 3]));
+        big.put_pixel(1, 2, image::Rgb([255; 3]));
+        let mut p = pipeline();
+        assert!(p.detect_faces(&big).unwrap().is_empty());
+        let mut img = RgbImage::from_pixel(60, 60, image::Rgb([0; 3]));
+        img.put_pixel(30, 30, image::Rgb([255; 3]));
+        assert_eq!(
+            p.detect_faces(&img).unwrap()[0].bbox,
+            [28.0, 28.0, 12.0, 12.0]
+        );
+        let empty = RgbImage::from_pixel(60, 60, image::Rgb([0; 3]));
+        assert!(p.detect_faces(&empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn border_geometry() {
+        let img = RgbImage::from_pixel(100, 60, image::Rgb([7; 3]));
+        let (c, pad) = with_border(&img);
+        assert_eq!((pad, c.width(), c.height()), (50, 200, 160));
+        assert_eq!(c.get_pixel(50, 50).0, [7; 3]);
+        assert_eq!(c.get_pixel(49, 50).0, [BORDER_GREY; 3]);
+        assert_eq!(c.get_pixel(149, 109).0, [7; 3]);
+        assert_eq!(c.get_pixel(150, 109).0, [BORDER_GREY; 3]);
     }
 }
 
