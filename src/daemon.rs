@@ -14,15 +14,16 @@ use std::sync::mpsc::{self, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::alert::{AlertRequest, DetectorErrors, StorageFull};
 use crate::camera::{self, FrameTrust, SourceGuard};
 use crate::capture::{
     self, monotonic_now, Capture, CaptureError, CaptureEvent, Frame, FrameSource,
 };
 use crate::config::Config;
-use crate::decide::{self, Action, DeciderState, Decision};
+use crate::decide::{self, DeciderState, Decision};
 use crate::detect::{self, Analysis, Analyzer};
 use crate::device::{Actuator, NoDevice};
-use crate::publish::{AlertRequest, Event, EventSink, LogSink};
+use crate::publish::{Event, EventSink, LogSink};
 use crate::queue::{DropOldest, Pop};
 use crate::seal::{ChainSealer, SealError, SealInput, Sealer};
 use crate::shutdown::{self, Shutdown, StageGuard};
@@ -124,16 +125,12 @@ struct Analysed {
 /// Source alerts of a frame that will not reach the seal stage: raised now, without evidence.
 fn send_source_alerts(sink: &dyn EventSink, frame: &Frame, trust: &FrameTrust) {
     for a in &trust.alerts {
-        sink.send(Event::Alert(AlertRequest {
-            kind: a.kind.into(),
-            severity: a.severity.into(),
-            first_seq: frame.seq,
-            last_seq: frame.seq,
-            score: a.score,
-            models: Vec::new(),
-            evidence: None,
-            detail: a.detail.clone(),
-        }));
+        sink.send(Event::Alert(AlertRequest::camera_trust(
+            a.kind,
+            a.score,
+            frame.seq,
+            a.detail.clone(),
+        )));
     }
 }
 
@@ -195,6 +192,8 @@ fn analysis_loop(
     decide_cfg: decide::DecideConfig,
 ) {
     let mut state = DeciderState::new(decide_cfg);
+    // One `detector_error` alert per episode of analysis failures.
+    let mut detector_errors = DetectorErrors::default();
     // device hook (issue 7): READY=1 after the first analysed frame (camera open, models loaded,
     // a frame through the detector), then WATCHDOG=1 fed only by analysed frames.
     let mut ready_sent = false;
@@ -211,10 +210,16 @@ fn analysis_loop(
         );
         let t0 = Instant::now();
         let analysis = match analyzer.analyze(&frame) {
-            Ok(a) => Some(a),
+            Ok(a) => {
+                detector_errors.analysed();
+                Some(a)
+            }
             Err(e) => {
                 Stats::inc(&stats.analysis_errors);
                 tracing::warn!(seq = frame.seq, error = %e, "analysis failed");
+                if let Some(alert) = detector_errors.failed(frame.seq, &e.to_string()) {
+                    sink.send(Event::Alert(alert));
+                }
                 None
             }
         };
@@ -255,33 +260,19 @@ fn analysis_loop(
     }
 }
 
-fn alerts_for(item: &Analysed, evidence: Option<String>) -> Vec<AlertRequest> {
+/// The alerts `item`'s decision raises, citing the sealed manifest `evidence` when there is one.
+fn alerts_for(item: &Analysed, evidence: Option<&str>) -> Vec<AlertRequest> {
+    let models = item.analysis.as_ref().map(|a| a.models.as_slice());
     item.decision
-        .actions
-        .iter()
-        .map(|a| match a {
-            Action::Alert {
-                kind,
-                severity,
-                score,
-            } => AlertRequest {
-                kind: kind.clone(),
-                severity: severity.clone(),
-                first_seq: item.frame.seq,
-                last_seq: item.frame.seq,
-                score: *score,
-                // Source alerts are not model results.
-                models: match item.trust.detail(kind) {
-                    Some(_) => Vec::new(),
-                    None => item
-                        .analysis
-                        .as_ref()
-                        .map(|a| a.models.clone())
-                        .unwrap_or_default(),
-                },
-                evidence: evidence.clone(),
-                detail: item.trust.detail(kind).unwrap_or_default().to_string(),
-            },
+        .alerts(item.frame.seq, models.unwrap_or_default(), evidence)
+        .into_iter()
+        .map(|mut r| {
+            // Source alerts carry their detail and are not model results.
+            if let Some(d) = item.trust.detail(r.kind) {
+                r.detail = d.to_string();
+                r.models.clear();
+            }
+            r
         })
         .collect()
 }
@@ -293,7 +284,7 @@ fn seal_loop(
     sink: Arc<dyn EventSink>,
 ) {
     // seal hook: one `storage_full` alert per episode (until a capture is stored again).
-    let mut storage_full = false;
+    let mut storage_full = StorageFull::default();
     for item in rx {
         let t0 = Instant::now();
         let input = SealInput {
@@ -312,25 +303,15 @@ fn seal_loop(
                 );
                 let h = sealed.manifest_sha256.clone();
                 sink.send(Event::Sealed(sealed));
-                storage_full = false;
+                storage_full.stored();
                 Some(h)
             }
             Ok(None) => None,
             Err(SealError::StorageFull { path }) => {
                 Stats::inc(&stats.seal_errors);
-                if !storage_full {
-                    storage_full = true;
+                if let Some(alert) = storage_full.full(item.frame.seq, &path) {
                     tracing::error!(path = %path.display(), "storage full: captures are not being stored");
-                    sink.send(Event::Alert(AlertRequest {
-                        kind: "storage_full".into(),
-                        severity: "critical".into(),
-                        first_seq: item.frame.seq,
-                        last_seq: item.frame.seq,
-                        score: None,
-                        models: Vec::new(),
-                        evidence: None,
-                        detail: format!("cannot write {}: no space left", path.display()),
-                    }));
+                    sink.send(Event::Alert(alert));
                 }
                 None
             }
@@ -340,7 +321,7 @@ fn seal_loop(
                 None
             }
         };
-        for a in alerts_for(&item, evidence) {
+        for a in alerts_for(&item, evidence.as_deref()) {
             sink.send(Event::Alert(a));
         }
     }

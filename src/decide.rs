@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::{AlertKind, AlertRequest, ModelId, Severity};
 use crate::detect::Analysis;
 
 /// The verdict on one frame, recorded in its signed manifest.
@@ -54,10 +55,21 @@ pub enum Verdict {
 pub enum Action {
     /// Raise an alert about this frame (sealed as evidence).
     Alert {
-        kind: String,
-        severity: String,
+        kind: AlertKind,
+        severity: Severity,
         score: Option<f32>,
     },
+}
+
+impl Action {
+    /// An alert of `kind` (its severity is the kind's).
+    pub fn alert(kind: AlertKind, score: Option<f32>) -> Self {
+        Action::Alert {
+            kind,
+            severity: kind.severity(),
+            score,
+        }
+    }
 }
 
 /// Decision for one frame.
@@ -67,14 +79,38 @@ pub struct Decision {
     pub actions: Vec<Action>,
 }
 
+impl Decision {
+    /// The alerts this decision raises about frame `seq`, citing `models` and the sealed
+    /// manifest `evidence` when the frame was sealed.
+    pub fn alerts(
+        &self,
+        seq: u64,
+        models: &[ModelId],
+        evidence: Option<&str>,
+    ) -> Vec<AlertRequest> {
+        self.actions
+            .iter()
+            .map(|a| match a {
+                Action::Alert { kind, score, .. } => AlertRequest::decided(
+                    *kind,
+                    *score,
+                    seq,
+                    models.to_vec(),
+                    evidence.map(str::to_string),
+                ),
+            })
+            .collect()
+    }
+}
+
 /// Alert kind for a confirmed presentation attack; its score is the smoothed attack probability
 /// (1 − smoothed live score).
-pub const ALERT_ATTACK: &str = "presentation_attack";
+pub const ALERT_ATTACK: AlertKind = AlertKind::PresentationAttack;
 /// Alert kind for a persisting deepfake-artefact score on the primary face; its score is the
 /// smoothed deepfake probability. Severity `warning`: the classifier (Meso4) is weak evidence.
-pub const ALERT_DEEPFAKE: &str = "deepfake_suspected";
+pub const ALERT_DEEPFAKE: AlertKind = AlertKind::DeepfakeSuspected;
 /// Alert kind for several faces persisting in view.
-pub const ALERT_MULTIPLE_FACES: &str = "multiple_faces";
+pub const ALERT_MULTIPLE_FACES: AlertKind = AlertKind::MultipleFaces;
 
 /// `[decide]` section of the config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -370,11 +406,7 @@ pub fn step(
             && !alerted
             && now.saturating_sub(since) >= state.cfg.min_multiple_faces
         {
-            actions.push(Action::Alert {
-                kind: ALERT_MULTIPLE_FACES.into(),
-                severity: "warning".into(),
-                score: None,
-            });
+            actions.push(Action::alert(ALERT_MULTIPLE_FACES, None));
             state.multiple_since = Some((since, true));
         }
         return (
@@ -408,11 +440,7 @@ pub fn step(
     );
     state.phase = phase;
     if alert {
-        actions.push(Action::Alert {
-            kind: ALERT_ATTACK.into(),
-            severity: "critical".into(),
-            score: Some(1.0 - live),
-        });
+        actions.push(Action::alert(ALERT_ATTACK, Some(1.0 - live)));
     }
     let verdict = match state.phase {
         Phase::Live => Verdict::Authentic,
@@ -437,11 +465,7 @@ fn deepfake_step(state: &mut DeciderState, now: Duration, actions: &mut Vec<Acti
     );
     state.deepfake_phase = phase;
     if alert {
-        actions.push(Action::Alert {
-            kind: ALERT_DEEPFAKE.into(),
-            severity: "warning".into(),
-            score: Some(df),
-        });
+        actions.push(Action::alert(ALERT_DEEPFAKE, Some(df)));
     }
 }
 
@@ -472,7 +496,7 @@ fn hysteresis(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{Face, ModelId};
+    use crate::detect::Face;
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
@@ -521,10 +545,10 @@ mod tests {
         (st, out)
     }
 
-    fn alerts(ds: &[Decision], kind: &str) -> usize {
+    fn alerts(ds: &[Decision], kind: AlertKind) -> usize {
         ds.iter()
             .flat_map(|d| &d.actions)
-            .filter(|Action::Alert { kind: k, .. }| k == kind)
+            .filter(|Action::Alert { kind: k, .. }| *k == kind)
             .count()
     }
 
@@ -769,14 +793,14 @@ mod tests {
     }
 
     /// `action` is an alert of `kind` and `severity` with a score within 1e-6 of `score`.
-    fn assert_alert(action: &Action, kind: &str, severity: &str, score: f32) {
+    fn assert_alert(action: &Action, kind: AlertKind, severity: &str, score: f32) {
         let Action::Alert {
             kind: k,
             severity: s,
             score: v,
         } = action;
-        assert_eq!(k, kind);
-        assert_eq!(s, severity);
+        assert_eq!(*k, kind);
+        assert_eq!(*s, severity);
         assert!((v.unwrap() - score).abs() < 1e-6, "score {v:?}");
     }
 

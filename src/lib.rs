@@ -13,9 +13,11 @@
 //!
 //! | module | owns | seam |
 //! |---|---|---|
+//! | [`alert`] | alert kinds and severities (typed), alert requests, once-per-episode trackers | — |
+//! | [`frame`] | frames, pixel formats, YUYV→RGB (once per frame), decoding, storage encoding | — |
 //! | [`config`] | TOML → validated [`config::Config`], CLI overrides | — |
 //! | [`camera`] | camera identity (fingerprint, pin), injection instruments, stream integrity | [`camera::fingerprint::CameraInfoSource`] |
-//! | [`capture`] | V4L2, replay, synthetic sources; reconnect; YUYV conversion | [`capture::FrameSource`] |
+//! | [`capture`] | V4L2, replay, synthetic sources; reconnect | [`capture::FrameSource`] |
 //! | [`detect`] | decode, face detection, PAD, optional deepfake classifier (Meso4), model files, kernels | [`detect::Analyzer`] |
 //! | [`decide`] | smoothing, hysteresis, alert decisions (pure functions) | — |
 //! | [`seal`] | keys, manifests, hash chain, atomic store, verification | [`seal::Sealer`] |
@@ -27,6 +29,7 @@
 //! The `veriframe` binary (`src/main.rs`) parses arguments once and dispatches to these modules;
 //! it is the only place `anyhow` is used.
 
+pub mod alert;
 pub mod camera;
 pub mod capture;
 pub mod config;
@@ -34,6 +37,7 @@ pub mod daemon;
 pub mod decide;
 pub mod detect;
 pub mod device;
+pub mod frame;
 pub mod publish;
 pub mod queue;
 pub mod seal;

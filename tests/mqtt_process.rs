@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mqtt_util::{alert_ids, Broker, Collector};
+use veriframe::alert::{AlertKind, Severity};
 use veriframe::publish::alert;
 use veriframe::publish::store::Store;
 use veriframe::publish::AlertRequest;
@@ -289,8 +290,8 @@ fn watch_verifies_and_flags_bad_signatures() {
     );
 
     let req = AlertRequest {
-        kind: "deepfake_suspected".into(),
-        severity: "warning".into(),
+        kind: AlertKind::DeepfakeSuspected,
+        severity: Severity::Warning,
         first_seq: 5,
         last_seq: 9,
         score: Some(0.42),

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mqtt_util::{alert_ids, Broker, Collector};
+use veriframe::alert::{AlertKind, Severity};
 use veriframe::capture::CaptureEvent;
 use veriframe::detect::ModelId;
-use veriframe::publish::alert::{self, Alert, SigCheck, KINDS};
+use veriframe::publish::alert::{self, Alert, SigCheck};
 use veriframe::publish::{AlertRequest, Event, EventSink, MqttConfig, MqttSink, SinkOptions};
 use veriframe::seal::keys::DeviceKey;
 use veriframe::seal::{Sealed, Signer};
@@ -35,10 +36,10 @@ fn cfg(url: &str) -> MqttConfig {
     }
 }
 
-fn req(kind: &str, seq: u64) -> AlertRequest {
+fn req(kind: AlertKind, seq: u64) -> AlertRequest {
     AlertRequest {
-        kind: kind.into(),
-        severity: "critical".into(),
+        kind,
+        severity: Severity::Critical,
         first_seq: seq,
         last_seq: seq + 2,
         score: Some(0.1234),
@@ -70,10 +71,9 @@ fn every_message_kind_is_delivered_with_its_schema() {
     let sink = MqttSink::start(opts, signer.clone()).unwrap();
 
     let mut n = 0;
-    // camera_lost / camera_restored come from capture events below.
-    for k in KINDS
-        .iter()
-        .filter(|k| !matches!(**k, "camera_lost" | "camera_restored"))
+    for k in AlertKind::ALL
+        .into_iter()
+        .filter(|k| !matches!(k.as_str(), "camera_lost" | "camera_restored"))
     {
         sink.send(Event::Alert(req(k, n)));
         n += 10;
@@ -92,7 +92,7 @@ fn every_message_kind_is_delivered_with_its_schema() {
         reason: "bad".into(),
     }));
     let msgs = sub.wait_for(Duration::from_secs(15), "all alert kinds", |m| {
-        alert_ids(m).len() >= KINDS.len()
+        alert_ids(m).len() >= AlertKind::ALL.len()
             && m.iter().any(|x| x.topic.ends_with("/pubkey"))
             && m.iter()
                 .filter(|x| x.topic.starts_with("homeassistant/"))
@@ -148,7 +148,7 @@ fn every_message_kind_is_delivered_with_its_schema() {
         kinds.insert(a.kind);
         assert!(ids.insert(a.id));
     }
-    assert_eq!(kinds, KINDS.iter().map(|s| s.to_string()).collect());
+    assert_eq!(kinds, AlertKind::ALL.into_iter().collect());
 
     let last = |suffix: &str| {
         msgs2
@@ -255,7 +255,7 @@ fn broker_restarts_while_alerts_flow_lose_nothing() {
         let sink = sink.clone();
         std::thread::spawn(move || {
             for i in 0..N {
-                sink.send(Event::Alert(req("presentation_attack", i)));
+                sink.send(Event::Alert(req(AlertKind::PresentationAttack, i)));
                 std::thread::sleep(Duration::from_millis(5));
             }
         })
@@ -325,7 +325,7 @@ fn tls_with_ca_and_client_certificate() {
         signer.clone(),
     )
     .unwrap();
-    sink.send(Event::Alert(req("tamper", 1)));
+    sink.send(Event::Alert(req(AlertKind::Tamper, 1)));
     assert!(
         rt.block_on(sink.wait_empty(Duration::from_secs(15))),
         "not acknowledged over TLS: {:?}",
@@ -344,7 +344,7 @@ fn tls_with_ca_and_client_certificate() {
         signer,
     )
     .unwrap();
-    sink2.send(Event::Alert(req("tamper", 2)));
+    sink2.send(Event::Alert(req(AlertKind::Tamper, 2)));
     let err = wait_error(&sink2);
     assert!(
         err.contains("TLS") && err.contains("invalid peer certificate"),
@@ -395,7 +395,7 @@ fn wrong_password_gives_a_clear_error() {
         signer.clone(),
     )
     .unwrap();
-    sink.send(Event::Alert(req("tamper", 1)));
+    sink.send(Event::Alert(req(AlertKind::Tamper, 1)));
     let err = wait_error(&sink);
     assert!(err.contains("bad user name or password"), "unclear: {err}");
     assert!(!sink.is_connected());
@@ -407,7 +407,7 @@ fn wrong_password_gives_a_clear_error() {
         signer,
     )
     .unwrap();
-    ok.send(Event::Alert(req("tamper", 1)));
+    ok.send(Event::Alert(req(AlertKind::Tamper, 1)));
     assert!(rt.block_on(ok.wait_empty(Duration::from_secs(10))));
 }
 
@@ -427,7 +427,7 @@ fn outbox_len_never_misses_an_alert_being_committed() {
     )
     .unwrap();
     for k in 1..=20u64 {
-        sink.send(Event::Alert(req("tamper", k)));
+        sink.send(Event::Alert(req(AlertKind::Tamper, k)));
         let until = std::time::Instant::now() + Duration::from_millis(30);
         while std::time::Instant::now() < until {
             let n = sink.outbox_len();

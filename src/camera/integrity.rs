@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::PixelFormat;
+use crate::frame::PixelFormat;
 
 /// `[source.integrity]` section of the config file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -29,8 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{Frame, SourceInfo};
+use crate::alert::AlertKind;
 use crate::decide::{Action, Decision, Verdict};
+use crate::frame::{Frame, SourceInfo};
 
 use fingerprint::{CameraIdentity, CameraInfoSource, UsbIdentity, V4l2Identity};
 use integrity::{FrameMeta, IntegrityConfig, IntegrityState};
@@ -48,11 +49,11 @@ pub enum CameraError {
 }
 
 /// Alert kind: the camera is not the pinned (or expected) one.
-pub const ALERT_CAMERA_CHANGED: &str = "camera_changed";
+pub const ALERT_CAMERA_CHANGED: AlertKind = AlertKind::CameraChanged;
 /// Alert kind: the camera is a known injection instrument (virtual driver, capture chip).
-pub const ALERT_INJECTION: &str = "injection_suspected";
+pub const ALERT_INJECTION: AlertKind = AlertKind::InjectionSuspected;
 /// Alert kind: the camera's stream does not behave like a sensor (sustained).
-pub const ALERT_STREAM_ANOMALY: &str = "stream_anomaly";
+pub const ALERT_STREAM_ANOMALY: AlertKind = AlertKind::StreamAnomaly;
 
 /// Camera-trust settings, from `[source]`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -114,11 +115,10 @@ impl SourceIdentity {
     }
 }
 
-/// An alert about the source.
+/// An alert about the source (severity: the kind's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceAlert {
-    pub kind: &'static str,
-    pub severity: &'static str,
+    pub kind: AlertKind,
     pub score: Option<f32>,
     pub detail: String,
 }
@@ -127,7 +127,6 @@ impl SourceAlert {
     pub fn camera_changed(detail: String) -> Self {
         Self {
             kind: ALERT_CAMERA_CHANGED,
-            severity: "critical",
             score: None,
             detail,
         }
@@ -136,7 +135,6 @@ impl SourceAlert {
     pub fn injection(detail: String) -> Self {
         Self {
             kind: ALERT_INJECTION,
-            severity: "critical",
             score: None,
             detail,
         }
@@ -145,7 +143,6 @@ impl SourceAlert {
     pub fn stream_anomaly(f: &integrity::Figures) -> Self {
         Self {
             kind: ALERT_STREAM_ANOMALY,
-            severity: "warning",
             score: Some(f.score()),
             detail: f.detail(),
         }
@@ -157,7 +154,7 @@ impl SourceAlert {
 pub struct FrameTrust {
     pub identity: Arc<SourceIdentity>,
     /// Why this frame must not be sealed as authentic (`None`: it may).
-    pub untrusted: Option<&'static str>,
+    pub untrusted: Option<AlertKind>,
     pub alerts: Vec<SourceAlert>,
 }
 
@@ -172,7 +169,7 @@ impl FrameTrust {
     }
 
     /// The detail text of this frame's alert of `kind`.
-    pub fn detail(&self, kind: &str) -> Option<&str> {
+    pub fn detail(&self, kind: AlertKind) -> Option<&str> {
         self.alerts
             .iter()
             .find(|a| a.kind == kind)
@@ -187,11 +184,7 @@ pub fn apply(mut d: Decision, t: &FrameTrust) -> Decision {
         d.verdict = Verdict::UntrustedSource;
     }
     for a in &t.alerts {
-        d.actions.push(Action::Alert {
-            kind: a.kind.into(),
-            severity: a.severity.into(),
-            score: a.score,
-        });
+        d.actions.push(Action::alert(a.kind, a.score));
     }
     d
 }
@@ -202,7 +195,7 @@ struct Stream {
     info: Arc<SourceInfo>,
     identity: Arc<SourceIdentity>,
     /// Untrusted for the whole stream (identity changed, unreadable, or an instrument).
-    blocked: Option<&'static str>,
+    blocked: Option<AlertKind>,
     integrity: Option<IntegrityState>,
     /// Frame time of the last re-read of the pin while blocked by a change.
     pin_checked: Duration,

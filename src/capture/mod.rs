@@ -6,7 +6,6 @@
 //! original bytes (MJPEG frames keep the camera's JPEG untouched — those bytes are what gets
 //! signed) and the analyser decodes.
 
-pub mod convert;
 pub mod reconnect;
 pub mod replay;
 pub mod samples;
@@ -14,100 +13,16 @@ pub mod synthetic;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::alert::AlertRequest;
+// The frame types live in `crate::frame`; re-exported because every source hands them out.
+pub use crate::frame::{convert, monotonic_now, Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
-
-/// How a frame's bytes are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PixelFormat {
-    /// JPEG (camera MJPEG or a JPEG file).
-    Jpeg,
-    /// PNG file.
-    Png,
-    /// Packed YUV 4:2:2, Y0 U Y1 V.
-    Yuyv,
-    /// Packed 8-bit R, G, B.
-    Rgb24,
-}
-
-impl PixelFormat {
-    pub fn is_encoded(self) -> bool {
-        matches!(self, PixelFormat::Jpeg | PixelFormat::Png)
-    }
-}
-
-impl fmt::Display for PixelFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PixelFormat::Jpeg => "jpeg",
-            PixelFormat::Png => "png",
-            PixelFormat::Yuyv => "yuyv",
-            PixelFormat::Rgb24 => "rgb24",
-        })
-    }
-}
-
-/// Identity of the source a frame came from; goes into every sealed manifest.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SourceInfo {
-    /// `v4l2`, `replay` or `synthetic`.
-    pub kind: String,
-    /// Device path, file/directory path, or `synthetic`.
-    pub path: String,
-    /// Driver name (V4L2 `driver`), or the source kind for non-camera sources.
-    pub driver: String,
-    /// Card name (V4L2 `card`), or a description.
-    pub card: String,
-    /// Bus info (V4L2 `bus_info`), empty otherwise.
-    pub bus: String,
-    pub format: PixelFormat,
-    pub width: u32,
-    pub height: u32,
-    /// Nominal frames per second.
-    pub fps: f64,
-}
-
-/// One captured frame.
-#[derive(Clone)]
-pub struct Frame {
-    /// Sequence number assigned by the capture stage, contiguous within one run.
-    pub seq: u64,
-    /// Driver's own sequence number (V4L2 buffer `sequence`), when there is one.
-    pub device_seq: Option<u64>,
-    /// Wall-clock capture time.
-    pub captured_wall: SystemTime,
-    /// Monotonic capture time (CLOCK_MONOTONIC since boot).
-    pub captured_mono: Duration,
-    pub source: Arc<SourceInfo>,
-    pub format: PixelFormat,
-    pub width: u32,
-    pub height: u32,
-    /// The source's original bytes, untouched.
-    pub bytes: Arc<[u8]>,
-    /// For replay sources: the file this frame came from.
-    pub origin: Option<PathBuf>,
-}
-
-impl fmt::Debug for Frame {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Frame")
-            .field("seq", &self.seq)
-            .field("device_seq", &self.device_seq)
-            .field("format", &self.format)
-            .field("width", &self.width)
-            .field("height", &self.height)
-            .field("len", &self.bytes.len())
-            .field("origin", &self.origin)
-            .finish()
-    }
-}
 
 /// Something a source wants reported (as a log line, a status update or an alert).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,6 +36,22 @@ pub enum CaptureEvent {
     SkippedCorrupt { path: String, reason: String },
     /// A replay without looping reached its end.
     EndOfStream,
+}
+
+impl CaptureEvent {
+    /// The alert this event raises (camera lost or restored), citing `last_frame`, the last frame
+    /// seen; other events are only logged.
+    pub fn alert(&self, last_frame: u64) -> Option<AlertRequest> {
+        match self {
+            CaptureEvent::CameraLost { path, reason } => {
+                Some(AlertRequest::camera_lost(path, reason, last_frame))
+            }
+            CaptureEvent::CameraRestored { path, after_ms } => {
+                Some(AlertRequest::camera_restored(path, *after_ms, last_frame))
+            }
+            CaptureEvent::SkippedCorrupt { .. } | CaptureEvent::EndOfStream => None,
+        }
+    }
 }
 
 /// What a source yields.
@@ -164,17 +95,6 @@ pub trait FrameSource: Send {
     fn info(&self) -> Arc<SourceInfo>;
     /// Block until the next frame or event. `Err(CaptureError::Shutdown)` when shutdown fired.
     fn next(&mut self, shutdown: &Shutdown) -> Result<Capture, CaptureError>;
-}
-
-/// CLOCK_MONOTONIC now, as a duration since boot.
-pub fn monotonic_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Where frames come from, parsed from `--source` / `source.uri`.

@@ -269,6 +269,7 @@ impl FrameSource for Replay {
             height,
             bytes,
             origin,
+            decoded: Default::default(),
         }))
     }
 }

@@ -101,6 +101,7 @@ impl FrameSource for Synthetic {
             height: self.info.height,
             bytes: bytes.into(),
             origin: None,
+            decoded: Default::default(),
         }))
     }
 }

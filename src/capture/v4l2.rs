@@ -126,6 +126,7 @@ pub fn frame_from_buffer(
         height: info.height,
         bytes: Arc::from(bytes),
         origin: None,
+        decoded: Default::default(),
     })
 }
 

@@ -18,11 +18,12 @@ pub mod face;
 pub mod pipeline;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{convert, Frame, PixelFormat};
+use crate::frame::{Frame, PixelFormat};
 
 /// Errors from analysis.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +42,7 @@ pub enum DetectError {
     Config(String),
 }
 
-/// Which model produced a result: name plus SHA-256 of its weights file. Cited in manifests and
-/// alerts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelId {
-    pub name: String,
-    pub weights_sha256: String,
-}
+pub use crate::alert::ModelId;
 
 /// One detected face, in frame pixel coordinates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,33 +116,14 @@ pub enum Quant {
     Q8_0,
 }
 
-/// Decode a frame into RGB, whatever its format.
-pub fn decode_rgb(frame: &Frame) -> Result<RgbImage, DetectError> {
-    let err = |reason: String| DetectError::Decode {
+/// Decode a frame into RGB, whatever its format (YUYV is converted once per frame: the RGB is
+/// kept in the frame for the seal stage, see [`Frame::rgb`]).
+pub fn decode_rgb(frame: &Frame) -> Result<Arc<RgbImage>, DetectError> {
+    frame.rgb().map_err(|e| DetectError::Decode {
         seq: frame.seq,
         format: frame.format,
-        reason,
-    };
-    match frame.format {
-        PixelFormat::Jpeg | PixelFormat::Png => {
-            let fmt = if frame.format == PixelFormat::Jpeg {
-                image::ImageFormat::Jpeg
-            } else {
-                image::ImageFormat::Png
-            };
-            image::load_from_memory_with_format(&frame.bytes, fmt)
-                .map(|i| i.into_rgb8())
-                .map_err(|e| err(e.to_string()))
-        }
-        PixelFormat::Yuyv => {
-            let rgb = convert::yuyv_to_rgb(&frame.bytes, frame.width, frame.height)
-                .map_err(|e| err(e.to_string()))?;
-            RgbImage::from_raw(frame.width, frame.height, rgb)
-                .ok_or_else(|| err("size mismatch".into()))
-        }
-        PixelFormat::Rgb24 => RgbImage::from_raw(frame.width, frame.height, frame.bytes.to_vec())
-            .ok_or_else(|| err("RGB buffer size does not match width×height×3".into())),
-    }
+        reason: e.to_string(),
+    })
 }
 
 /// Placeholder analyser: decodes and finds nothing.

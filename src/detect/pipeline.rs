@@ -10,7 +10,7 @@ use super::{
     decode_rgb, Analysis, Analyzer, DeepfakeClassifier, DetectError, Face, FaceDetector, ModelId,
     PadClassifier,
 };
-use crate::capture::Frame;
+use crate::frame::Frame;
 
 /// Images whose long side is at most this many pixels get a second face search inside a border
 /// when the first finds nothing (tight face crops; see [`Pipeline::detect_faces`]).
@@ -329,7 +329,7 @@ mod tests {
 
     use super::fakes::*;
     use super::*;
-    use crate::capture::{PixelFormat, SourceInfo};
+    use crate::frame::{PixelFormat, SourceInfo};
 
     fn half_red() -> RgbImage {
         // Left half red (255), right half black.
@@ -428,6 +428,7 @@ mod tests {
             height: 50,
             bytes: bytes.into(),
             origin: None,
+            decoded: Default::default(),
         };
         let a = p.analyze(&frame(img.into_raw())).unwrap();
         assert_eq!(a.seq, 3);

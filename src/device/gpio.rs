@@ -172,21 +172,9 @@ impl<P: Pins> DeviceLogic<P> {
         self.status.tampered = true;
         self.flag.set(true);
         self.alerts += 1;
-        let detail = match self.cfg.tamper_pin {
-            Some(p) => format!("tamper switch opened (GPIO {p})"),
-            None => "tamper switch opened".into(),
-        };
-        tracing::error!(%detail, "tamper");
-        self.sink.send(Event::Alert(AlertRequest {
-            kind: "tamper".into(),
-            severity: "critical".into(),
-            first_seq: 0,
-            last_seq: 0,
-            score: None,
-            models: Vec::new(),
-            evidence: None,
-            detail,
-        }));
+        let alert = AlertRequest::tamper(self.cfg.tamper_pin);
+        tracing::error!(detail = %alert.detail, "tamper");
+        self.sink.send(Event::Alert(alert));
     }
 
     /// Drive every output to its safe state now (also done on drop).

@@ -19,24 +19,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{AlertRequest, PublishError};
+use crate::alert::{AlertKind, Severity};
 use crate::seal::Signer;
 
 /// Schema identifier carried in every alert.
 pub const ALERT_SCHEMA: &str = "veriframe.alert/1";
-
-/// Alert kinds the device raises.
-pub const KINDS: [&str; 10] = [
-    "presentation_attack",
-    "deepfake_suspected",
-    "camera_lost",
-    "camera_restored",
-    "tamper",
-    "storage_full",
-    "detector_error",
-    "camera_changed",
-    "injection_suspected",
-    "stream_anomaly",
-];
 
 /// A model cited by an alert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,9 +39,10 @@ pub struct Alert {
     pub schema: String,
     /// Unique id (random 128 bits, UUID text form). Redeliveries keep it.
     pub id: String,
-    pub kind: String,
+    /// On the wire as its `snake_case` name (docs/mqtt.md, "Alert kinds").
+    pub kind: AlertKind,
     /// `info`, `warning` or `critical`.
-    pub severity: String,
+    pub severity: Severity,
     pub device_id: String,
     /// RFC 3339 UTC, milliseconds.
     pub time: String,
@@ -100,8 +88,8 @@ pub fn build(req: &AlertRequest, device_id: &str, time: std::time::SystemTime) -
     Alert {
         schema: ALERT_SCHEMA.into(),
         id: new_id(),
-        kind: req.kind.clone(),
-        severity: req.severity.clone(),
+        kind: req.kind,
+        severity: req.severity,
         device_id: device_id.into(),
         time: humantime::format_rfc3339_millis(time).to_string(),
         first_seq: req.first_seq,
@@ -303,8 +291,8 @@ mod tests {
 
     fn req() -> AlertRequest {
         AlertRequest {
-            kind: "presentation_attack".into(),
-            severity: "critical".into(),
+            kind: AlertKind::PresentationAttack,
+            severity: Severity::Critical,
             first_seq: 10,
             last_seq: 12,
             score: Some(0.912_345_6),

@@ -295,16 +295,7 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
             while sink.writer_backlog() > 2048 {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
-            sink.send(Event::Alert(AlertRequest {
-                kind: "presentation_attack".into(),
-                severity: "critical".into(),
-                first_seq: i,
-                last_seq: i,
-                score: Some(0.97),
-                models: Vec::new(),
-                evidence: None,
-                detail: "bench-outbox".into(),
-            }));
+            sink.send(Event::Alert(AlertRequest::synthetic(i, 0.97)));
         }
         let done = sink.wait_empty(args.timeout).await;
         let secs = t0.elapsed().as_secs_f64();

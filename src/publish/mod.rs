@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use mqtt::{MqttSink, SinkOptions};
 
+pub use crate::alert::AlertRequest;
 use crate::capture::CaptureEvent;
-use crate::detect::ModelId;
 use crate::seal::Sealed;
 use crate::stats::StatsSnapshot;
 
@@ -51,22 +51,6 @@ pub enum PublishError {
     Connect(String),
     #[error("{0}")]
     Io(String),
-}
-
-/// An alert the pipeline wants raised.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlertRequest {
-    /// `presentation_attack`, `deepfake_suspected`, `camera_lost`, `camera_restored`, `tamper`,
-    /// `storage_full`, `detector_error`.
-    pub kind: String,
-    pub severity: String,
-    pub first_seq: u64,
-    pub last_seq: u64,
-    pub score: Option<f32>,
-    pub models: Vec<ModelId>,
-    /// Manifest hash of the sealed evidence, when there is one.
-    pub evidence: Option<String>,
-    pub detail: String,
 }
 
 /// Everything the pipeline reports.

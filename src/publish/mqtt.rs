@@ -33,6 +33,7 @@ use super::alert;
 use super::outbox::{Action, OutboxCore};
 use super::store::Store;
 use super::{AlertRequest, Event, EventSink, MqttConfig, PublishError};
+use crate::alert::AlertKind;
 use crate::capture::CaptureEvent;
 use crate::seal::Signer;
 use crate::stats::StatsSnapshot;
@@ -376,7 +377,7 @@ enum TaskMsg {
     Camera(CaptureEvent),
     Sealed(Box<crate::seal::Sealed>),
     AlertSeen {
-        kind: String,
+        kind: AlertKind,
         score: Option<f32>,
     },
     Net(Net),
@@ -616,7 +617,7 @@ impl MqttSink {
             return;
         }
         let seen = TaskMsg::AlertSeen {
-            kind: req.kind.clone(),
+            kind: req.kind,
             score: req.score,
         };
         sh.writer_queued.fetch_add(1, Ordering::SeqCst);
@@ -642,27 +643,7 @@ impl MqttSink {
 
 /// Alert request for a camera event, if it is one.
 pub fn camera_alert(ev: &CaptureEvent, last_frame: u64) -> Option<AlertRequest> {
-    let (kind, severity, detail) = match ev {
-        CaptureEvent::CameraLost { path, reason } => {
-            ("camera_lost", "critical", format!("{path}: {reason}"))
-        }
-        CaptureEvent::CameraRestored { path, after_ms } => (
-            "camera_restored",
-            "info",
-            format!("{path}: back after {after_ms} ms"),
-        ),
-        _ => return None,
-    };
-    Some(AlertRequest {
-        kind: kind.into(),
-        severity: severity.into(),
-        first_seq: last_frame,
-        last_seq: last_frame,
-        score: None,
-        models: Vec::new(),
-        evidence: None,
-        detail,
-    })
+    ev.alert(last_frame)
 }
 
 impl EventSink for MqttSink {
@@ -887,7 +868,7 @@ struct StatusState {
     tamper: bool,
     attack: bool,
     last_pad_score: Option<f64>,
-    last_alert: Option<String>,
+    last_alert: Option<AlertKind>,
     key_id: String,
     prev_analysis_errors: u64,
     prev_seal_errors: u64,
@@ -916,7 +897,7 @@ impl Publisher {
                 m = rx.recv() => {
                     let Some(m) = m else { break };
                     if let TaskMsg::AlertSeen { kind, .. } = &m {
-                        if kind == "presentation_attack" || kind == "deepfake_suspected" {
+                        if kind.is_attack() {
                             attack_until = Some(Instant::now() + self.opts.attack_hold);
                         }
                     }
@@ -1043,19 +1024,25 @@ impl Publisher {
                 }
             }
             TaskMsg::AlertSeen { kind, score } => {
-                match kind.as_str() {
-                    "presentation_attack" => {
+                match kind {
+                    AlertKind::PresentationAttack => {
                         self.status.attack = true;
                         if let Some(s) = score.filter(|s| s.is_finite()) {
                             self.status.last_pad_score =
                                 Some((s as f64 * 10_000.0).round() / 10_000.0);
                         }
                     }
-                    "deepfake_suspected" => self.status.attack = true,
-                    "tamper" => self.status.tamper = true,
-                    "storage_full" => self.status.storage = "full",
-                    "detector_error" => self.status.detector_error = true,
-                    _ => {}
+                    AlertKind::DeepfakeSuspected => self.status.attack = true,
+                    AlertKind::Tamper => self.status.tamper = true,
+                    AlertKind::StorageFull => self.status.storage = "full",
+                    AlertKind::DetectorError => self.status.detector_error = true,
+                    // Camera-trust alerts show in `last_alert` only (no status field yet).
+                    AlertKind::MultipleFaces
+                    | AlertKind::CameraLost
+                    | AlertKind::CameraRestored
+                    | AlertKind::CameraChanged
+                    | AlertKind::InjectionSuspected
+                    | AlertKind::StreamAnomaly => {}
                 }
                 self.status.last_alert = Some(kind);
                 self.publish_status();

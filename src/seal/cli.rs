@@ -8,8 +8,9 @@ use super::keys::{self, DeviceKey};
 use super::policy::PolicyKind;
 use super::verify::{self, ChainReport};
 use super::{ChainSealer, SealConfig, SealError, SealInput, Signer};
-use crate::capture::{monotonic_now, synthetic::Synthetic, Frame, PixelFormat, SourceInfo};
+use crate::capture::synthetic::Synthetic;
 use crate::decide::{Decision, Verdict};
+use crate::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
 use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +203,7 @@ fn jpeg_frame(bytes: Vec<u8>, seq: u64) -> Frame {
         height: 480,
         bytes: bytes.into(),
         origin: None,
+        decoded: Default::default(),
     }
 }
 

@@ -29,9 +29,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{convert, Frame, PixelFormat};
 use crate::decide::{Action, Decision, Verdict};
 use crate::detect::Analysis;
+use crate::frame::{Frame, StoredImage};
 
 use keys::DeviceKey;
 use manifest::{
@@ -245,47 +245,9 @@ fn verdict_str(v: Verdict) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// (bytes, media type, file extension, `image.encoding`) of a stored image.
-type StoredImage = (Arc<[u8]>, &'static str, &'static str, &'static str);
-
-/// The stored image: the source's bytes when already encoded, else PNG (encoded once).
+/// The stored image (`frame::stored_image`), as a seal error when it cannot be encoded.
 fn stored_image(frame: &Frame) -> Result<StoredImage, SealError> {
-    match frame.format {
-        PixelFormat::Jpeg => Ok((frame.bytes.clone(), "image/jpeg", "jpg", "source")),
-        PixelFormat::Png => Ok((frame.bytes.clone(), "image/png", "png", "source")),
-        PixelFormat::Yuyv | PixelFormat::Rgb24 => {
-            let rgb = if frame.format == PixelFormat::Yuyv {
-                convert::yuyv_to_rgb(&frame.bytes, frame.width, frame.height)
-                    .map_err(|e| SealError::Encode(e.to_string()))?
-            } else {
-                frame.bytes.to_vec()
-            };
-            let need = frame.width as usize * frame.height as usize * 3;
-            if rgb.len() < need {
-                return Err(SealError::Encode(format!(
-                    "RGB buffer has {} bytes, {}x{} needs {need}",
-                    rgb.len(),
-                    frame.width,
-                    frame.height
-                )));
-            }
-            let mut out = Vec::with_capacity(need / 2);
-            let enc = image::codecs::png::PngEncoder::new_with_quality(
-                &mut out,
-                image::codecs::png::CompressionType::Fast,
-                image::codecs::png::FilterType::Sub,
-            );
-            image::ImageEncoder::write_image(
-                enc,
-                &rgb[..need],
-                frame.width,
-                frame.height,
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(|e| SealError::Encode(e.to_string()))?;
-            Ok((out.into(), "image/png", "png", "png"))
-        }
-    }
+    crate::frame::stored_image(frame).map_err(|e| SealError::Encode(e.to_string()))
 }
 
 /// Build the manifest for `frame` at chain position (`seq`, `prev`).
@@ -383,7 +345,7 @@ pub fn build_manifest(
                 .actions
                 .iter()
                 .map(|a| match a {
-                    Action::Alert { kind, .. } => kind.clone(),
+                    Action::Alert { kind, .. } => kind.as_str().to_string(),
                 })
                 .collect(),
         },
@@ -469,7 +431,12 @@ impl ChainSealer {
 
     /// Seal one frame now, regardless of policy.
     pub fn seal_now(&mut self, input: &SealInput<'_>, reason: &str) -> Result<Sealed, SealError> {
-        let (image, media_type, ext, encoding) = stored_image(input.frame)?;
+        let StoredImage {
+            bytes: image,
+            media_type,
+            ext,
+            encoding,
+        } = stored_image(input.frame)?;
         let (seq, prev) = self.store.next();
         let m = build_manifest(
             &self.key,

@@ -53,6 +53,7 @@ pub fn frame(n: u64, wall: SystemTime) -> Frame {
         height: h,
         bytes: bytes.into(),
         origin: None,
+        decoded: Default::default(),
     }
 }
 

@@ -4,7 +4,7 @@
 //! `R = 1.164(Y−16) + 1.596(V−128)`, `G = 1.164(Y−16) − 0.392(U−128) − 0.813(V−128)`,
 //! `B = 1.164(Y−16) + 2.017(U−128)`.
 
-use super::CaptureError;
+use super::FrameError;
 
 #[inline]
 fn clamp(v: i32) -> u8 {
@@ -24,14 +24,14 @@ fn px(c: i32, d: i32, e: i32) -> [u8; 3] {
 /// Convert a packed YUYV buffer of `width`×`height` into packed RGB24. Rows must be tightly
 /// packed (`bytesperline == 2*width`); extra trailing bytes (some drivers pad the buffer) are
 /// ignored.
-pub fn yuyv_to_rgb(src: &[u8], width: u32, height: u32) -> Result<Vec<u8>, CaptureError> {
+pub fn yuyv_to_rgb(src: &[u8], width: u32, height: u32) -> Result<Vec<u8>, FrameError> {
     let (w, h) = (width as usize, height as usize);
     if w % 2 != 0 {
-        return Err(CaptureError::Convert(format!("YUYV width {w} is odd")));
+        return Err(FrameError::Convert(format!("YUYV width {w} is odd")));
     }
     let need = w * h * 2;
     if src.len() < need {
-        return Err(CaptureError::Convert(format!(
+        return Err(FrameError::Convert(format!(
             "YUYV buffer has {} bytes, {w}x{h} needs {need}",
             src.len()
         )));
