@@ -12,8 +12,8 @@ out, frames_wanted = sys.argv[1], int(sys.argv[2])
 steps, cur = {}, None
 for line in open(out, errors="replace"):
     line = line.rstrip("\r\n")
-    if line.startswith("=== STEP "):
-        cur = line[len("=== STEP "):].strip()
+    if "=== STEP " in line:  # the console may prefix the first line with terminal escapes
+        cur = line[line.index("=== STEP ") + len("=== STEP "):].strip()
         steps[cur] = []
     elif cur is not None:
         steps[cur].append(line)

@@ -17,11 +17,14 @@ cd "$(dirname "$0")/../.."
 VM=../shared/v4l2-vm/run-in-vm.sh
 test -x "$VM" || { echo "missing $VM"; exit 1; }
 T=x86_64-unknown-linux-gnu
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $T --bin veriframe
-BIN=target/$T/release/veriframe
+# VIVID_BIN: use an already built static binary instead of building one.
+if [ -n "${VIVID_BIN:-}" ]; then BIN=$VIVID_BIN; else
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $T --bin veriframe
+  BIN=target/$T/release/veriframe
+fi
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 cp "$BIN" "$W/veriframe"
-FRAMES=${VIVID_FRAMES:-40}
+FRAMES=${VIVID_FRAMES:-40}   # frames of the allow_virtual run
 
 common='
 [log]
@@ -40,7 +43,10 @@ shutdown_timeout = "60s"
 '
 { echo 'device_id = "vm-test"'; echo 'data_dir = "/tmp/vf"'; echo "$common" | sed 's/^fps = 25.0$/fps = 25.0\nallow_virtual = true/'
   # The VM has no /usr/share/veriframe/models: the shipped PAD pair is copied in (cwd /data).
-  printf '[detect]\npad_model = ["minifasnet-v2.q8_0.gguf", "minifasnet-v1se.q8_0.gguf"]\n'; } > "$W/vivid.toml"
+  printf '[detect]\npad_model = ["minifasnet-v2.q8_0.gguf", "minifasnet-v1se.q8_0.gguf"]\n'
+  # vivid shows colour bars (no face): let the authentic policy seal no_face frames too, so the
+  # run shows a trusted source's frames sealed under it, with its fingerprint.
+  printf '[seal]\nverdicts = ["authentic", "unknown", "no_face"]\n'; } > "$W/vivid.toml"
 # Defaults (no allow_virtual); no detector, so this run is quick: the camera guard alone decides.
 { echo 'device_id = "vm-test"'; echo 'data_dir = "/tmp/vf-default"'; echo "$common"
   printf '[detect]\nmodel = "none"\n'; } > "$W/defaults.toml"
