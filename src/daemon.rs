@@ -11,7 +11,7 @@
 //! stops first, then each stage drains what is queued and exits; `captured = analysed + dropped`.
 
 use std::sync::mpsc::{self, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::alert::{AlertRequest, DetectorErrors, StorageFull};
@@ -22,10 +22,10 @@ use crate::capture::{
 use crate::config::Config;
 use crate::decide::{self, DeciderState, Decision};
 use crate::detect::{self, Analysis, Analyzer};
-use crate::device::{Actuator, NoDevice};
+use crate::device::{self, Actuator, Device, NoDevice, TamperFlag};
 use crate::publish::{Event, EventSink, LogSink};
 use crate::queue::{DropOldest, Pop};
-use crate::seal::{ChainSealer, SealError, SealInput, Sealer};
+use crate::seal::{ChainSealer, SealError, SealInput, Sealed, Sealer};
 use crate::shutdown::{self, Shutdown, StageGuard};
 use crate::stats::{Stage, Stats, StatsSnapshot};
 
@@ -71,7 +71,7 @@ impl Components {
         let sealer = ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?;
         // camera hook (issue 14): pins are signed with the device key, kept in the data dir.
         let guard = SourceGuard::new(
-            cfg.source.guard(),
+            camera::GuardConfig::from_source(&cfg.source),
             Box::new(camera::fingerprint::SystemInfo::default()),
             Some(camera::pin::PinStore::new(
                 &cfg.data_dir,
@@ -80,22 +80,78 @@ impl Components {
                 cfg.seal.fsync,
             )),
         );
+        // publish: MqttSink when a broker is configured (needs the tokio runtime), else
+        // LogSink. Alerts are signed with the same device key as captures.
+        let sink: Arc<dyn EventSink> = if cfg.mqtt.enabled() {
+            crate::publish::build_sink(&cfg.mqtt, &cfg.device_id, &cfg.data_dir, sealer.signer())?
+        } else {
+            Arc::new(LogSink)
+        };
         let parts = Self {
             source: capture::open(&cfg.source)?,
             guard,
             analyzer: detect::build(&cfg.detect)?,
-            // publish: MqttSink when a broker is configured (needs the tokio runtime), else
-            // LogSink. Alerts are signed with the same device key as captures.
-            sink: if cfg.mqtt.enabled() {
-                crate::publish::build_sink(cfg, sealer.signer())?
-            } else {
-                Arc::new(LogSink)
-            },
             sealer: Box::new(sealer),
             actuator: Box::new(NoDevice),
+            sink: sink.clone(),
         };
-        // device hook (issue 7): GPIO actuator and tamper gate on sealing, or "GPIO disabled".
-        Ok(crate::device::attach(&cfg.device, parts))
+        // GPIO (or "GPIO disabled") and the systemd notifier.
+        Ok(parts.with_device(device::build(&cfg.device, sink)))
+    }
+
+    /// Plug in the device layer: its actuator and notifier replace the actuator, and while its
+    /// tamper flag is set the sealer seals nothing.
+    pub fn with_device(mut self, device: Device) -> Self {
+        let (actuator, tamper) = device.actuators();
+        self.actuator = Box::new(actuator);
+        if let Some(flag) = tamper {
+            self.sealer = Box::new(TamperGate::new(self.sealer, flag));
+        }
+        self
+    }
+}
+
+/// Wraps the seal stage: while the tamper flag is set, frames are not sealed (a device whose
+/// enclosure is open must not produce evidence that looks trustworthy). Analysis and alerts go on.
+pub struct TamperGate {
+    inner: Box<dyn Sealer>,
+    flag: TamperFlag,
+    blocked: bool,
+    skipped: u64,
+}
+
+impl TamperGate {
+    pub fn new(inner: Box<dyn Sealer>, flag: TamperFlag) -> Self {
+        Self {
+            inner,
+            flag,
+            blocked: false,
+            skipped: 0,
+        }
+    }
+
+    /// Frames not sealed because of tamper.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+impl Sealer for TamperGate {
+    fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
+        let tampered = self.flag.is_set();
+        if tampered != self.blocked {
+            self.blocked = tampered;
+            if tampered {
+                tracing::error!("tamper: sealing stopped");
+            } else {
+                tracing::warn!("tamper cleared: sealing resumed");
+            }
+        }
+        if tampered {
+            self.skipped += 1;
+            return Ok(None);
+        }
+        self.inner.seal(input)
     }
 }
 
@@ -134,9 +190,18 @@ fn send_source_alerts(sink: &dyn EventSink, frame: &Frame, trust: &FrameTrust) {
     }
 }
 
+/// The actuator, shared by the capture and analysis threads and the runtime.
+type SharedActuator = Arc<Mutex<Box<dyn Actuator>>>;
+
+fn lock(actuator: &SharedActuator) -> MutexGuard<'_, Box<dyn Actuator>> {
+    // A poisoned lock means another stage panicked; the actuator is still usable.
+    actuator.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
     mut guard: SourceGuard,
+    actuator: SharedActuator,
     queue: DropOldest<Captured>,
     stats: Arc<Stats>,
     sink: Arc<dyn EventSink>,
@@ -167,11 +232,7 @@ fn capture_loop(
             }
             Ok(Capture::Event(ev)) => {
                 tracing::warn!(event = ?ev, "capture event");
-                // device hook (issue 7): `systemctl status` shows a lost camera.
-                if let CaptureEvent::CameraLost { path, reason } = &ev {
-                    crate::device::notify::Notifier::from_env()
-                        .status(&format!("camera {path} lost: {reason}"));
-                }
+                lock(&actuator).on_camera_event(&ev);
                 sink.send(Event::Capture(ev));
             }
             Err(CaptureError::Shutdown) => break Ok(()),
@@ -184,7 +245,7 @@ fn capture_loop(
 
 fn analysis_loop(
     mut analyzer: Box<dyn Analyzer>,
-    mut actuator: Box<dyn Actuator>,
+    actuator: SharedActuator,
     queue: DropOldest<Captured>,
     seal_tx: mpsc::SyncSender<Analysed>,
     stats: Arc<Stats>,
@@ -194,10 +255,9 @@ fn analysis_loop(
     let mut state = DeciderState::new(decide_cfg);
     // One `detector_error` alert per episode of analysis failures.
     let mut detector_errors = DetectorErrors::default();
-    // device hook (issue 7): READY=1 after the first analysed frame (camera open, models loaded,
-    // a frame through the detector), then WATCHDOG=1 fed only by analysed frames.
-    let mut ready_sent = false;
-    let mut watchdog = crate::device::notify::Watchdog::from_env();
+    // Ready after the first analysed frame (camera open, models loaded, a frame through the
+    // detector).
+    let mut ready = false;
     loop {
         let Captured { frame, trust } = match queue.pop_timeout(Duration::from_millis(200)) {
             Pop::Item(c) => c,
@@ -229,17 +289,19 @@ fn analysis_loop(
         state = next;
         // camera hook (issue 14): an untrusted source overrides the verdict; its alerts join.
         let decision = camera::apply(decision, &trust);
-        actuator.on_verdict(decision.verdict);
-        // device hook (issue 7): fault LED on detector errors; WATCHDOG=1 (rate-limited to
-        // WATCHDOG_USEC/2) only here, so a stalled capture or detector lets systemd restart us.
-        if analysis.is_none() {
-            actuator.on_analysis_error();
+        {
+            // The systemd watchdog is fed only here, so a stalled capture or detector gets the
+            // service restarted.
+            let mut act = lock(&actuator);
+            if !ready {
+                act.on_ready();
+                ready = true;
+            }
+            act.on_verdict(decision.verdict);
+            if analysis.is_none() {
+                act.on_analysis_error();
+            }
         }
-        if !ready_sent {
-            watchdog.notifier().ready("analysing frames");
-            ready_sent = true;
-        }
-        watchdog.frame_analysed();
         let item = Analysed {
             frame,
             analysis,
@@ -363,19 +425,22 @@ pub async fn run_pipeline(
         actuator,
     } = parts;
     tracing::info!(source = ?source.info(), "starting pipeline");
+    let actuator: SharedActuator = Arc::new(Mutex::new(actuator));
 
     {
         let (q, st, sk, sd) = (queue.clone(), stats.clone(), sink.clone(), shutdown.clone());
+        let act = actuator.clone();
         spawn("vf-capture", guard.clone(), move || {
-            let r = capture_loop(source, source_guard, q, st, sk, limits, sd);
+            let r = capture_loop(source, source_guard, act, q, st, sk, limits, sd);
             let _ = cap_done_tx.send(r);
         })?;
     }
     {
         let (q, st, sk) = (queue.clone(), stats.clone(), sink.clone());
         let decide_cfg = cfg.decide.clone();
+        let act = actuator.clone();
         spawn("vf-analyse", guard.clone(), move || {
-            analysis_loop(analyzer, actuator, q, seal_tx, st, sk, decide_cfg)
+            analysis_loop(analyzer, act, q, seal_tx, st, sk, decide_cfg)
         })?;
     }
     {
@@ -385,10 +450,7 @@ pub async fn run_pipeline(
         })?;
     }
     drop(guard);
-    // device hook (issue 7): READY=1 waits for the first analysed frame (see `analysis_loop`), so a
-    // camera missing at start keeps the unit in "activating" until TimeoutStartSec restarts it.
-    let notifier = crate::device::notify::Notifier::from_env();
-    notifier.status("models loaded; waiting for the first frame");
+    lock(&actuator).on_started();
 
     let mut deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(cfg.pipeline.stats_interval);
@@ -420,8 +482,7 @@ pub async fn run_pipeline(
             }
         }
     };
-    // device hook (issue 7): tell systemd we are stopping.
-    notifier.stopping("draining");
+    lock(&actuator).on_stopping();
     let drained = completion.wait(cfg.pipeline.shutdown_timeout).await;
     if !drained {
         tracing::warn!(

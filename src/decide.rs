@@ -46,7 +46,7 @@ pub enum Verdict {
     Unknown,
     /// The frame came from a source that is not trusted (another camera than the pinned one, an
     /// injection instrument, a stream that does not behave like a sensor); set by
-    /// [`crate::camera::apply`], never sealed as authentic.
+    /// the camera guard (`camera::apply`), never sealed as authentic.
     UntrustedSource,
 }
 

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use veriframe::config::{Config, LogFormat, Overrides};
 use veriframe::daemon::{self, Components, Limits};
 use veriframe::shutdown::Shutdown;
-use veriframe::{detect, publish, seal, Outcome};
+use veriframe::{commands, Outcome};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,23 +35,23 @@ enum Command {
         json: bool,
     },
     /// Create a device signing key.
-    Keygen(seal::cli::KeygenArgs),
+    Keygen(commands::seal::KeygenArgs),
     /// Verify sealed captures.
-    Verify(seal::cli::VerifyArgs),
+    Verify(commands::seal::VerifyArgs),
     /// Benchmark sealing (hash + sign + write) on this machine.
-    BenchSeal(seal::cli::BenchSealArgs),
+    BenchSeal(commands::seal::BenchSealArgs),
     /// Subscribe to a device's alerts and check their signatures.
-    Watch(publish::cli::WatchArgs),
+    Watch(commands::publish::WatchArgs),
     /// Benchmark the durable MQTT outbox against a broker.
-    BenchOutbox(publish::cli::BenchOutboxArgs),
+    BenchOutbox(commands::publish::BenchOutboxArgs),
     /// Evaluate the detector on labelled images.
-    Eval(detect::cli::EvalArgs),
+    Eval(commands::detect::EvalArgs),
     /// Benchmark the detector on this machine.
-    Bench(detect::cli::BenchArgs),
+    Bench(commands::detect::BenchArgs),
     /// Print the primary face box the detector finds in each image (a training box cache).
-    Faces(detect::cli::FacesArgs),
+    Faces(commands::detect::FacesArgs),
     /// Convert and inspect detector model files.
-    Model(detect::cli::ModelArgs),
+    Model(commands::detect::ModelArgs),
     /// Camera identity: `camera pin` binds the device to the camera now attached.
     Camera(veriframe::camera::cli::CameraArgs),
 }
@@ -147,23 +147,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(a) => run(a),
         Command::Probe { json } => {
             init_logging(LogFormat::Text, "warn");
-            Ok(veriframe::capture::v4l2::probe_cli(json)?)
+            Ok(commands::probe::probe(json)?)
         }
-        Command::Keygen(a) => Ok(seal::cli::keygen(&a)?),
-        Command::Verify(a) => Ok(seal::cli::verify(&a)?),
-        Command::BenchSeal(a) => Ok(seal::cli::bench_seal(&a)?),
+        Command::Keygen(a) => Ok(commands::seal::keygen(&a)?),
+        Command::Verify(a) => Ok(commands::seal::verify(&a)?),
+        Command::BenchSeal(a) => Ok(commands::seal::bench_seal(&a)?),
         Command::Watch(a) => {
             init_logging(LogFormat::Text, "warn");
-            Ok(publish::cli::watch(&a)?)
+            Ok(commands::publish::watch(&a)?)
         }
         Command::BenchOutbox(a) => {
             init_logging(LogFormat::Text, "warn");
-            Ok(publish::cli::bench_outbox(&a)?)
+            Ok(commands::publish::bench_outbox(&a)?)
         }
-        Command::Eval(a) => Ok(detect::cli::eval(&a)?),
-        Command::Bench(a) => Ok(detect::cli::bench(&a)?),
-        Command::Faces(a) => Ok(detect::cli::faces(&a)?),
-        Command::Model(a) => Ok(detect::cli::model(&a)?),
+        Command::Eval(a) => Ok(commands::detect::eval(&a)?),
+        Command::Bench(a) => Ok(commands::detect::bench(&a)?),
+        Command::Faces(a) => Ok(commands::detect::faces(&a)?),
+        Command::Model(a) => Ok(commands::detect::model(&a)?),
         Command::Camera(a) => {
             init_logging(LogFormat::Text, "info");
             Ok(veriframe::camera::cli::camera(&a)?)

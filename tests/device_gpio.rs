@@ -276,7 +276,7 @@ fn pipeline_run(tampered: bool) -> (u64, u64, Vec<AlertRequest>) {
     parts.sink = sink.clone();
     parts.sealer = Box::new(CountingSealer(sealed.clone()));
     let fake = FakePins::new(Some(tampered));
-    let parts = device::attach_pins(&dev, parts, fake.clone());
+    let parts = parts.with_device(device::build_with_pins(&dev, sink.clone(), fake.clone()));
     if tampered {
         eventually("tamper alert", || !sink.alerts().is_empty());
     }

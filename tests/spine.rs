@@ -561,3 +561,60 @@ fn bench_json_reports_stages_and_networks() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// Fails on every frame whose seq is in `failing`, decodes the others.
+struct FailingAnalyzer(std::ops::Range<u64>);
+impl Analyzer for FailingAnalyzer {
+    fn analyze(&mut self, frame: &veriframe::capture::Frame) -> Result<Analysis, DetectError> {
+        if self.0.contains(&frame.seq) {
+            return Err(DetectError::Model(format!("boom on {}", frame.seq)));
+        }
+        DecodeOnly.analyze(frame)
+    }
+    fn models(&self) -> Vec<ModelId> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn detector_errors_raise_one_alert_per_episode() {
+    // Frames 3..6 and 10..12 fail: two episodes, two `detector_error` alerts.
+    struct TwoEpisodes(FailingAnalyzer, FailingAnalyzer);
+    impl Analyzer for TwoEpisodes {
+        fn analyze(&mut self, f: &veriframe::capture::Frame) -> Result<Analysis, DetectError> {
+            self.0.analyze(f).and_then(|_| self.1.analyze(f))
+        }
+        fn models(&self) -> Vec<ModelId> {
+            Vec::new()
+        }
+    }
+    let (report, _, sink) = run(
+        Box::new(Synthetic::new(64, 48, 20.0)),
+        Box::new(TwoEpisodes(FailingAnalyzer(3..6), FailingAnalyzer(10..12))),
+        Limits {
+            frames: Some(16),
+            duration: None,
+        },
+        None,
+    );
+    let s = &report.final_stats;
+    assert_eq!(s.dropped, 0, "20 fps into a decode-only analyser: {s:?}");
+    assert_eq!(s.analysis_errors, 5);
+    let alerts: Vec<(u64, String)> = sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Alert(a) if a.kind == "detector_error" => Some((a.first_seq, a.detail.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            (3, "model error: boom on 3".to_string()),
+            (10, "model error: boom on 10".to_string())
+        ]
+    );
+}

@@ -14,43 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::CameraError;
-
-/// What V4L2 reports (`VIDIOC_QUERYCAP`, `VIDIOC_ENUM_FMT`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct V4l2Identity {
-    pub driver: String,
-    pub card: String,
-    pub bus_info: String,
-    /// Device capability bits (`device_caps`, as `v4l2-ctl --info` prints them).
-    pub capabilities: u64,
-    /// Pixel formats offered (FourCC text), sorted, without duplicates.
-    pub formats: Vec<String>,
-}
-
-/// The USB device's sysfs attributes (absent attributes are `null`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsbIdentity {
-    /// `idVendor`, 4 lowercase hex digits.
-    pub id_vendor: String,
-    /// `idProduct`, 4 lowercase hex digits.
-    pub id_product: String,
-    pub serial: Option<String>,
-    pub manufacturer: Option<String>,
-    pub product: Option<String>,
-    /// `bcdDevice` (device release, often the firmware version).
-    pub bcd_device: Option<String>,
-    /// USB port path: the sysfs name of the device, e.g. `1-1.2` (bus 1, port 1, hub port 2).
-    pub port: String,
-}
-
-impl UsbIdentity {
-    /// `vvvv:pppp`.
-    pub fn vid_pid(&self) -> String {
-        format!("{}:{}", self.id_vendor, self.id_product)
-    }
-}
+pub use crate::frame::identity::{UsbIdentity, V4l2Identity};
 
 /// Everything the fingerprint covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,15 +27,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 use crate::alert::AlertKind;
 use crate::decide::{Action, Decision, Verdict};
 use crate::frame::{Frame, SourceInfo};
 
-use fingerprint::{CameraIdentity, CameraInfoSource, UsbIdentity, V4l2Identity};
-use integrity::{FrameMeta, IntegrityConfig, IntegrityState};
-use pin::{Check, ExpectConfig, PinStore};
+use crate::capture::{ExpectConfig, IntegrityConfig};
+pub use crate::frame::identity::SourceIdentity;
+use fingerprint::{CameraIdentity, CameraInfoSource};
+use integrity::{FrameMeta, IntegrityState};
+use pin::{Check, PinStore};
 
 /// Errors reading a camera's identity or its pin record.
 #[derive(Debug, thiserror::Error)]
@@ -64,39 +64,18 @@ pub struct GuardConfig {
     pub integrity: IntegrityConfig,
 }
 
-/// The `fingerprint` of a manifest: the source's identity and what the device concluded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceIdentity {
-    /// Whether the source is a camera (V4L2). Replay and synthetic sources are not, and are
-    /// exempt from identity and stream checks.
-    pub camera: bool,
-    /// SHA-256 of the identity fields (cameras whose identity could be read).
-    pub sha256: Option<String>,
-    pub v4l2: Option<V4l2Identity>,
-    pub usb: Option<UsbIdentity>,
-    /// `expected`, `pinned`, `first_use`, `changed`, `unpinned` (an instrument, not pinned),
-    /// `unreadable`, `not_a_camera`.
-    pub pin: String,
-    /// Injection-instrument rules the camera matched (`driver:vivid`, `usb:534d:2109`, …).
-    pub instruments: Vec<String>,
-    /// `[source] allow_virtual` was set when the frame was captured.
-    pub allow_virtual: bool,
+impl GuardConfig {
+    /// The camera-trust settings of a `[source]` section.
+    pub fn from_source(cfg: &crate::capture::SourceConfig) -> Self {
+        Self {
+            allow_virtual: cfg.allow_virtual,
+            expect: cfg.expect.clone(),
+            integrity: cfg.integrity.clone(),
+        }
+    }
 }
 
 impl SourceIdentity {
-    pub fn not_a_camera() -> Self {
-        Self {
-            camera: false,
-            sha256: None,
-            v4l2: None,
-            usb: None,
-            pin: "not_a_camera".into(),
-            instruments: Vec::new(),
-            allow_virtual: false,
-        }
-    }
-
     fn camera(
         id: Option<&CameraIdentity>,
         pin: &str,

@@ -16,42 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use super::fingerprint::{CameraIdentity, Fingerprint};
 use super::CameraError;
+pub use crate::capture::ExpectConfig;
 use crate::seal::{fsio, keys, manifest, Signer};
 
 /// `format` of a pin record.
 pub const PIN_FORMAT: &str = "veriframe.camera-pin/1";
 
-/// `[source.expect]`: the camera this device must use. Every key given must match; at least one
-/// must be given. `sha256` is the whole fingerprint (as `veriframe probe --json` prints it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExpectConfig {
-    pub sha256: Option<String>,
-    pub driver: Option<String>,
-    pub card: Option<String>,
-    pub bus_info: Option<String>,
-    pub id_vendor: Option<String>,
-    pub id_product: Option<String>,
-    pub serial: Option<String>,
-    pub port: Option<String>,
-}
-
 impl ExpectConfig {
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self == &ExpectConfig::default() {
-            return Err((
-                "source.expect",
-                "give at least one of sha256, driver, card, bus_info, id_vendor, id_product, serial, port".into(),
-            ));
-        }
-        if let Some(h) = &self.sha256 {
-            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return Err(("source.expect.sha256", "expected 64 hex digits".into()));
-            }
-        }
-        Ok(())
-    }
-
     /// Mismatching keys as `key: expected X, camera has Y` (empty: it matches).
     pub fn mismatches(&self, id: &CameraIdentity) -> Vec<String> {
         let usb = id.usb.as_ref();

@@ -8,8 +8,8 @@
 
 pub mod reconnect;
 pub mod replay;
-pub mod samples;
 pub mod synthetic;
+pub mod trust;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 
@@ -21,8 +21,9 @@ use serde::Serialize;
 
 use crate::alert::AlertRequest;
 // The frame types live in `crate::frame`; re-exported because every source hands them out.
-pub use crate::frame::{convert, monotonic_now, Frame, PixelFormat, SourceInfo};
+pub use crate::frame::{convert, monotonic_now, samples, Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
+pub use trust::{ExpectConfig, IntegrityConfig};
 
 /// Something a source wants reported (as a log line, a status update or an alert).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,9 +174,9 @@ pub struct SourceConfig {
     /// cameras. For test rigs only; logged loudly at every start.
     pub allow_virtual: bool,
     /// `[source.expect]`: the camera this device must use (instead of pinning on first use).
-    pub expect: Option<crate::camera::pin::ExpectConfig>,
+    pub expect: Option<ExpectConfig>,
     /// `[source.integrity]`: stream-integrity checks on camera streams.
-    pub integrity: crate::camera::integrity::IntegrityConfig,
+    pub integrity: IntegrityConfig,
 }
 
 impl Default for SourceConfig {
@@ -226,16 +227,5 @@ impl SourceConfig {
         }
         self.integrity.validate()?;
         Ok(())
-    }
-}
-
-impl SourceConfig {
-    /// The camera-trust settings of this section.
-    pub fn guard(&self) -> crate::camera::GuardConfig {
-        crate::camera::GuardConfig {
-            allow_virtual: self.allow_virtual,
-            expect: self.expect.clone(),
-            integrity: self.integrity.clone(),
-        }
     }
 }

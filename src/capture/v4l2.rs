@@ -27,7 +27,6 @@ use super::{
     SourceConfig, SourceInfo,
 };
 use crate::shutdown::Shutdown;
-use crate::Outcome;
 
 /// How long a dequeue waits before the camera is considered stalled (and reopened).
 const DEQUEUE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -317,9 +316,10 @@ pub struct DeviceReport {
     pub formats: Vec<FormatReport>,
     pub error: Option<String>,
     /// Camera fingerprint (V4L2 + USB sysfs identity and its SHA-256), for capture devices.
-    pub fingerprint: Option<crate::camera::fingerprint::Fingerprint>,
+    /// (filled in by the `probe` command, which sees the camera module).
+    pub fingerprint: Option<serde_json::Value>,
     /// Injection-instrument table rows the device matches (virtual driver, capture chip).
-    pub instruments: Vec<crate::camera::instruments::Instrument>,
+    pub instruments: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -434,14 +434,6 @@ pub fn probe_device(path: &std::path::Path) -> DeviceReport {
         }
         rep.formats.push(fr);
     }
-    use crate::camera::fingerprint::{CameraInfoSource as _, Fingerprint, SystemInfo};
-    match SystemInfo::default().read(path) {
-        Ok(id) => {
-            rep.instruments = crate::camera::instruments::classify(&id);
-            rep.fingerprint = Some(Fingerprint::of(&id));
-        }
-        Err(e) => rep.error = Some(e.to_string()),
-    }
     rep
 }
 
@@ -463,22 +455,33 @@ pub fn render(reports: &[DeviceReport]) -> String {
         }
         out.push('\n');
         if let Some(fp) = &r.fingerprint {
-            out.push_str(&format!("  fingerprint {}", fp.sha256));
-            if let Some(u) = &fp.usb {
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or("none").to_string();
+            out.push_str(&format!("  fingerprint {}", s(&fp["sha256"])));
+            let u = &fp["usb"];
+            if u.is_object() {
                 out.push_str(&format!(
-                    " (USB {} serial {} port {})",
-                    u.vid_pid(),
-                    u.serial.as_deref().unwrap_or("none"),
-                    u.port
+                    " (USB {}:{} serial {} port {})",
+                    s(&u["id_vendor"]),
+                    s(&u["id_product"]),
+                    s(&u["serial"]),
+                    s(&u["port"])
                 ));
             }
             out.push('\n');
         }
         if !r.instruments.is_empty() {
-            out.push_str(&format!(
-                "  INJECTION INSTRUMENT: {}\n",
-                crate::camera::instruments::describe(&r.instruments)
-            ));
+            let list: Vec<String> = r
+                .instruments
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} [{}]",
+                        i["what"].as_str().unwrap_or("?"),
+                        i["rule"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            out.push_str(&format!("  INJECTION INSTRUMENT: {}\n", list.join("; ")));
         }
         for f in &r.formats {
             out.push_str(&format!("  {} ({})\n", f.fourcc, f.description));
@@ -506,21 +509,6 @@ pub fn device_paths() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-/// `veriframe probe`.
-pub fn probe_cli(json: bool) -> Result<Outcome, CaptureError> {
-    let reports: Vec<DeviceReport> = device_paths().iter().map(|p| probe_device(p)).collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reports)
-                .map_err(|e| CaptureError::Convert(e.to_string()))?
-        );
-    } else {
-        print!("{}", render(&reports));
-    }
-    Ok(Outcome::Ok)
 }
 
 #[cfg(test)]
@@ -608,12 +596,10 @@ mod tests {
                 }],
             }],
             error: None,
-            fingerprint: Some(crate::camera::fingerprint::Fingerprint::of(
-                &crate::camera::fingerprint::fixtures::vivid(),
-            )),
-            instruments: crate::camera::instruments::classify(
-                &crate::camera::fingerprint::fixtures::vivid(),
-            ),
+            fingerprint: Some(serde_json::json!({"sha256": "ab".repeat(32), "usb": null})),
+            instruments: vec![
+                serde_json::json!({"what": "vivid, the kernel's virtual video test driver", "rule": "driver:vivid"}),
+            ],
         };
         let s = render(&[r]);
         assert!(s.contains("  fingerprint "), "{s}");

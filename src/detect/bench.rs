@@ -56,7 +56,7 @@ fn stage(samples: &mut [f32]) -> Option<StageStats> {
 
 /// The sample's JPEG bytes.
 pub fn sample_jpeg() -> Result<&'static [u8], DetectError> {
-    crate::capture::samples::SAMPLES
+    crate::frame::samples::SAMPLES
         .iter()
         .find(|(n, _)| *n == BENCH_SAMPLE)
         .map(|(_, b)| *b)

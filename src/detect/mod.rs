@@ -4,7 +4,6 @@
 //! frame (so corrupt frames surface here) and reports no faces.
 
 pub mod bench;
-pub mod cli;
 pub mod crop;
 pub mod kernels;
 pub mod meso;

@@ -15,14 +15,17 @@ pub mod led;
 pub mod notify;
 pub mod tamper;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::Components;
+use crate::capture::CaptureEvent;
 use crate::decide::Verdict;
+use crate::publish::EventSink;
 
-pub use tamper::{TamperFlag, TamperGate};
+pub use notify::SystemdNotifier;
+pub use tamper::TamperFlag;
 
 /// Errors from the device layer.
 #[derive(Debug, thiserror::Error)]
@@ -31,11 +34,49 @@ pub enum DeviceError {
     Gpio(String),
 }
 
-/// The device seam: told about each analysed frame.
+/// The device seam: told what the pipeline does; it only observes (the GPIO LED and relay, the
+/// systemd notifier). Calls come from the capture and analysis threads and from the daemon's
+/// runtime, one at a time.
 pub trait Actuator: Send {
+    /// A frame went through the analyser (and `decide`), with this verdict.
     fn on_verdict(&mut self, verdict: Verdict);
     /// The detector failed on a frame (the LED shows "fault" for a while).
     fn on_analysis_error(&mut self) {}
+    /// The stages are built and running; no frame analysed yet.
+    fn on_started(&mut self) {}
+    /// The first frame went through the analyser (camera open, models loaded): ready. Called
+    /// once, before that frame's [`Actuator::on_verdict`].
+    fn on_ready(&mut self) {}
+    /// The capture stage reported an event (camera lost or restored, file skipped, …).
+    fn on_camera_event(&mut self, event: &CaptureEvent) {
+        let _ = event;
+    }
+    /// Shutdown began: the pipeline is draining.
+    fn on_stopping(&mut self) {}
+}
+
+/// Several actuators told the same things, in order.
+pub struct Actuators(pub Vec<Box<dyn Actuator>>);
+
+impl Actuator for Actuators {
+    fn on_verdict(&mut self, verdict: Verdict) {
+        self.0.iter_mut().for_each(|a| a.on_verdict(verdict));
+    }
+    fn on_analysis_error(&mut self) {
+        self.0.iter_mut().for_each(|a| a.on_analysis_error());
+    }
+    fn on_started(&mut self) {
+        self.0.iter_mut().for_each(|a| a.on_started());
+    }
+    fn on_ready(&mut self) {
+        self.0.iter_mut().for_each(|a| a.on_ready());
+    }
+    fn on_camera_event(&mut self, event: &CaptureEvent) {
+        self.0.iter_mut().for_each(|a| a.on_camera_event(event));
+    }
+    fn on_stopping(&mut self) {
+        self.0.iter_mut().for_each(|a| a.on_stopping());
+    }
 }
 
 /// No GPIO on this host.
@@ -142,39 +183,68 @@ impl DeviceConfig {
     }
 }
 
-/// Attach the device layer to built components: with `[device] gpio = true` and working GPIO,
-/// a [`gpio::GpioActuator`] replaces the actuator and, when a tamper pin is configured with
-/// `tamper_stops_sealing`, a [`TamperGate`] wraps the sealer. Otherwise logs "GPIO disabled" and
-/// returns the components unchanged.
-pub fn attach(cfg: &DeviceConfig, parts: Components) -> Components {
+/// What the device layer gives the daemon to plug in.
+pub struct Device {
+    /// The GPIO actuator (LED, relay, tamper input), or [`NoDevice`].
+    pub actuator: Box<dyn Actuator>,
+    /// systemd notifications (`READY=1`, `WATCHDOG=1`, `STOPPING=1`, `STATUS=`); a no-op without
+    /// `NOTIFY_SOCKET`.
+    pub notifier: SystemdNotifier,
+    /// Set while the enclosure is open, when `tamper_stops_sealing` and a tamper pin are
+    /// configured: the daemon stops sealing while it is set.
+    pub tamper: Option<TamperFlag>,
+}
+
+impl Device {
+    /// The actuator and the notifier as one actuator (the notifier last).
+    pub fn actuators(self) -> (Actuators, Option<TamperFlag>) {
+        (
+            Actuators(vec![self.actuator, Box::new(self.notifier)]),
+            self.tamper,
+        )
+    }
+}
+
+/// Build the device layer for `cfg`: with `[device] gpio = true` and working GPIO, a
+/// [`gpio::GpioActuator`] (tamper alerts go to `sink`); otherwise logs "GPIO disabled" and uses
+/// [`NoDevice`]. The systemd notifier comes from the environment.
+pub fn build(cfg: &DeviceConfig, sink: Arc<dyn EventSink>) -> Device {
     if !cfg.gpio {
         tracing::info!("GPIO disabled ([device] gpio = false)");
-        return parts;
+        return without_gpio();
     }
     match gpio::open_pins(cfg) {
-        Ok(pins) => attach_pins(cfg, parts, pins),
+        Ok(pins) => build_with_pins(cfg, sink, pins),
         Err(e) => {
             tracing::error!(
                 error = %e,
                 "GPIO disabled: cannot open the GPIO (no LED, relay or tamper switch)"
             );
-            parts
+            without_gpio()
         }
     }
 }
 
-/// [`attach`] with given pins (tests use [`fake::FakePins`]).
-pub fn attach_pins<P: gpio::Pins + 'static>(
+fn without_gpio() -> Device {
+    Device {
+        actuator: Box::new(NoDevice),
+        notifier: SystemdNotifier::from_env(),
+        tamper: None,
+    }
+}
+
+/// [`build`] with given pins (tests use [`fake::FakePins`]).
+pub fn build_with_pins<P: gpio::Pins + 'static>(
     cfg: &DeviceConfig,
-    mut parts: Components,
+    sink: Arc<dyn EventSink>,
     pins: P,
-) -> Components {
+) -> Device {
     let flag = TamperFlag::default();
     match gpio::GpioActuator::start(
         pins,
         gpio::LogicConfig::from_config(cfg),
         flag.clone(),
-        parts.sink.clone(),
+        sink,
     ) {
         Ok(act) => {
             tracing::info!(
@@ -183,14 +253,17 @@ pub fn attach_pins<P: gpio::Pins + 'static>(
                 relay = ?cfg.relay_pin,
                 "GPIO enabled"
             );
-            parts.actuator = Box::new(act);
-            if cfg.tamper_stops_sealing && cfg.tamper_pin.is_some() {
-                parts.sealer = Box::new(TamperGate::new(parts.sealer, flag));
+            Device {
+                actuator: Box::new(act),
+                notifier: SystemdNotifier::from_env(),
+                tamper: (cfg.tamper_stops_sealing && cfg.tamper_pin.is_some()).then_some(flag),
             }
         }
-        Err(e) => tracing::error!(error = %e, "GPIO disabled"),
+        Err(e) => {
+            tracing::error!(error = %e, "GPIO disabled");
+            without_gpio()
+        }
     }
-    parts
 }
 
 #[cfg(test)]

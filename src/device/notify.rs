@@ -14,6 +14,10 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::Actuator;
+use crate::capture::CaptureEvent;
+use crate::decide::Verdict;
+
 /// Where notifications go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotifyTarget {
@@ -223,6 +227,60 @@ impl Watchdog {
         self.pings += 1;
         self.notifier.watchdog();
         true
+    }
+}
+
+/// The systemd side of the device as an [`Actuator`]: `STATUS=` when the stages run,
+/// `READY=1` after the first analysed frame, `WATCHDOG=1` (rate-limited) only from analysed
+/// frames, `STATUS=` when the camera is lost, `STOPPING=1` on shutdown.
+#[derive(Debug)]
+pub struct SystemdNotifier {
+    watchdog: Watchdog,
+}
+
+impl SystemdNotifier {
+    /// From `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` (a no-op without them).
+    pub fn from_env() -> Self {
+        Self::new(Watchdog::from_env())
+    }
+
+    pub fn new(watchdog: Watchdog) -> Self {
+        Self { watchdog }
+    }
+
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
+    }
+}
+
+impl Actuator for SystemdNotifier {
+    fn on_verdict(&mut self, _verdict: Verdict) {
+        self.watchdog.frame_analysed();
+    }
+
+    fn on_started(&mut self) {
+        // READY=1 waits for the first analysed frame, so a camera missing at start keeps the
+        // unit in "activating" until TimeoutStartSec restarts it.
+        self.watchdog
+            .notifier()
+            .status("models loaded; waiting for the first frame");
+    }
+
+    fn on_ready(&mut self) {
+        self.watchdog.notifier().ready("analysing frames");
+    }
+
+    fn on_camera_event(&mut self, event: &CaptureEvent) {
+        // `systemctl status` shows a lost camera.
+        if let CaptureEvent::CameraLost { path, reason } = event {
+            self.watchdog
+                .notifier()
+                .status(&format!("camera {path} lost: {reason}"));
+        }
+    }
+
+    fn on_stopping(&mut self) {
+        self.watchdog.notifier().stopping("draining");
     }
 }
 

@@ -1,11 +1,9 @@
-//! Tamper switch: debouncing (a pure function), the shared "tampered" flag, and a sealing gate
-//! that stops sealing while the flag is set.
+//! Tamper switch: debouncing (a pure function) and the shared "tampered" flag (the daemon stops
+//! sealing while it is set).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-use crate::seal::{SealError, SealInput, Sealed, Sealer};
 
 /// Debouncer state for one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,50 +55,6 @@ impl TamperFlag {
 
     pub fn set(&self, tampered: bool) {
         self.0.store(tampered, Ordering::SeqCst);
-    }
-}
-
-/// Wraps the seal stage: while the tamper flag is set, frames are not sealed (a device whose
-/// enclosure is open must not produce evidence that looks trustworthy). Analysis and alerts go on.
-pub struct TamperGate {
-    inner: Box<dyn Sealer>,
-    flag: TamperFlag,
-    blocked: bool,
-    skipped: u64,
-}
-
-impl TamperGate {
-    pub fn new(inner: Box<dyn Sealer>, flag: TamperFlag) -> Self {
-        Self {
-            inner,
-            flag,
-            blocked: false,
-            skipped: 0,
-        }
-    }
-
-    /// Frames not sealed because of tamper.
-    pub fn skipped(&self) -> u64 {
-        self.skipped
-    }
-}
-
-impl Sealer for TamperGate {
-    fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
-        let tampered = self.flag.is_set();
-        if tampered != self.blocked {
-            self.blocked = tampered;
-            if tampered {
-                tracing::error!("tamper: sealing stopped");
-            } else {
-                tracing::warn!("tamper cleared: sealing resumed");
-            }
-        }
-        if tampered {
-            self.skipped += 1;
-            return Ok(None);
-        }
-        self.inner.seal(input)
     }
 }
 

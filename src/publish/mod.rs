@@ -6,7 +6,6 @@
 //! public key and Home Assistant discovery (topics and schemas: `docs/mqtt.md`).
 
 pub mod alert;
-pub mod cli;
 pub mod mqtt;
 pub mod outbox;
 pub mod store;
@@ -203,12 +202,14 @@ impl MqttConfig {
 /// Build the sink for `cfg`: [`MqttSink`] when a broker is configured, else [`LogSink`].
 /// Must run inside a tokio runtime.
 pub fn build_sink(
-    cfg: &crate::config::Config,
+    cfg: &MqttConfig,
+    device_id: &str,
+    data_dir: &std::path::Path,
     signer: Arc<dyn crate::seal::Signer>,
 ) -> Result<Arc<dyn EventSink>, PublishError> {
-    if !cfg.mqtt.enabled() {
+    if !cfg.enabled() {
         return Ok(Arc::new(LogSink));
     }
-    let opts = SinkOptions::new(&cfg.mqtt, &cfg.device_id, &cfg.data_dir)?;
+    let opts = SinkOptions::new(cfg, device_id, data_dir)?;
     Ok(Arc::new(MqttSink::start(opts, signer)?))
 }

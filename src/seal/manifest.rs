@@ -146,7 +146,7 @@ pub struct Manifest {
     /// The source's identity (camera fingerprint, pin check, instruments): present exactly in
     /// `veriframe.capture/2` manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<crate::camera::SourceIdentity>,
+    pub fingerprint: Option<crate::frame::identity::SourceIdentity>,
 }
 
 /// Signed statement of where the stored chain starts (after retention) and where it ended at the
@@ -468,7 +468,7 @@ pub(crate) mod tests {
                 }],
                 alerts: vec![],
             },
-            fingerprint: Some(crate::camera::SourceIdentity::not_a_camera()),
+            fingerprint: Some(crate::frame::identity::SourceIdentity::not_a_camera()),
         }
     }
 
@@ -487,19 +487,33 @@ pub(crate) mod tests {
             Manifest::parse(&v2.to_canonical().unwrap()),
             Err(ParseError::Field("fingerprint", _))
         ));
-        v1.fingerprint = Some(crate::camera::SourceIdentity::not_a_camera());
+        v1.fingerprint = Some(crate::frame::identity::SourceIdentity::not_a_camera());
         assert!(matches!(
             Manifest::parse(&v1.to_canonical().unwrap()),
             Err(ParseError::Field("fingerprint", _))
         ));
         // A camera fingerprint round-trips (integers and strings only: canonical).
-        let id = crate::camera::fingerprint::fixtures::uvc_webcam("S1");
+        use crate::frame::identity::{UsbIdentity, V4l2Identity};
         let mut m = sample(&k, 2);
-        m.fingerprint = Some(crate::camera::SourceIdentity {
+        m.fingerprint = Some(crate::frame::identity::SourceIdentity {
             camera: true,
-            sha256: Some(id.sha256()),
-            v4l2: Some(id.v4l2.clone()),
-            usb: id.usb.clone(),
+            sha256: Some("ab".repeat(32)),
+            v4l2: Some(V4l2Identity {
+                driver: "uvcvideo".into(),
+                card: "Cam".into(),
+                bus_info: "usb-1".into(),
+                capabilities: 0x0420_0001,
+                formats: vec!["MJPG".into()],
+            }),
+            usb: Some(UsbIdentity {
+                id_vendor: "046d".into(),
+                id_product: "082d".into(),
+                serial: Some("S1".into()),
+                manufacturer: None,
+                product: None,
+                bcd_device: None,
+                port: "1-1".into(),
+            }),
             pin: "pinned".into(),
             instruments: vec![],
             allow_virtual: false,

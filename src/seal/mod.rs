@@ -14,7 +14,6 @@
 //!
 //! The format is specified in `docs/capture-format.md`.
 
-pub mod cli;
 pub mod fsio;
 pub mod keys;
 pub mod manifest;
@@ -75,7 +74,7 @@ pub struct SealInput<'a> {
     pub analysis: Option<&'a Analysis>,
     pub decision: &'a Decision,
     /// The source's identity and trust (manifest `fingerprint`).
-    pub identity: &'a crate::camera::SourceIdentity,
+    pub identity: &'a crate::frame::identity::SourceIdentity,
 }
 
 /// A stored capture: enough for alerts to cite their evidence.
@@ -358,7 +357,7 @@ struct Held {
     frame: Frame,
     analysis: Option<Analysis>,
     decision: Decision,
-    identity: crate::camera::SourceIdentity,
+    identity: crate::frame::identity::SourceIdentity,
 }
 
 /// The real sealer: policy, manifest, signature, atomic store.

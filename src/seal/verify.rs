@@ -43,7 +43,7 @@ pub struct CaptureReport {
     pub problems: Vec<Problem>,
     /// The manifest's source identity (`fingerprint`; absent in `veriframe.capture/1`). As
     /// signed: only meaningful when the capture is valid.
-    pub fingerprint: Option<crate::camera::SourceIdentity>,
+    pub fingerprint: Option<crate::frame::identity::SourceIdentity>,
 }
 
 impl CaptureReport {

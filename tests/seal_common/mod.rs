@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use veriframe::capture::{monotonic_now, Frame, PixelFormat, SourceInfo};
+use veriframe::commands;
 use veriframe::decide::{Decision, Verdict};
 use veriframe::seal::keys::DeviceKey;
 use veriframe::seal::policy::PolicyKind;
-use veriframe::seal::{cli, ChainSealer, SealConfig, SealInput, Sealer};
+use veriframe::seal::{ChainSealer, SealConfig, SealInput, Sealer};
 
 pub fn config() -> SealConfig {
     SealConfig {
@@ -25,7 +26,10 @@ pub fn config() -> SealConfig {
 pub fn frame(n: u64, wall: SystemTime) -> Frame {
     let (w, h) = (64u32, 48u32);
     let (format, bytes) = if n.is_multiple_of(2) {
-        (PixelFormat::Jpeg, cli::test_jpeg(w, h, n).unwrap())
+        (
+            PixelFormat::Jpeg,
+            commands::seal::test_jpeg(w, h, n).unwrap(),
+        )
     } else {
         (
             PixelFormat::Rgb24,

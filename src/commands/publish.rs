@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event as MqEvent, Packet, QoS};
 
-use super::alert::{self, SigCheck};
-use super::mqtt::{self, ConnectOptions};
-use super::{AlertRequest, Event, EventSink, MqttConfig, MqttSink, PublishError, SinkOptions};
+use crate::publish::alert::{self, SigCheck};
+use crate::publish::mqtt::{self, ConnectOptions};
+use crate::publish::{
+    AlertRequest, Event, EventSink, MqttConfig, MqttSink, PublishError, SinkOptions,
+};
 use crate::Outcome;
 
 /// TLS and credential options shared by the client subcommands.

@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::keys::{self, DeviceKey};
-use super::policy::PolicyKind;
-use super::verify::{self, ChainReport};
-use super::{ChainSealer, SealConfig, SealError, SealInput, Signer};
 use crate::capture::synthetic::Synthetic;
 use crate::decide::{Decision, Verdict};
 use crate::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
+use crate::seal::keys::{self, DeviceKey};
+use crate::seal::policy::PolicyKind;
+use crate::seal::verify::{self, ChainReport};
+use crate::seal::{ChainSealer, SealConfig, SealError, SealInput, Signer};
 use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -255,7 +255,7 @@ fn bench_store(dir: &Path, fsync: bool, n: usize, jpeg: &[u8]) -> Result<Summary
         verdict: Verdict::Authentic,
         actions: Vec::new(),
     };
-    let identity = crate::camera::SourceIdentity::not_a_camera();
+    let identity = crate::frame::identity::SourceIdentity::not_a_camera();
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let frame = jpeg_frame(jpeg.to_vec(), i as u64);

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{
+use crate::config::{Config, Overrides};
+use crate::detect::{
     bench, build_pipeline, eval, load_face, load_pad_ensemble, DetectConfig, DetectError, Quant,
 };
-use crate::config::{Config, Overrides};
 use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -202,7 +202,7 @@ pub enum ModelCommand {
 pub struct ConvertArgs {
     /// Network architecture of the input weights.
     #[arg(long, value_enum)]
-    pub arch: super::minifasnet::Arch,
+    pub arch: crate::detect::minifasnet::Arch,
     /// Upstream-layout `.safetensors` state dict.
     #[arg(long = "in")]
     pub input: PathBuf,
@@ -211,19 +211,19 @@ pub struct ConvertArgs {
     pub out: PathBuf,
     /// Precision of the pointwise/linear weights.
     #[arg(long, value_enum, default_value = "q8_0")]
-    pub quant: super::Quant,
+    pub quant: crate::detect::Quant,
 }
 
 pub fn model(args: &ModelArgs) -> Result<Outcome, DetectError> {
-    use super::modelfile;
+    use crate::detect::modelfile;
     match &args.command {
         ModelCommand::Convert(a) => {
             let bytes = std::fs::read(&a.input)?;
-            let m = super::minifasnet::convert(&bytes, Some(a.arch), a.quant)
+            let m = crate::detect::minifasnet::convert(&bytes, Some(a.arch), a.quant)
                 .map_err(|e| DetectError::Model(format!("{}: {e}", a.input.display())))?;
             modelfile::write(&m, &a.out)?;
             // Prove the file loads as a network before reporting success.
-            let net = super::minifasnet::MiniFasNet::load(&a.out, a.quant)?;
+            let net = crate::detect::minifasnet::MiniFasNet::load(&a.out, a.quant)?;
             let size = std::fs::metadata(&a.out)?.len();
             println!(
                 "wrote {} ({} bytes): {} weights_sha256={}",

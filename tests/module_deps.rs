@@ -1,0 +1,139 @@
+//! The top-level modules of `src/` depend on each other in the order ARCHITECTURE.md states
+//! ("Dependency order"): each module uses only modules listed before it, so there are no import
+//! cycles. Reads the sources (`crate::x` paths, `use crate::{x, y::z}` groups), not the compiler.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The order stated in ARCHITECTURE.md: the backticked names on the first line starting with a
+/// backtick after the `## Dependency order` heading.
+fn documented_order() -> Vec<String> {
+    let doc = fs::read_to_string(Path::new(ROOT).join("ARCHITECTURE.md")).unwrap();
+    let start = doc
+        .find("## Dependency order")
+        .expect("ARCHITECTURE.md has a `## Dependency order` section");
+    let line = doc[start..]
+        .lines()
+        .find(|l| l.starts_with('`'))
+        .expect("a line of backticked module names");
+    line.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Top-level modules of the library and their source files.
+fn modules() -> BTreeMap<String, Vec<PathBuf>> {
+    let src = Path::new(ROOT).join("src");
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+        if name == "lib" || name == "main" {
+            continue;
+        }
+        let mut files = Vec::new();
+        collect(&p, &mut files);
+        out.insert(name, files);
+    }
+    out
+}
+
+fn collect(p: &Path, files: &mut Vec<PathBuf>) {
+    if p.is_dir() {
+        for e in fs::read_dir(p).unwrap() {
+            collect(&e.unwrap().path(), files);
+        }
+    } else if p.extension().is_some_and(|x| x == "rs") {
+        files.push(p.to_path_buf());
+    }
+}
+
+fn ident_at(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// First path segments after `crate::` in `text` (comment lines skipped), including each
+/// top-level item of a `crate::{…}` group.
+fn crate_refs(text: &str) -> Vec<String> {
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let (mut depth, mut at_item) = (0usize, true);
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => at_item = true,
+                    c if at_item && depth == 0 && (c.is_alphanumeric() || c == '_') => {
+                        out.push(ident_at(&group[j..]).to_string());
+                        at_item = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            out.push(ident_at(rest).to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn modules_depend_only_on_modules_listed_before_them() {
+    let order = documented_order();
+    let mods = modules();
+    let listed: Vec<&String> = {
+        let mut v: Vec<&String> = order.iter().collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        listed,
+        mods.keys().collect::<Vec<_>>(),
+        "ARCHITECTURE.md's dependency order must list every top-level module of src/ once"
+    );
+    let rank = |m: &str| order.iter().position(|o| o == m);
+    let mut violations = Vec::new();
+    for (m, files) in &mods {
+        let me = rank(m).unwrap();
+        for f in files {
+            let text = fs::read_to_string(f).unwrap();
+            for dep in crate_refs(&text) {
+                if let Some(r) = rank(&dep) {
+                    if r > me {
+                        violations.push(format!(
+                            "{} uses crate::{dep}, listed after {m}",
+                            f.strip_prefix(ROOT).unwrap_or(f).display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    violations.sort();
+    violations.dedup();
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+}
+
+#[test]
+fn reference_parser_sees_groups_and_paths() {
+    let refs = crate_refs(
+        "use crate::alert::{AlertKind, Severity};\nuse crate::{capture::{self, Frame}, seal};\n// crate::daemon\nlet x = crate::frame::monotonic_now();",
+    );
+    assert_eq!(refs, ["alert", "capture", "seal", "frame"]);
+}
