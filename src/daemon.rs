@@ -198,6 +198,8 @@ fn lock(actuator: &SharedActuator) -> MutexGuard<'_, Box<dyn Actuator>> {
     actuator.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+// The stage's own parts and its queue, stats, sink, limits and stop signal.
+#[allow(clippy::too_many_arguments)]
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
     mut guard: SourceGuard,
