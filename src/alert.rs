@@ -34,11 +34,19 @@ pub enum AlertKind {
     StorageFull,
     /// The analyser failed on a frame (detect), once per episode.
     DetectorError,
+    /// The camera is not the pinned (or expected) one (camera), once per stream.
+    CameraChanged,
+    /// The camera is a known injection instrument: virtual driver, capture device (camera),
+    /// once per stream.
+    InjectionSuspected,
+    /// The camera's stream does not behave like a sensor (camera), once per episode; score:
+    /// anomalous fraction of the window.
+    StreamAnomaly,
 }
 
 impl AlertKind {
     /// Every kind, in the order of the table in `docs/mqtt.md`.
-    pub const ALL: [AlertKind; 8] = [
+    pub const ALL: [AlertKind; 11] = [
         AlertKind::PresentationAttack,
         AlertKind::DeepfakeSuspected,
         AlertKind::MultipleFaces,
@@ -47,6 +55,9 @@ impl AlertKind {
         AlertKind::Tamper,
         AlertKind::StorageFull,
         AlertKind::DetectorError,
+        AlertKind::CameraChanged,
+        AlertKind::InjectionSuspected,
+        AlertKind::StreamAnomaly,
     ];
 
     /// The wire name (`presentation_attack`, …).
@@ -60,6 +71,9 @@ impl AlertKind {
             AlertKind::Tamper => "tamper",
             AlertKind::StorageFull => "storage_full",
             AlertKind::DetectorError => "detector_error",
+            AlertKind::CameraChanged => "camera_changed",
+            AlertKind::InjectionSuspected => "injection_suspected",
+            AlertKind::StreamAnomaly => "stream_anomaly",
         }
     }
 
@@ -69,11 +83,14 @@ impl AlertKind {
             AlertKind::PresentationAttack
             | AlertKind::CameraLost
             | AlertKind::Tamper
-            | AlertKind::StorageFull => Severity::Critical,
+            | AlertKind::StorageFull
+            | AlertKind::CameraChanged
+            | AlertKind::InjectionSuspected => Severity::Critical,
             // Meso4 is weak evidence; several faces and a failing frame are worth a look.
-            AlertKind::DeepfakeSuspected | AlertKind::MultipleFaces | AlertKind::DetectorError => {
-                Severity::Warning
-            }
+            AlertKind::DeepfakeSuspected
+            | AlertKind::MultipleFaces
+            | AlertKind::DetectorError
+            | AlertKind::StreamAnomaly => Severity::Warning,
             AlertKind::CameraRestored => Severity::Info,
         }
     }
@@ -267,6 +284,15 @@ impl AlertRequest {
             seq,
             format!("cannot write {}: no space left", path.display()),
         )
+    }
+
+    /// Source `camera`: a camera-trust alert (`camera_changed`, `injection_suspected`,
+    /// `stream_anomaly`) about frame `seq`, with its measured `score` and `detail`.
+    pub fn camera_trust(kind: AlertKind, score: Option<f32>, seq: u64, detail: String) -> Self {
+        Self {
+            score,
+            ..Self::about(kind, seq, detail)
+        }
     }
 
     /// Source `detect`: the analyser failed on frame `seq` with `error`.

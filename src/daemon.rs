@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::alert::{AlertRequest, DetectorErrors, StorageFull};
+use crate::camera::{self, FrameTrust, SourceGuard};
 use crate::capture::{
     self, monotonic_now, Capture, CaptureError, CaptureEvent, Frame, FrameSource,
 };
@@ -56,6 +57,8 @@ pub struct Limits {
 /// The stage implementations, chosen by the caller (real ones from config, fakes in tests).
 pub struct Components {
     pub source: Box<dyn FrameSource>,
+    /// Camera identity, injection instruments and stream integrity (runs in the capture thread).
+    pub guard: SourceGuard,
     pub analyzer: Box<dyn Analyzer>,
     pub sealer: Box<dyn Sealer>,
     pub sink: Arc<dyn EventSink>,
@@ -66,6 +69,17 @@ impl Components {
     /// Build the stages described by `cfg`.
     pub fn from_config(cfg: &Config) -> Result<Self, DaemonError> {
         let sealer = ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?;
+        // camera hook (issue 14): pins are signed with the device key, kept in the data dir.
+        let guard = SourceGuard::new(
+            camera::GuardConfig::from_source(&cfg.source),
+            Box::new(camera::fingerprint::SystemInfo::default()),
+            Some(camera::pin::PinStore::new(
+                &cfg.data_dir,
+                sealer.signer(),
+                &cfg.device_id,
+                cfg.seal.fsync,
+            )),
+        );
         // publish: MqttSink when a broker is configured (needs the tokio runtime), else
         // LogSink. Alerts are signed with the same device key as captures.
         let sink: Arc<dyn EventSink> = if cfg.mqtt.enabled() {
@@ -75,6 +89,7 @@ impl Components {
         };
         let parts = Self {
             source: capture::open(&cfg.source)?,
+            guard,
             analyzer: detect::build(&cfg.detect)?,
             sealer: Box::new(sealer),
             actuator: Box::new(NoDevice),
@@ -166,10 +181,29 @@ pub struct RunReport {
     pub capture_error: Option<String>,
 }
 
+/// A captured frame with the camera guard's verdict on its source.
+struct Captured {
+    frame: Frame,
+    trust: FrameTrust,
+}
+
 struct Analysed {
     frame: Frame,
     analysis: Option<Analysis>,
     decision: Decision,
+    trust: FrameTrust,
+}
+
+/// Source alerts of a frame that will not reach the seal stage: raised now, without evidence.
+fn send_source_alerts(sink: &dyn EventSink, frame: &Frame, trust: &FrameTrust) {
+    for a in &trust.alerts {
+        sink.send(Event::Alert(AlertRequest::camera_trust(
+            a.kind,
+            a.score,
+            frame.seq,
+            a.detail.clone(),
+        )));
+    }
 }
 
 /// The actuator, shared by the capture and analysis threads and the runtime.
@@ -180,10 +214,13 @@ fn lock(actuator: &SharedActuator) -> MutexGuard<'_, Box<dyn Actuator>> {
     actuator.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+// The stage's own parts and its queue, stats, sink, limits and stop signal.
+#[allow(clippy::too_many_arguments)]
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
+    mut guard: SourceGuard,
     actuator: SharedActuator,
-    queue: DropOldest<Frame>,
+    queue: DropOldest<Captured>,
     stats: Arc<Stats>,
     sink: Arc<dyn EventSink>,
     limits: Limits,
@@ -200,8 +237,11 @@ fn capture_loop(
                 seq += 1;
                 tracing::debug!(seq = f.seq, device_seq = f.device_seq, "frame");
                 Stats::inc(&stats.captured);
-                if queue.push(f).is_some() {
+                let trust = guard.on_frame(&f);
+                if let Some(old) = queue.push(Captured { frame: f, trust }) {
                     Stats::inc(&stats.dropped);
+                    // Its source alerts must not be lost with it.
+                    send_source_alerts(sink.as_ref(), &old.frame, &old.trust);
                 }
             }
             Ok(Capture::Event(CaptureEvent::EndOfStream)) => {
@@ -224,7 +264,7 @@ fn capture_loop(
 fn analysis_loop(
     mut analyzer: Box<dyn Analyzer>,
     actuator: SharedActuator,
-    queue: DropOldest<Frame>,
+    queue: DropOldest<Captured>,
     seal_tx: mpsc::SyncSender<Analysed>,
     stats: Arc<Stats>,
     sink: Arc<dyn EventSink>,
@@ -237,8 +277,8 @@ fn analysis_loop(
     // detector).
     let mut ready = false;
     loop {
-        let frame = match queue.pop_timeout(Duration::from_millis(200)) {
-            Pop::Item(f) => f,
+        let Captured { frame, trust } = match queue.pop_timeout(Duration::from_millis(200)) {
+            Pop::Item(c) => c,
             Pop::Empty => continue,
             Pop::Closed => break,
         };
@@ -265,6 +305,8 @@ fn analysis_loop(
         Stats::inc(&stats.analysed);
         let (next, decision) = decide::step(state, analysis.as_ref(), frame.captured_mono);
         state = next;
+        // camera hook (issue 14): an untrusted source overrides the verdict; its alerts join.
+        let decision = camera::apply(decision, &trust);
         {
             // The systemd watchdog is fed only here, so a stalled capture or detector gets the
             // service restarted.
@@ -282,6 +324,7 @@ fn analysis_loop(
             frame,
             analysis,
             decision,
+            trust,
         };
         match seal_tx.try_send(item) {
             Ok(()) => {}
@@ -302,6 +345,16 @@ fn alerts_for(item: &Analysed, evidence: Option<&str>) -> Vec<AlertRequest> {
     let models = item.analysis.as_ref().map(|a| a.models.as_slice());
     item.decision
         .alerts(item.frame.seq, models.unwrap_or_default(), evidence)
+        .into_iter()
+        .map(|mut r| {
+            // Source alerts carry their detail and are not model results.
+            if let Some(d) = item.trust.detail(r.kind) {
+                r.detail = d.to_string();
+                r.models.clear();
+            }
+            r
+        })
+        .collect()
 }
 
 /// Most frames sealed in one group commit (the seal queue holds at most
@@ -334,6 +387,7 @@ fn seal_loop(
                 frame: &item.frame,
                 analysis: item.analysis.as_ref(),
                 decision: &item.decision,
+                identity: &item.trust.identity,
             })
             .collect();
         let results = sealer.seal_batch(&inputs);
@@ -407,6 +461,7 @@ pub async fn run_pipeline(
 
     let Components {
         source,
+        guard: source_guard,
         analyzer,
         sealer,
         sink,
@@ -419,7 +474,7 @@ pub async fn run_pipeline(
         let (q, st, sk, sd) = (queue.clone(), stats.clone(), sink.clone(), shutdown.clone());
         let act = actuator.clone();
         spawn("vf-capture", guard.clone(), move || {
-            let r = capture_loop(source, act, q, st, sk, limits, sd);
+            let r = capture_loop(source, source_guard, act, q, st, sk, limits, sd);
             let _ = cap_done_tx.send(r);
         })?;
     }

@@ -44,6 +44,10 @@ pub enum Verdict {
     MultipleFaces,
     /// No detector configured, or it failed on this frame, or no PAD score for the face.
     Unknown,
+    /// The frame came from a source that is not trusted (another camera than the pinned one, an
+    /// injection instrument, a stream that does not behave like a sensor); set by
+    /// the camera guard (`camera::apply`), never sealed as authentic.
+    UntrustedSource,
 }
 
 /// What the decider wants done.

@@ -16,6 +16,7 @@
 //! | [`alert`] | alert kinds and severities (typed), alert requests, once-per-episode trackers | — |
 //! | [`frame`] | frames, pixel formats, YUYV→RGB (once per frame), decoding, storage encoding | — |
 //! | [`config`] | TOML → validated [`config::Config`], CLI overrides | — |
+//! | [`camera`] | camera identity (fingerprint, pin), injection instruments, stream integrity | [`camera::fingerprint::CameraInfoSource`] |
 //! | [`capture`] | V4L2, replay, synthetic sources; reconnect | [`capture::FrameSource`] |
 //! | [`detect`] | decode, face detection, PAD, optional deepfake classifier (Meso4), model files, kernels | [`detect::Analyzer`] |
 //! | [`decide`] | smoothing, hysteresis, alert decisions (pure functions) | — |
@@ -29,6 +30,7 @@
 //! it is the only place `anyhow` is used.
 
 pub mod alert;
+pub mod camera;
 pub mod capture;
 pub mod commands;
 pub mod config;

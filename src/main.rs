@@ -52,6 +52,8 @@ enum Command {
     Faces(commands::detect::FacesArgs),
     /// Convert and inspect detector model files.
     Model(commands::detect::ModelArgs),
+    /// Camera identity: `camera pin` binds the device to the camera now attached.
+    Camera(veriframe::camera::cli::CameraArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -188,6 +190,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(a) => Ok(commands::detect::bench(&a)?),
         Command::Faces(a) => Ok(commands::detect::faces(&a)?),
         Command::Model(a) => Ok(commands::detect::model(&a)?),
+        Command::Camera(a) => {
+            init_logging(LogFormat::Text, "info");
+            Ok(veriframe::camera::cli::camera(&a)?)
+        }
     }
 }
 

@@ -183,12 +183,14 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
             .map(|i| seal_common::frame(i, SystemTime::now()))
             .collect();
         n += size as u64;
+        let identity = veriframe::camera::SourceIdentity::not_a_camera();
         let inputs: Vec<SealInput<'_>> = frames
             .iter()
             .map(|frame| SealInput {
                 frame,
                 analysis: None,
                 decision: &decision,
+                identity: &identity,
             })
             .collect();
         let seqs = sealer
@@ -267,6 +269,7 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
                     frame: &f,
                     analysis: None,
                     decision: &decision,
+                    identity: &veriframe::camera::SourceIdentity::not_a_camera(),
                 })
                 .unwrap()
                 .unwrap();
@@ -341,12 +344,14 @@ fn seal_n(s: &mut ChainSealer, first: u64, n: u64) -> Vec<Result<Option<u64>, St
     let frames: Vec<_> = (first..first + n)
         .map(|i| seal_common::frame(i, SystemTime::now()))
         .collect();
+    let identity = veriframe::camera::SourceIdentity::not_a_camera();
     let inputs: Vec<SealInput<'_>> = frames
         .iter()
         .map(|frame| SealInput {
             frame,
             analysis: None,
             decision: &decision,
+            identity: &identity,
         })
         .collect();
     s.seal_batch(&inputs)

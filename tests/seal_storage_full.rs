@@ -60,6 +60,7 @@ fn storage_full_alerts_once_per_episode_and_capture_goes_on() {
     let sink = Arc::new(Recorder::default());
     let parts = Components {
         source: capture::open(&cfg.source).unwrap(),
+        guard: veriframe::camera::SourceGuard::exempt(),
         analyzer: Box::new(DecodeOnly),
         sealer: Box::new(FlakyDisk),
         sink: sink.clone(),

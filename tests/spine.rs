@@ -272,6 +272,7 @@ fn run(
     let sink = Arc::new(Collect::default());
     let parts = Components {
         source,
+        guard: veriframe::camera::SourceGuard::exempt(),
         analyzer,
         sealer: Box::new(CountingSealer(sealed.clone())),
         sink: sink.clone(),

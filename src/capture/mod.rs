@@ -9,6 +9,7 @@
 pub mod reconnect;
 pub mod replay;
 pub mod synthetic;
+pub mod trust;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 
@@ -22,6 +23,7 @@ use crate::alert::AlertRequest;
 // The frame types live in `crate::frame`; re-exported because every source hands them out.
 pub use crate::frame::{convert, monotonic_now, samples, Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
+pub use trust::{ExpectConfig, IntegrityConfig};
 
 /// Something a source wants reported (as a log line, a status update or an alert).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -186,6 +188,13 @@ pub struct SourceConfig {
     /// Cap on the reopen delay.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// Accept virtual cameras and capture devices (v4l2loopback, vivid, HDMI dongles) as
+    /// cameras. For test rigs only; logged loudly at every start.
+    pub allow_virtual: bool,
+    /// `[source.expect]`: the camera this device must use (instead of pinning on first use).
+    pub expect: Option<ExpectConfig>,
+    /// `[source.integrity]`: stream-integrity checks on camera streams.
+    pub integrity: IntegrityConfig,
 }
 
 impl Default for SourceConfig {
@@ -199,6 +208,9 @@ impl Default for SourceConfig {
             height: 480,
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(5),
+            allow_virtual: false,
+            expect: None,
+            integrity: Default::default(),
         }
     }
 }
@@ -228,6 +240,10 @@ impl SourceConfig {
                 "need 0 < reconnect_initial <= reconnect_max".into(),
             ));
         }
+        if let Some(e) = &self.expect {
+            e.validate()?;
+        }
+        self.integrity.validate()?;
         Ok(())
     }
 }

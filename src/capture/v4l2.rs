@@ -326,6 +326,11 @@ pub struct DeviceReport {
     pub capture: bool,
     pub formats: Vec<FormatReport>,
     pub error: Option<String>,
+    /// Camera fingerprint (V4L2 + USB sysfs identity and its SHA-256), for capture devices.
+    /// (filled in by the `probe` command, which sees the camera module).
+    pub fingerprint: Option<serde_json::Value>,
+    /// Injection-instrument table rows the device matches (virtual driver, capture chip).
+    pub instruments: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -365,6 +370,8 @@ pub fn probe_device(path: &std::path::Path) -> DeviceReport {
         capture: false,
         formats: Vec::new(),
         error: None,
+        fingerprint: None,
+        instruments: Vec::new(),
     };
     let dev = match Device::with_path(path) {
         Ok(d) => d,
@@ -458,6 +465,35 @@ pub fn render(reports: &[DeviceReport]) -> String {
             out.push_str(" — not a capture device");
         }
         out.push('\n');
+        if let Some(fp) = &r.fingerprint {
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or("none").to_string();
+            out.push_str(&format!("  fingerprint {}", s(&fp["sha256"])));
+            let u = &fp["usb"];
+            if u.is_object() {
+                out.push_str(&format!(
+                    " (USB {}:{} serial {} port {})",
+                    s(&u["id_vendor"]),
+                    s(&u["id_product"]),
+                    s(&u["serial"]),
+                    s(&u["port"])
+                ));
+            }
+            out.push('\n');
+        }
+        if !r.instruments.is_empty() {
+            let list: Vec<String> = r
+                .instruments
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} [{}]",
+                        i["what"].as_str().unwrap_or("?"),
+                        i["rule"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            out.push_str(&format!("  INJECTION INSTRUMENT: {}\n", list.join("; ")));
+        }
         for f in &r.formats {
             out.push_str(&format!("  {} ({})\n", f.fourcc, f.description));
             for s in &f.sizes {
@@ -571,8 +607,14 @@ mod tests {
                 }],
             }],
             error: None,
+            fingerprint: Some(serde_json::json!({"sha256": "ab".repeat(32), "usb": null})),
+            instruments: vec![
+                serde_json::json!({"what": "vivid, the kernel's virtual video test driver", "rule": "driver:vivid"}),
+            ],
         };
         let s = render(&[r]);
+        assert!(s.contains("  fingerprint "), "{s}");
+        assert!(s.contains("INJECTION INSTRUMENT: vivid"), "{s}");
         assert!(s.contains("/dev/video0: vivid (driver vivid"));
         assert!(s.contains("640x480 @ 30, 25 fps"));
         assert_eq!(

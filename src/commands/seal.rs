@@ -103,8 +103,20 @@ fn print_human(reports: &[ChainReport], pubkey_given: bool) {
         for c in &r.captures {
             let seq = c.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
             if c.valid() {
+                let camera = match &c.fingerprint {
+                    Some(f) if f.camera => format!(
+                        " camera={} ({})",
+                        f.sha256
+                            .as_deref()
+                            .map(|h| &h[..16])
+                            .unwrap_or("unreadable"),
+                        f.pin
+                    ),
+                    Some(_) => " camera=none".to_string(),
+                    None => String::new(),
+                };
                 println!(
-                    "ok    {} seq={seq} verdict={}",
+                    "ok    {} seq={seq} verdict={}{camera}",
                     c.path.display(),
                     c.verdict.as_deref().unwrap_or("?")
                 );
@@ -319,6 +331,7 @@ fn bench_burst(
     };
     let (mut times, mut batches) = (Vec::new(), Vec::new());
     let (mut dropped, mut errors, mut sealed) = (0u64, 0u64, 0u64);
+    let identity = crate::frame::identity::SourceIdentity::not_a_camera();
     let io0 = sealer.store().io_counters();
     for r in 0..rounds {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(capacity);
@@ -351,6 +364,7 @@ fn bench_burst(
                     frame,
                     analysis: None,
                     decision: &decision,
+                    identity: &identity,
                 })
                 .collect();
             for res in sealer.seal_batch(&inputs) {
@@ -405,6 +419,7 @@ fn bench_store(
         actions: Vec::new(),
     };
     let io0 = sealer.store().io_counters();
+    let identity = crate::frame::identity::SourceIdentity::not_a_camera();
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let frame = jpeg_frame(jpeg.to_vec(), i as u64);
@@ -412,6 +427,7 @@ fn bench_store(
             frame: &frame,
             analysis: None,
             decision: &decision,
+            identity: &identity,
         };
         let t0 = Instant::now();
         sealer.seal_now(&input, "every")?;

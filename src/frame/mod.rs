@@ -9,6 +9,7 @@
 //! This module sits at the bottom of the dependency order: it imports no other Veriframe module.
 
 pub mod convert;
+pub mod identity;
 pub mod samples;
 
 use std::fmt;

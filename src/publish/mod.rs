@@ -88,7 +88,7 @@ impl EventSink for LogSink {
                 tracing::debug!(chain_seq = s.chain_seq, manifest = %s.manifest_sha256, "sealed")
             }
             Event::Alert(a) => {
-                tracing::warn!(kind = %a.kind, severity = %a.severity, first_seq = a.first_seq, "alert")
+                tracing::warn!(kind = %a.kind, severity = %a.severity, first_seq = a.first_seq, detail = %a.detail, "alert")
             }
         }
     }

@@ -1049,9 +1049,13 @@ impl Publisher {
                     AlertKind::Tamper => self.status.tamper = true,
                     AlertKind::StorageFull => self.status.storage = "full",
                     AlertKind::DetectorError => self.status.detector_error = true,
+                    // Camera-trust alerts show in `last_alert` only (no status field yet).
                     AlertKind::MultipleFaces
                     | AlertKind::CameraLost
-                    | AlertKind::CameraRestored => {}
+                    | AlertKind::CameraRestored
+                    | AlertKind::CameraChanged
+                    | AlertKind::InjectionSuspected
+                    | AlertKind::StreamAnomaly => {}
                 }
                 self.status.last_alert = Some(kind);
                 self.publish_status();

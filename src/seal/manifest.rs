@@ -12,8 +12,11 @@ use serde_json::Value;
 
 use super::keys;
 
-/// `format` of a capture manifest.
-pub const MANIFEST_FORMAT: &str = "veriframe.capture/1";
+/// `format` of a capture manifest written by this version (with `fingerprint`).
+pub const MANIFEST_FORMAT: &str = "veriframe.capture/2";
+/// `format` of manifests written before camera fingerprints (no `fingerprint` field); still
+/// verified.
+pub const MANIFEST_FORMAT_V1: &str = "veriframe.capture/1";
 /// `format` of a chain-state record.
 pub const CHAIN_FORMAT: &str = "veriframe.chain/1";
 /// Largest manifest or chain record a parser accepts.
@@ -140,6 +143,10 @@ pub struct Manifest {
     pub source: SourceDesc,
     pub image: ImageInfo,
     pub analysis: AnalysisDesc,
+    /// The source's identity (camera fingerprint, pin check, instruments): present exactly in
+    /// `veriframe.capture/2` manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<crate::frame::identity::SourceIdentity>,
 }
 
 /// Signed statement of where the stored chain starts (after retention) and where it ended at the
@@ -291,11 +298,31 @@ impl Manifest {
     /// Parse and validate signed manifest bytes. Never panics, whatever the input.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let m: Manifest = parse_canonical(bytes)?;
-        if m.format != MANIFEST_FORMAT {
-            return Err(ParseError::Field(
-                "format",
-                format!("expected {MANIFEST_FORMAT:?}, got {:?}", m.format),
-            ));
+        match (m.format.as_str(), &m.fingerprint) {
+            (MANIFEST_FORMAT, Some(_)) | (MANIFEST_FORMAT_V1, None) => {}
+            (MANIFEST_FORMAT, None) => {
+                return Err(ParseError::Field(
+                    "fingerprint",
+                    format!("required in {MANIFEST_FORMAT}"),
+                ))
+            }
+            (MANIFEST_FORMAT_V1, Some(_)) => {
+                return Err(ParseError::Field(
+                    "fingerprint",
+                    format!("not allowed in {MANIFEST_FORMAT_V1}"),
+                ))
+            }
+            (f, _) => {
+                return Err(ParseError::Field(
+                    "format",
+                    format!("expected {MANIFEST_FORMAT:?} or {MANIFEST_FORMAT_V1:?}, got {f:?}"),
+                ))
+            }
+        }
+        if let Some(fp) = &m.fingerprint {
+            if let Some(h) = &fp.sha256 {
+                check_hex64("fingerprint.sha256", h)?;
+            }
         }
         check_key(&m.key_id, &m.public_key)?;
         match (&m.prev, m.seq) {
@@ -441,7 +468,64 @@ pub(crate) mod tests {
                 }],
                 alerts: vec![],
             },
+            fingerprint: Some(crate::frame::identity::SourceIdentity::not_a_camera()),
         }
+    }
+
+    #[test]
+    fn v1_manifests_without_fingerprint_still_parse_and_v2_requires_it() {
+        let (k, _) = DeviceKey::generate().unwrap();
+        let mut v1 = sample(&k, 2);
+        v1.format = MANIFEST_FORMAT_V1.into();
+        v1.fingerprint = None;
+        let b = v1.to_canonical().unwrap();
+        assert!(!String::from_utf8_lossy(&b).contains("fingerprint"));
+        assert_eq!(Manifest::parse(&b).unwrap(), v1);
+        let mut v2 = v1.clone();
+        v2.format = MANIFEST_FORMAT.into();
+        assert!(matches!(
+            Manifest::parse(&v2.to_canonical().unwrap()),
+            Err(ParseError::Field("fingerprint", _))
+        ));
+        v1.fingerprint = Some(crate::frame::identity::SourceIdentity::not_a_camera());
+        assert!(matches!(
+            Manifest::parse(&v1.to_canonical().unwrap()),
+            Err(ParseError::Field("fingerprint", _))
+        ));
+        // A camera fingerprint round-trips (integers and strings only: canonical).
+        use crate::frame::identity::{UsbIdentity, V4l2Identity};
+        let mut m = sample(&k, 2);
+        m.fingerprint = Some(crate::frame::identity::SourceIdentity {
+            camera: true,
+            sha256: Some("ab".repeat(32)),
+            v4l2: Some(V4l2Identity {
+                driver: "uvcvideo".into(),
+                card: "Cam".into(),
+                bus_info: "usb-1".into(),
+                capabilities: 0x0420_0001,
+                formats: vec!["MJPG".into()],
+            }),
+            usb: Some(UsbIdentity {
+                id_vendor: "046d".into(),
+                id_product: "082d".into(),
+                serial: Some("S1".into()),
+                manufacturer: None,
+                product: None,
+                bcd_device: None,
+                port: "1-1".into(),
+            }),
+            pin: "pinned".into(),
+            instruments: vec![],
+            allow_virtual: false,
+        });
+        let b = m.to_canonical().unwrap();
+        assert_eq!(Manifest::parse(&b).unwrap(), m);
+        let mut bad = m.clone();
+        bad.fingerprint.as_mut().unwrap().sha256 = Some("XYZ".into());
+        assert!(matches!(
+            Manifest::parse(&bad.to_canonical().unwrap()),
+            Err(ParseError::Field("fingerprint.sha256", _))
+        ));
     }
 
     #[test]

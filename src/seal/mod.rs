@@ -73,6 +73,8 @@ pub struct SealInput<'a> {
     /// `None` when analysis failed on this frame.
     pub analysis: Option<&'a Analysis>,
     pub decision: &'a Decision,
+    /// The source's identity and trust (manifest `fingerprint`).
+    pub identity: &'a crate::frame::identity::SourceIdentity,
 }
 
 /// A stored capture: enough for alerts to cite their evidence.
@@ -191,6 +193,12 @@ impl SealConfig {
         if self.policy == PolicyKind::Authentic && self.verdicts.is_empty() {
             return Err(("seal.verdicts", "must not be empty".into()));
         }
+        if self.verdicts.contains(&Verdict::UntrustedSource) {
+            return Err((
+                "seal.verdicts",
+                "untrusted_source frames are never sealed as authentic (they are sealed only as evidence with their alerts)".into(),
+            ));
+        }
         if self.evidence_pre > 1000 {
             return Err(("seal.evidence_pre", "must be at most 1000".into()));
         }
@@ -225,6 +233,21 @@ impl SealConfig {
             max_bytes: (self.retention_max_mb > 0).then(|| self.retention_max_mb * 1024 * 1024),
         }
     }
+}
+
+/// The device key: `seal.key`, or `<data_dir>/keys/device.key` (created on first use).
+pub fn device_key(cfg: &SealConfig, data_dir: &Path) -> Result<DeviceKey, SealError> {
+    Ok(match &cfg.key {
+        Some(p) => keys::load_key(p)?,
+        None => {
+            let p = data_dir.join("keys").join("device.key");
+            let (k, created) = keys::load_or_create(&p)?;
+            if created {
+                tracing::info!(path = %p.display(), key_id = %k.id(), "created device key");
+            }
+            k
+        }
+    })
 }
 
 /// The boot id (`/proc/sys/kernel/random/boot_id`), or `unknown`.
@@ -347,6 +370,7 @@ pub fn build_manifest(
                 })
                 .collect(),
         },
+        fingerprint: Some(input.identity.clone()),
     }
 }
 
@@ -355,6 +379,7 @@ struct Held {
     frame: Frame,
     analysis: Option<Analysis>,
     decision: Decision,
+    identity: crate::frame::identity::SourceIdentity,
 }
 
 /// The real sealer: policy, manifest, signature, atomic store.
@@ -380,17 +405,7 @@ impl std::fmt::Debug for ChainSealer {
 impl ChainSealer {
     /// Load (or create, when none is configured) the key and open the store under `data_dir`.
     pub fn open(cfg: &SealConfig, data_dir: &Path, device_id: &str) -> Result<Self, SealError> {
-        let key = match &cfg.key {
-            Some(p) => keys::load_key(p)?,
-            None => {
-                let p = data_dir.join("keys").join("device.key");
-                let (k, created) = keys::load_or_create(&p)?;
-                if created {
-                    tracing::info!(path = %p.display(), key_id = %k.id(), "created device key");
-                }
-                k
-            }
-        };
+        let key = device_key(cfg, data_dir)?;
         Self::with_key(cfg, Arc::new(key), data_dir, device_id)
     }
 
@@ -552,6 +567,7 @@ impl Sealer for ChainSealer {
                         frame: input.frame.clone(),
                         analysis: input.analysis.cloned(),
                         decision: input.decision.clone(),
+                        identity: input.identity.clone(),
                     });
                 }
                 Step::Seal { reason, flush_held } => {
@@ -579,6 +595,7 @@ impl Sealer for ChainSealer {
                         frame: &h.frame,
                         analysis: h.analysis.as_ref(),
                         decision: &h.decision,
+                        identity: &h.identity,
                     };
                     match self.stage(&mut batch, &hi, reason) {
                         // Held frames are sealed as evidence but reported through the alert

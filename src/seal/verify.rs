@@ -36,9 +36,14 @@ pub struct CaptureReport {
     pub path: PathBuf,
     pub seq: Option<u64>,
     pub verdict: Option<String>,
+    /// The manifest's `policy` (why it was sealed: `authentic`, `evidence`, `every`).
+    pub policy: Option<String>,
     pub key_id: Option<String>,
     pub manifest_sha256: String,
     pub problems: Vec<Problem>,
+    /// The manifest's source identity (`fingerprint`; absent in `veriframe.capture/1`). As
+    /// signed: only meaningful when the capture is valid.
+    pub fingerprint: Option<crate::frame::identity::SourceIdentity>,
 }
 
 impl CaptureReport {
@@ -107,11 +112,13 @@ fn is_manifest_name(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "json") && p.file_name().is_some_and(|n| n != "chain.json")
 }
 
-/// Is `dir` a chain directory (has a chain-state record or manifests)?
+/// Is `dir` a chain directory (has a chain-state record or files named like manifests,
+/// `<12 digits>.json`)? Other JSON files (the camera pin records under `<data_dir>/camera/`) do
+/// not make a directory a chain.
 fn is_chain_dir(dir: &Path) -> bool {
     dir.join("chain.json").exists()
         || fs::read_dir(dir)
-            .map(|rd| rd.flatten().any(|e| is_manifest_name(&e.path())))
+            .map(|rd| rd.flatten().any(|e| name_seq(&e.path()).is_some()))
             .unwrap_or(false)
 }
 
@@ -150,9 +157,11 @@ fn load_item(path: &Path) -> Item {
         path: path.to_path_buf(),
         seq: None,
         verdict: None,
+        policy: None,
         key_id: None,
         manifest_sha256: String::new(),
         problems: Vec::new(),
+        fingerprint: None,
     };
     let ns = name_seq(path);
     let bytes = match fs::read(path) {
@@ -173,6 +182,8 @@ fn load_item(path: &Path) -> Item {
         Ok(m) => {
             report.seq = Some(m.seq);
             report.verdict = Some(m.analysis.verdict.clone());
+            report.fingerprint = m.fingerprint.clone();
+            report.policy = Some(m.policy.clone());
             report.key_id = Some(m.key_id.clone());
             Some(m)
         }

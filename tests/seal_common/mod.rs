@@ -81,6 +81,7 @@ pub fn seal_frames(
                 frame: &f,
                 analysis: None,
                 decision: &decision,
+                identity: &veriframe::camera::SourceIdentity::not_a_camera(),
             })
             .unwrap();
         assert!(out.is_some());
