@@ -42,11 +42,14 @@ pub enum AlertKind {
     /// The camera's stream does not behave like a sensor (camera), once per episode; score:
     /// anomalous fraction of the window.
     StreamAnomaly,
+    /// The face did not answer the light challenge (challenge), once per failed challenge;
+    /// score: the correlation with the code.
+    ChallengeFailed,
 }
 
 impl AlertKind {
     /// Every kind, in the order of the table in `docs/mqtt.md`.
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::PresentationAttack,
         AlertKind::DeepfakeSuspected,
         AlertKind::MultipleFaces,
@@ -58,6 +61,7 @@ impl AlertKind {
         AlertKind::CameraChanged,
         AlertKind::InjectionSuspected,
         AlertKind::StreamAnomaly,
+        AlertKind::ChallengeFailed,
     ];
 
     /// The wire name (`presentation_attack`, …).
@@ -74,6 +78,7 @@ impl AlertKind {
             AlertKind::CameraChanged => "camera_changed",
             AlertKind::InjectionSuspected => "injection_suspected",
             AlertKind::StreamAnomaly => "stream_anomaly",
+            AlertKind::ChallengeFailed => "challenge_failed",
         }
     }
 
@@ -85,7 +90,8 @@ impl AlertKind {
             | AlertKind::Tamper
             | AlertKind::StorageFull
             | AlertKind::CameraChanged
-            | AlertKind::InjectionSuspected => Severity::Critical,
+            | AlertKind::InjectionSuspected
+            | AlertKind::ChallengeFailed => Severity::Critical,
             // Meso4 is weak evidence; several faces and a failing frame are worth a look.
             AlertKind::DeepfakeSuspected
             | AlertKind::MultipleFaces
@@ -99,7 +105,9 @@ impl AlertKind {
     pub fn is_attack(self) -> bool {
         matches!(
             self,
-            AlertKind::PresentationAttack | AlertKind::DeepfakeSuspected
+            AlertKind::PresentationAttack
+                | AlertKind::DeepfakeSuspected
+                | AlertKind::ChallengeFailed
         )
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::SourceConfig;
+use crate::challenge::ChallengeConfig;
 use crate::decide::DecideConfig;
 use crate::detect::DetectConfig;
 use crate::device::DeviceConfig;
@@ -107,6 +108,8 @@ pub struct Config {
     pub seal: SealConfig,
     pub mqtt: MqttConfig,
     pub device: DeviceConfig,
+    /// `[challenge]`: liveness by light (docs/challenge.md).
+    pub challenge: ChallengeConfig,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             seal: SealConfig::default(),
             mqtt: MqttConfig::default(),
             device: DeviceConfig::default(),
+            challenge: ChallengeConfig::default(),
         }
     }
 }
@@ -263,6 +267,7 @@ impl Config {
         self.seal.validate().map_err(invalid)?;
         self.mqtt.validate().map_err(invalid)?;
         self.device.validate().map_err(invalid)?;
+        self.challenge.validate(&self.source.uri).map_err(invalid)?;
         Ok(())
     }
 }

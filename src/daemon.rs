@@ -14,11 +14,12 @@ use std::sync::mpsc::{self, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::alert::{AlertRequest, DetectorErrors, StorageFull};
+use crate::alert::{AlertKind, AlertRequest, DetectorErrors, StorageFull};
 use crate::camera::{self, FrameTrust, SourceGuard};
 use crate::capture::{
     self, monotonic_now, Capture, CaptureError, CaptureEvent, Frame, FrameSource,
 };
+use crate::challenge::{self, ChallengeRecord, ChallengeStage, LightDriver, LightTag};
 use crate::config::Config;
 use crate::decide::{self, DeciderState, Decision};
 use crate::detect::{self, Analysis, Analyzer};
@@ -43,6 +44,8 @@ pub enum DaemonError {
     Seal(#[from] crate::seal::SealError),
     #[error("publish: {0}")]
     Publish(#[from] crate::publish::PublishError),
+    #[error("challenge illuminator: {0}")]
+    Illuminator(String),
 }
 
 /// When a run ends by itself.
@@ -63,6 +66,40 @@ pub struct Components {
     pub sealer: Box<dyn Sealer>,
     pub sink: Arc<dyn EventSink>,
     pub actuator: Box<dyn Actuator>,
+    /// The light challenge (issue 15), when an illuminator is configured.
+    pub challenge: Option<ChallengeParts>,
+}
+
+/// The light challenge's parts: the illuminator the capture thread switches, and the settings.
+pub struct ChallengeParts {
+    pub illuminator: Box<dyn challenge::Illuminator>,
+    pub cfg: challenge::ChallengeConfig,
+}
+
+impl ChallengeParts {
+    /// The configured illuminator (`light`: the `sim:` source's light, when the source is one).
+    pub fn from_config(
+        cfg: &challenge::ChallengeConfig,
+        source_uri: &str,
+        light: Option<crate::capture::sim::SimLight>,
+    ) -> Result<Option<Self>, DaemonError> {
+        use challenge::IlluminatorSpec as Spec;
+        let illuminator: Box<dyn challenge::Illuminator> =
+            match cfg.resolve(source_uri).map_err(DaemonError::Illuminator)? {
+                Spec::None => return Ok(None),
+                Spec::Sim => Box::new(challenge::SimIlluminator(light.unwrap_or_default())),
+                Spec::Exec(c) => Box::new(challenge::ExecIlluminator::new(c)),
+                Spec::Gpio(pin) => Box::new(
+                    device::illuminator::GpioIlluminator::open(pin, cfg.active_high)
+                        .map_err(|e| DaemonError::Illuminator(e.to_string()))?,
+                ),
+            };
+        tracing::info!(illuminator = %illuminator.name(), "light challenge on");
+        Ok(Some(Self {
+            illuminator,
+            cfg: cfg.clone(),
+        }))
+    }
 }
 
 impl Components {
@@ -87,8 +124,11 @@ impl Components {
         } else {
             Arc::new(LogSink)
         };
+        let (source, light) = capture::open_with_light(&cfg.source)?;
+        let challenge = ChallengeParts::from_config(&cfg.challenge, &cfg.source.uri, light)?;
         let parts = Self {
-            source: capture::open(&cfg.source)?,
+            source,
+            challenge,
             guard,
             analyzer: detect::build(&cfg.detect)?,
             sealer: Box::new(sealer),
@@ -185,6 +225,8 @@ pub struct RunReport {
 struct Captured {
     frame: Frame,
     trust: FrameTrust,
+    /// Which light-challenge frame it is, when a challenge was being played.
+    light: Option<LightTag>,
 }
 
 struct Analysed {
@@ -192,6 +234,7 @@ struct Analysed {
     analysis: Option<Analysis>,
     decision: Decision,
     trust: FrameTrust,
+    challenge: Option<ChallengeRecord>,
 }
 
 /// Source alerts of a frame that will not reach the seal stage: raised now, without evidence.
@@ -219,6 +262,7 @@ fn lock(actuator: &SharedActuator) -> MutexGuard<'_, Box<dyn Actuator>> {
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
     mut guard: SourceGuard,
+    mut light: Option<LightDriver>,
     actuator: SharedActuator,
     queue: DropOldest<Captured>,
     stats: Arc<Stats>,
@@ -231,6 +275,7 @@ fn capture_loop(
         if limits.frames.is_some_and(|n| seq >= n) {
             break Ok(());
         }
+        let tag = light.as_mut().and_then(LightDriver::before_frame);
         match source.next(&shutdown) {
             Ok(Capture::Frame(mut f)) => {
                 f.seq = seq;
@@ -238,7 +283,11 @@ fn capture_loop(
                 tracing::debug!(seq = f.seq, device_seq = f.device_seq, "frame");
                 Stats::inc(&stats.captured);
                 let trust = guard.on_frame(&f);
-                if let Some(old) = queue.push(Captured { frame: f, trust }) {
+                if let Some(old) = queue.push(Captured {
+                    frame: f,
+                    trust,
+                    light: tag,
+                }) {
                     Stats::inc(&stats.dropped);
                     // Its source alerts must not be lost with it.
                     send_source_alerts(sink.as_ref(), &old.frame, &old.trust);
@@ -257,10 +306,14 @@ fn capture_loop(
             Err(e) => break Err(e),
         }
     };
+    if let Some(l) = &mut light {
+        l.off();
+    }
     queue.close();
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn analysis_loop(
     mut analyzer: Box<dyn Analyzer>,
     actuator: SharedActuator,
@@ -269,6 +322,7 @@ fn analysis_loop(
     stats: Arc<Stats>,
     sink: Arc<dyn EventSink>,
     decide_cfg: decide::DecideConfig,
+    mut challenge: Option<ChallengeStage>,
 ) {
     let mut state = DeciderState::new(decide_cfg);
     // One `detector_error` alert per episode of analysis failures.
@@ -277,7 +331,11 @@ fn analysis_loop(
     // detector).
     let mut ready = false;
     loop {
-        let Captured { frame, trust } = match queue.pop_timeout(Duration::from_millis(200)) {
+        let Captured {
+            frame,
+            trust,
+            light,
+        } = match queue.pop_timeout(Duration::from_millis(200)) {
             Pop::Item(c) => c,
             Pop::Empty => continue,
             Pop::Closed => break,
@@ -307,6 +365,11 @@ fn analysis_loop(
         state = next;
         // camera hook (issue 14): an untrusted source overrides the verdict; its alerts join.
         let decision = camera::apply(decision, &trust);
+        // challenge hook (issue 15): an unproven face is not authentic, a failed one an attack.
+        let (decision, challenge) = match &mut challenge {
+            Some(c) => c.on_frame(&frame, light, analysis.as_ref(), decision),
+            None => (decision, None),
+        };
         {
             // The systemd watchdog is fed only here, so a stalled capture or detector gets the
             // service restarted.
@@ -325,6 +388,7 @@ fn analysis_loop(
             analysis,
             decision,
             trust,
+            challenge,
         };
         match seal_tx.try_send(item) {
             Ok(()) => {}
@@ -351,6 +415,9 @@ fn alerts_for(item: &Analysed, evidence: Option<&str>) -> Vec<AlertRequest> {
             if let Some(d) = item.trust.detail(r.kind) {
                 r.detail = d.to_string();
                 r.models.clear();
+            }
+            if let (AlertKind::ChallengeFailed, Some(c)) = (r.kind, &item.challenge) {
+                r.detail = c.detail();
             }
             r
         })
@@ -388,6 +455,7 @@ fn seal_loop(
                 analysis: item.analysis.as_ref(),
                 decision: &item.decision,
                 identity: &item.trust.identity,
+                challenge: item.challenge.as_ref(),
             })
             .collect();
         let results = sealer.seal_batch(&inputs);
@@ -466,7 +534,19 @@ pub async fn run_pipeline(
         sealer,
         sink,
         actuator,
+        challenge,
     } = parts;
+    let (light, challenge) = match challenge {
+        Some(c) => {
+            let (tx, rx) = mpsc::channel();
+            let name = c.illuminator.name();
+            (
+                Some(LightDriver::new(c.illuminator, rx, c.cfg.max_lag)),
+                Some(ChallengeStage::new(c.cfg, name, tx)),
+            )
+        }
+        None => (None, None),
+    };
     tracing::info!(source = ?source.info(), "starting pipeline");
     let actuator: SharedActuator = Arc::new(Mutex::new(actuator));
 
@@ -474,7 +554,7 @@ pub async fn run_pipeline(
         let (q, st, sk, sd) = (queue.clone(), stats.clone(), sink.clone(), shutdown.clone());
         let act = actuator.clone();
         spawn("vf-capture", guard.clone(), move || {
-            let r = capture_loop(source, source_guard, act, q, st, sk, limits, sd);
+            let r = capture_loop(source, source_guard, light, act, q, st, sk, limits, sd);
             let _ = cap_done_tx.send(r);
         })?;
     }
@@ -483,7 +563,7 @@ pub async fn run_pipeline(
         let decide_cfg = cfg.decide.clone();
         let act = actuator.clone();
         spawn("vf-analyse", guard.clone(), move || {
-            analysis_loop(analyzer, act, q, seal_tx, st, sk, decide_cfg)
+            analysis_loop(analyzer, act, q, seal_tx, st, sk, decide_cfg, challenge)
         })?;
     }
     {

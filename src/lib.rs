@@ -32,6 +32,7 @@
 pub mod alert;
 pub mod camera;
 pub mod capture;
+pub mod challenge;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -54,6 +54,9 @@ enum Command {
     Model(commands::detect::ModelArgs),
     /// Camera identity: `camera pin` binds the device to the camera now attached.
     Camera(veriframe::camera::cli::CameraArgs),
+    /// Score the light challenge: simulated sessions (pass and reject rates), or `--captures`
+    /// of a real booth session.
+    ChallengeEval(commands::challenge::ChallengeEvalArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,7 +64,9 @@ struct RunArgs {
     /// Configuration file (TOML). Without one, built-in defaults are used.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Frame source: /dev/videoN, an image file or directory, `synthetic`, or `samples`.
+    /// Frame source: /dev/videoN, an image file or directory, `synthetic`, `samples`, or a
+    /// simulated booth for the light challenge (`sim:live`, `sim:replay`, `sim:print`,
+    /// `sim:injected`).
     #[arg(long)]
     source: Option<String>,
     /// Directory for captures, keys and the outbox.
@@ -190,6 +195,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(a) => Ok(commands::detect::bench(&a)?),
         Command::Faces(a) => Ok(commands::detect::faces(&a)?),
         Command::Model(a) => Ok(commands::detect::model(&a)?),
+        Command::ChallengeEval(a) => Ok(commands::challenge::challenge_eval(&a)?),
         Command::Camera(a) => {
             init_logging(LogFormat::Text, "info");
             Ok(veriframe::camera::cli::camera(&a)?)

@@ -206,6 +206,7 @@ impl Rig {
             sealer: Box::new(sealer),
             sink: sink.clone(),
             actuator: Box::new(NoDevice),
+            challenge: None,
         };
         let rt = tokio::runtime::Runtime::new().unwrap();
         let limits = Limits {

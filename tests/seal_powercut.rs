@@ -191,6 +191,7 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
                 analysis: None,
                 decision: &decision,
                 identity: &identity,
+                challenge: None,
             })
             .collect();
         let seqs = sealer
@@ -270,6 +271,7 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
                     analysis: None,
                     decision: &decision,
                     identity: &veriframe::camera::SourceIdentity::not_a_camera(),
+                    challenge: None,
                 })
                 .unwrap()
                 .unwrap();
@@ -352,6 +354,7 @@ fn seal_n(s: &mut ChainSealer, first: u64, n: u64) -> Vec<Result<Option<u64>, St
             analysis: None,
             decision: &decision,
             identity: &identity,
+            challenge: None,
         })
         .collect();
     s.seal_batch(&inputs)

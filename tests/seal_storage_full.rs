@@ -65,6 +65,7 @@ fn storage_full_alerts_once_per_episode_and_capture_goes_on() {
         sealer: Box::new(FlakyDisk),
         sink: sink.clone(),
         actuator: Box::new(NoDevice),
+        challenge: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

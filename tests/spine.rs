@@ -277,6 +277,7 @@ fn run(
         sealer: Box::new(CountingSealer(sealed.clone())),
         sink: sink.clone(),
         actuator: Box::new(NoDevice),
+        challenge: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sd = Shutdown::new();

@@ -8,6 +8,7 @@
 
 pub mod reconnect;
 pub mod replay;
+pub mod sim;
 pub mod synthetic;
 pub mod trust;
 #[cfg(target_os = "linux")]
@@ -81,6 +82,8 @@ pub enum CaptureError {
     Unsupported(String),
     #[error("V4L2 capture is not available on this platform")]
     NoV4l2,
+    #[error("sim source: {0}")]
+    Sim(String),
     #[error("frame conversion failed: {0}")]
     Convert(String),
     #[error("shutdown requested")]
@@ -106,6 +109,8 @@ pub enum SourceSpec {
     Synthetic,
     V4l2(PathBuf),
     Replay(PathBuf),
+    /// A simulated booth for the light challenge (`sim:live`, `sim:replay`, …).
+    Sim(sim::SimSpec),
 }
 
 impl SourceSpec {
@@ -114,6 +119,9 @@ impl SourceSpec {
             "" => Err(CaptureError::Unsupported(s.into())),
             "samples" | "builtin:samples" => Ok(SourceSpec::Samples),
             "synthetic" => Ok(SourceSpec::Synthetic),
+            p if p.starts_with("sim:") => sim::SimSpec::parse(p)
+                .map(SourceSpec::Sim)
+                .map_err(CaptureError::Sim),
             p if p.starts_with("/dev/") => Ok(SourceSpec::V4l2(PathBuf::from(p))),
             p => Ok(SourceSpec::Replay(PathBuf::from(p))),
         }
@@ -122,7 +130,29 @@ impl SourceSpec {
 
 /// Open the configured source.
 pub fn open(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, CaptureError> {
+    Ok(open_with_light(cfg)?.0)
+}
+
+/// Open the configured source; a `sim:` source also hands out the simulated booth light it
+/// reads (for the challenge's illuminator).
+pub fn open_with_light(
+    cfg: &SourceConfig,
+) -> Result<(Box<dyn FrameSource>, Option<sim::SimLight>), CaptureError> {
+    if let SourceSpec::Sim(spec) = SourceSpec::parse(&cfg.uri)? {
+        let light = sim::SimLight::default();
+        let source = sim::SimSource::new(spec, cfg.fps, light.clone())?;
+        return Ok((Box::new(source), Some(light)));
+    }
+    Ok((open_plain(cfg)?, None))
+}
+
+fn open_plain(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, CaptureError> {
     match SourceSpec::parse(&cfg.uri)? {
+        SourceSpec::Sim(spec) => Ok(Box::new(sim::SimSource::new(
+            spec,
+            cfg.fps,
+            sim::SimLight::default(),
+        )?)),
         SourceSpec::Samples => Ok(Box::new(replay::Replay::samples(cfg.fps, cfg.looping)?)),
         SourceSpec::Synthetic => Ok(Box::new(synthetic::Synthetic::new(
             cfg.width, cfg.height, cfg.fps,
@@ -171,7 +201,9 @@ pub fn choose_format(configured: CameraFormat, offered: &[String]) -> Result<Cam
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
-    /// `samples` (bundled images), `synthetic`, `/dev/videoN`, or an image file or directory.
+    /// `samples` (bundled images), `synthetic`, `/dev/videoN`, an image file or directory, or a
+    /// simulated booth for the light challenge: `sim:live`, `sim:replay`, `sim:print`,
+    /// `sim:injected` (parameters: docs/challenge.md).
     pub uri: String,
     /// Frames per second (replay pacing, synthetic rate, camera frame interval).
     pub fps: f64,

@@ -365,6 +365,7 @@ fn bench_burst(
                     analysis: None,
                     decision: &decision,
                     identity: &identity,
+                    challenge: None,
                 })
                 .collect();
             for res in sealer.seal_batch(&inputs) {
@@ -428,6 +429,7 @@ fn bench_store(
             analysis: None,
             decision: &decision,
             identity: &identity,
+            challenge: None,
         };
         let t0 = Instant::now();
         sealer.seal_now(&input, "every")?;

@@ -11,6 +11,7 @@
 
 pub mod fake;
 pub mod gpio;
+pub mod illuminator;
 pub mod led;
 pub mod notify;
 pub mod tamper;

@@ -1045,7 +1045,9 @@ impl Publisher {
                                 Some((s as f64 * 10_000.0).round() / 10_000.0);
                         }
                     }
-                    AlertKind::DeepfakeSuspected => self.status.attack = true,
+                    AlertKind::DeepfakeSuspected | AlertKind::ChallengeFailed => {
+                        self.status.attack = true
+                    }
                     AlertKind::Tamper => self.status.tamper = true,
                     AlertKind::StorageFull => self.status.storage = "full",
                     AlertKind::DetectorError => self.status.detector_error = true,

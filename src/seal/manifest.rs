@@ -147,6 +147,10 @@ pub struct Manifest {
     /// `veriframe.capture/2` manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<crate::frame::identity::SourceIdentity>,
+    /// The face's latest light challenge (issue 15, docs/challenge.md); absent when no
+    /// challenge was decided for the face in view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<crate::challenge::ChallengeRecord>,
 }
 
 /// Signed statement of where the stored chain starts (after retention) and where it ended at the
@@ -338,6 +342,9 @@ impl Manifest {
         }
         check_hex64("image.sha256", &m.image.sha256)?;
         check_file_name(&m.image.file)?;
+        if let Some(c) = &m.challenge {
+            c.check().map_err(|e| ParseError::Field("challenge", e))?;
+        }
         if !matches!(m.image.media_type.as_str(), "image/jpeg" | "image/png") {
             return Err(ParseError::Field(
                 "image.media_type",
@@ -469,6 +476,7 @@ pub(crate) mod tests {
                 alerts: vec![],
             },
             fingerprint: Some(crate::frame::identity::SourceIdentity::not_a_camera()),
+            challenge: None,
         }
     }
 

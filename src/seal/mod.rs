@@ -75,6 +75,8 @@ pub struct SealInput<'a> {
     pub decision: &'a Decision,
     /// The source's identity and trust (manifest `fingerprint`).
     pub identity: &'a crate::frame::identity::SourceIdentity,
+    /// The face's latest light challenge (manifest `challenge`), when one was decided.
+    pub challenge: Option<&'a crate::challenge::ChallengeRecord>,
 }
 
 /// A stored capture: enough for alerts to cite their evidence.
@@ -371,6 +373,7 @@ pub fn build_manifest(
                 .collect(),
         },
         fingerprint: Some(input.identity.clone()),
+        challenge: input.challenge.cloned(),
     }
 }
 
@@ -380,6 +383,7 @@ struct Held {
     analysis: Option<Analysis>,
     decision: Decision,
     identity: crate::frame::identity::SourceIdentity,
+    challenge: Option<crate::challenge::ChallengeRecord>,
 }
 
 /// The real sealer: policy, manifest, signature, atomic store.
@@ -568,6 +572,7 @@ impl Sealer for ChainSealer {
                         analysis: input.analysis.cloned(),
                         decision: input.decision.clone(),
                         identity: input.identity.clone(),
+                        challenge: input.challenge.cloned(),
                     });
                 }
                 Step::Seal { reason, flush_held } => {
@@ -596,6 +601,7 @@ impl Sealer for ChainSealer {
                         analysis: h.analysis.as_ref(),
                         decision: &h.decision,
                         identity: &h.identity,
+                        challenge: h.challenge.as_ref(),
                     };
                     match self.stage(&mut batch, &hi, reason) {
                         // Held frames are sealed as evidence but reported through the alert

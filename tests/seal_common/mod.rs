@@ -82,6 +82,7 @@ pub fn seal_frames(
                 analysis: None,
                 decision: &decision,
                 identity: &veriframe::camera::SourceIdentity::not_a_camera(),
+                challenge: None,
             })
             .unwrap();
         assert!(out.is_some());
