@@ -26,9 +26,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
-use super::kernels::{dw3x3_rows, Dw3x3, Padding};
-use super::pointwise::{pointwise, Aligned, Isa, Pointwise, LANES};
-use super::{DetectError, Face, FaceDetector, ModelId};
+use crate::detect::kernels::depthwise::{dw3x3_rows, Dw3x3, Padding};
+use crate::detect::kernels::pointwise::{pointwise, Aligned, Isa, Pointwise, LANES};
+use crate::detect::{DetectError, Face, FaceDetector, ModelId};
 
 /// Network input side, pixels.
 pub const INPUT: usize = 128;
@@ -52,7 +52,7 @@ const HEAD16_BLOCK: usize = 10;
 
 /// Compiled-in copy of the converted weights.
 pub static BUILTIN_WEIGHTS: &[u8] =
-    include_bytes!("../../models/blazeface_short_range.safetensors");
+    include_bytes!("../../../../models/blazeface_short_range.safetensors");
 
 /// Which non-maximum suppression to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -1024,7 +1024,7 @@ impl FaceDetector for BlazeFace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::kernels::dw3x3;
+    use crate::detect::kernels::depthwise::dw3x3;
 
     fn det(x0: f32, y0: f32, x1: f32, y1: f32, score: f32) -> RawDetection {
         RawDetection {
@@ -1270,7 +1270,7 @@ mod tests {
             let d = max_diff(&got, &nhwc(&want));
             assert!(d < 1e-5, "depthwise {c}x{h}x{w}: {d}");
             let mut scalar = vec![f32::NAN; got.len()];
-            crate::detect::kernels::dw3x3_scalar(&p, &xs, &mut scalar);
+            crate::detect::kernels::depthwise::dw3x3_scalar(&p, &xs, &mut scalar);
             let d = max_diff(&scalar, &nhwc(&want));
             assert!(d < 1e-5, "scalar depthwise {c}x{h}x{w}: {d}");
             let mut pooled = vec![f32::NAN; got.len()];

@@ -22,8 +22,8 @@
 //! Every batch norm (eps 1e-5) is folded into the preceding convolution at load/convert time,
 //! giving "folded" tensors named after the upstream module: `<module>.weight`, `<module>.bias`,
 //! `<module>.prelu`. Pointwise (1×1) convolutions and the linear layers run through candle's
-//! [`QMatMul`] in f32 and through our own int8 kernel ([`super::qkernels`], runtime SIMD dispatch)
-//! in Q8_0; depthwise 3×3 layers through [`super::kernels::dw3x3`]; the 3-channel
+//! [`QMatMul`] in f32 and through our own int8 kernel ([`q8`](crate::detect::kernels::q8), runtime SIMD dispatch)
+//! in Q8_0; depthwise 3×3 layers through [`dw3x3`](crate::detect::kernels::depthwise::dw3x3); the 3-channel
 //! stem through an im2col matmul (f32). Activations are `(pixels, channels)` row-major.
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,11 +33,13 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use image::RgbImage;
 
-use super::crop::crop_bgr;
-use super::kernels::{bias_prelu, dw3x3, Dw3x3, Padding};
-use super::modelfile::{self, f32_qtensor, quantize_q8_padded, sha256_hex, ModelFile};
-use super::qkernels::{self, Q8Matrix};
-use super::{DetectError, Face, ModelId, PadClassifier, Quant};
+use crate::detect::crop::crop_bgr;
+use crate::detect::kernels::depthwise::{bias_prelu, dw3x3, Dw3x3, Padding};
+use crate::detect::kernels::q8::{self, Q8Matrix};
+use crate::detect::model::file::{
+    self as modelfile, f32_qtensor, quantize_q8_padded, sha256_hex, ModelFile,
+};
+use crate::detect::{DetectError, Face, ModelId, PadClassifier, Quant};
 
 /// Input side length.
 pub const INPUT: usize = 80;
@@ -717,7 +719,7 @@ fn run_pw(l: &Pw, x: &[f32], m: usize, c: usize) -> Result<Vec<f32>, DetectError
         Mm::F32(mm) => mm,
         Mm::Q8(q) => {
             let mut y = vec![0f32; m * l.n];
-            qkernels::gemm(q, x, m, c, &l.bias, l.alpha.as_deref(), &mut y)?;
+            q8::gemm(q, x, m, c, &l.bias, l.alpha.as_deref(), &mut y)?;
             return Ok(y);
         }
     };
