@@ -20,6 +20,7 @@
 //! | [`capture`] | V4L2, replay, synthetic sources; reconnect | [`capture::FrameSource`] |
 //! | [`detect`] | decode, face detection, PAD, optional deepfake classifier (Meso4), model files, kernels | [`detect::Analyzer`] |
 //! | [`decide`] | smoothing, hysteresis, alert decisions (pure functions) | — |
+//! | [`challenge`] | liveness by light: code, measurement, decision (pure), player/challenger | [`challenge::Illuminator`] |
 //! | [`seal`] | keys, manifests, hash chain, atomic store, verification | [`seal::Sealer`] |
 //! | [`publish`] | MQTT topics, payloads, durable outbox | [`publish::EventSink`] |
 //! | [`device`] | sd_notify, GPIO | [`device::Actuator`] |
