@@ -481,6 +481,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn challenge_records_round_trip_and_a_code_not_from_its_nonce_is_rejected() {
+        use crate::challenge::{code, ChallengeRecord, Code};
+        let (k, _) = DeviceKey::generate().unwrap();
+        let mut m = sample(&k, 3);
+        let nonce = [7u8; 16];
+        let rec = ChallengeRecord {
+            verdict: "passed".into(),
+            nonce: code::hex(&nonce),
+            code: Code::from_nonce(&nonce, 12, 2).to_bit_string(),
+            frames_per_bit: 2,
+            illuminator: "gpio:17".into(),
+            first_seq: 10,
+            last_seq: 36,
+            lag_frames: Some(1),
+            correlation: "-0.1250".into(),
+            response: "0.1500".into(),
+            structure: "0.0900".into(),
+            samples: 27,
+            expected: 27,
+            reason: "r".into(),
+        };
+        m.challenge = Some(rec.clone());
+        let b = m.to_canonical().unwrap();
+        assert_eq!(Manifest::parse(&b).unwrap(), m);
+        // Without a challenge the field is absent (older manifests parse unchanged).
+        let plain = sample(&k, 3).to_canonical().unwrap();
+        assert!(!String::from_utf8_lossy(&plain).contains("challenge"));
+        // A code the nonce does not derive: rejected.
+        let mut bad = rec;
+        bad.code = bad
+            .code
+            .chars()
+            .map(|c| if c == '1' { '0' } else { '1' })
+            .collect();
+        m.challenge = Some(bad);
+        assert!(matches!(
+            Manifest::parse(&m.to_canonical().unwrap()),
+            Err(ParseError::Field("challenge", _))
+        ));
+    }
+
+    #[test]
     fn v1_manifests_without_fingerprint_still_parse_and_v2_requires_it() {
         let (k, _) = DeviceKey::generate().unwrap();
         let mut v1 = sample(&k, 2);
