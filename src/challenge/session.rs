@@ -224,12 +224,11 @@ impl Challenger {
         }
         if self.running.is_none() {
             if let Some(e) = &self.episode {
-                let due = match e.proof {
-                    Proof::Unproven => e.attempts < self.cfg.max_attempts,
-                    _ => e
-                        .last_start
-                        .is_none_or(|t| f.mono.saturating_sub(t) >= self.cfg.interval),
-                };
+                // Unproven: retry at once up to `max_attempts`; then, and once decided, again
+                // every `interval`.
+                let due = (e.proof == Proof::Unproven && e.attempts < self.cfg.max_attempts)
+                    || e.last_start
+                        .is_none_or(|t| f.mono.saturating_sub(t) >= self.cfg.interval);
                 out.start = due && f.faces > 0;
             }
         }
