@@ -8,7 +8,7 @@
 //!   the skin's albedo (approximated by A) and to the cosine between the surface normal of a
 //!   face-like ellipsoid and the light at the camera (`relief` = n_z on the face ellipse); the
 //!   background, several times farther away, gets `k_bg = k / 25`.
-//! - print: the same with a flat relief (relief = 1 on the face ellipse: a cut-out print held
+//! - print: the same with a flat relief (relief = 1 on a sheet twice the face box's size, held
 //!   where the face would be).
 //! - replay: a self-lit screen filling the frame: `g_t · (A(x) + glare · b_t)` (uniform
 //!   specular glare of the booth light on the glass, optional), no flicker of the screen content.
@@ -253,13 +253,13 @@ impl SimSource {
             for x in 0..width {
                 let (u, v) = ((x as f32 - cx) / ax, (y as f32 - cy) / ay);
                 let r2 = u * u + v * v;
-                let g = if r2 < 1.0 {
-                    match spec.scene {
-                        Scene::Print => 1.0,
-                        _ => (1.0 - r2).sqrt().max(k_bg),
-                    }
-                } else {
-                    k_bg
+                // The print: a flat sheet twice the face box's size, centred on the face.
+                let (su, sv) = ((x as f32 - cx) / face[2], (y as f32 - cy) / face[3]);
+                let g = match spec.scene {
+                    Scene::Print if su.abs() <= 1.0 && sv.abs() <= 1.0 => 1.0,
+                    Scene::Print => k_bg,
+                    _ if r2 < 1.0 => (1.0 - r2).sqrt().max(k_bg),
+                    _ => k_bg,
                 };
                 gain[(y * width + x) as usize] = g * spec.led;
             }

@@ -170,6 +170,10 @@ impl LightDriver {
 pub struct ChallengeStage {
     challenger: Challenger,
     requests: Sender<(u64, Code)>,
+    /// The face box a challenge is measured at: the first one seen in it, held for the whole
+    /// challenge, so the detector's box jitter (which follows the light) does not move the grid
+    /// between lit and dark frames.
+    held_box: Option<(u64, [f32; 4])>,
 }
 
 impl ChallengeStage {
@@ -177,6 +181,7 @@ impl ChallengeStage {
         Self {
             challenger: Challenger::new(cfg, illuminator),
             requests,
+            held_box: None,
         }
     }
 
@@ -191,10 +196,18 @@ impl ChallengeStage {
     ) -> (Decision, Option<ChallengeRecord>) {
         let faces = analysis.map_or(0, |a| a.faces.len());
         let measurement = if self.challenger.measuring(tag) {
+            let id = tag.map_or(0, |t| t.id);
             analysis
                 .and_then(|a| a.primary())
-                .and_then(|f| match frame.rgb() {
-                    Ok(img) => measure::measure(&img, f.bbox),
+                .map(|f| match self.held_box {
+                    Some((held, b)) if held == id => b,
+                    _ => {
+                        self.held_box = Some((id, f.bbox));
+                        f.bbox
+                    }
+                })
+                .and_then(|bbox| match frame.rgb() {
+                    Ok(img) => measure::measure(&img, bbox),
                     Err(e) => {
                         tracing::debug!(error = %e, "challenge: frame not measurable");
                         None
