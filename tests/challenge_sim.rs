@@ -210,3 +210,22 @@ fn replay_and_injected_feeds_fail_the_challenge() {
     );
     assert!(control.alerts.iter().all(|(k, _)| k != "challenge_failed"));
 }
+
+#[test]
+fn a_flat_print_fails_on_structure() {
+    if !mqtt_util::have_mosquitto() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&dir.path().join("broker"));
+    let print = run(dir.path(), &broker, "print", "sim:print?seed=11", "");
+    assert_rejected(&print, "sim:print");
+    let failed = print
+        .manifests
+        .iter()
+        .find(|m| m["challenge"]["verdict"] == "failed")
+        .unwrap();
+    // It follows the code like a face, but flat.
+    let reason = failed["challenge"]["reason"].as_str().unwrap();
+    assert!(reason.contains("structure"), "{reason}");
+}
