@@ -53,7 +53,7 @@ enum Command {
     /// Convert and inspect detector model files.
     Model(commands::detect::ModelArgs),
     /// Camera identity: `camera pin` binds the device to the camera now attached.
-    Camera(veriframe::camera::cli::CameraArgs),
+    Camera(commands::camera::CameraArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -68,7 +68,7 @@ struct RunArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Log format.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = commands::enum_parser(&LogFormat::ALL, LogFormat::name))]
     log_format: Option<LogFormat>,
     /// Device signing key (PKCS#8).
     #[arg(long)]
@@ -184,7 +184,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Model(a) => Ok(commands::detect::model(&a)?),
         Command::Camera(a) => {
             init_logging(LogFormat::Text, "info");
-            Ok(veriframe::camera::cli::camera(&a)?)
+            Ok(commands::camera::camera(&a)?)
         }
     }
 }

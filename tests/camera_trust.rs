@@ -334,7 +334,7 @@ fn replaced_camera_raises_camera_changed_until_repinned() {
     let before = rig.manifests().len();
 
     // The operator re-pins B: authentic sealing resumes, no alert.
-    let r = veriframe::camera::cli::repin(
+    let r = veriframe::camera::pin::repin(
         &rig.pins(),
         &mut FixtureInfo::new(vec![b.clone()]),
         Path::new("/dev/video0"),

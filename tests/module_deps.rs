@@ -1,7 +1,8 @@
 //! The top-level modules of `src/` depend on each other in the order ARCHITECTURE.md states
 //! ("Dependency order"): each module uses only modules listed before it, so there are no import
 //! cycles. Reads the sources (`crate::x` paths, `use crate::{x, y::z}` groups), not the compiler.
-//! Also: the build needs no bindgen (vendored V4L2 bindings).
+//! Also: clap only in `src/commands/` and `src/main.rs`; the build needs no bindgen (vendored V4L2
+//! bindings).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -169,4 +170,35 @@ fn build_needs_no_bindgen() {
             "{lock}: v4l2-sys-mit comes from a registry, not vendor/v4l2-sys-mit"
         );
     }
+}
+
+/// clap lives only in the commands layer (`src/commands/`) and `src/main.rs`: no other source file
+/// names it or uses its derive attributes (the library's enums get clap parsers in `commands`).
+#[test]
+fn clap_only_in_commands_and_main() {
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let mut offenders = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap();
+        if rel.starts_with("commands") || rel == Path::new("main.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if ["clap", "#[arg(", "#[command(", "#[value("]
+                .iter()
+                .any(|p| line.contains(p))
+            {
+                offenders.push(format!("src/{}:{}: {}", rel.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(files.len() > 20, "found the sources");
+    assert!(
+        offenders.is_empty(),
+        "clap outside src/commands and src/main.rs:\n{}",
+        offenders.join("\n")
+    );
 }
