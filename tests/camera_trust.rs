@@ -472,8 +472,7 @@ fn replay_is_not_a_camera_and_is_exempt() {
     assert!(rig.pins().load().unwrap().is_none());
 }
 
-#[path = "pad_util.rs"]
-mod pad_util;
+mod common;
 
 /// False alarms of the stream checks on bona fide webcam frames: the NUAA "real" set (webcam
 /// frames of live people, 640x480 JPEG, ../shared/data/nuaa/real), decoded to RGB24 and fed in
@@ -483,7 +482,7 @@ mod pad_util;
 #[test]
 fn stream_checks_do_not_alarm_on_bona_fide_webcam_frames() {
     use veriframe::camera::integrity::{self, FrameMeta, IntegrityConfig, IntegrityState};
-    let Some(root) = pad_util::require("data/nuaa/real") else {
+    let Some(root) = common::pad::require("data/nuaa/real") else {
         return;
     };
     let mut sessions: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> = Default::default();
