@@ -461,7 +461,18 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
     let scratch = args
         .dir
         .join(format!(".veriframe-bench-seal-{}", std::process::id()));
-    let (hash_row, sign_row) = bench_hash_sign(args.n, &jpeg)?;
+    let (key, _) = DeviceKey::generate()?;
+    let mut hash_t = Vec::with_capacity(args.n);
+    let mut sign_t = Vec::with_capacity(args.n);
+    let msg = vec![b'x'; 1200]; // about a manifest's size
+    for _ in 0..args.n {
+        let t0 = Instant::now();
+        std::hint::black_box(keys::sha256_hex(&jpeg));
+        hash_t.push(t0.elapsed());
+        let t0 = Instant::now();
+        std::hint::black_box(key.sign(&msg));
+        sign_t.push(t0.elapsed());
+    }
     let result = (|| {
         let off = bench_store(&scratch.join("nofsync"), false, delay, args.n, &jpeg)?;
         let on = bench_store(&scratch.join("fsync"), true, delay, args.n, &jpeg)?;
@@ -485,41 +496,15 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     let (off, on, once, at_fps) = result?;
-    let rows = vec![hash_row, sign_row, off, on];
-    print_bench_seal(args, jpeg.len(), &rows, &once, &at_fps)
-}
-
-/// SHA-256 of the JPEG and an Ed25519 signature over a manifest-sized message, `n` times each.
-fn bench_hash_sign(n: usize, jpeg: &[u8]) -> Result<(Summary, Summary), SealError> {
-    let (key, _) = DeviceKey::generate()?;
-    let mut hash_t = Vec::with_capacity(n);
-    let mut sign_t = Vec::with_capacity(n);
-    let msg = vec![b'x'; 1200]; // about a manifest's size
-    for _ in 0..n {
-        let t0 = Instant::now();
-        std::hint::black_box(keys::sha256_hex(jpeg));
-        hash_t.push(t0.elapsed());
-        let t0 = Instant::now();
-        std::hint::black_box(key.sign(&msg));
-        sign_t.push(t0.elapsed());
-    }
-    Ok((
+    let rows = vec![
         summarize(&format!("sha256 of the {}-byte JPEG", jpeg.len()), hash_t),
         summarize("Ed25519 sign (1200-byte manifest)", sign_t),
-    ))
-}
-
-/// bench-seal's report: JSON (`--json`) or one line per figure.
-fn print_bench_seal(
-    args: &BenchSealArgs,
-    jpeg_len: usize,
-    rows: &[Summary],
-    once: &BurstRun,
-    at_fps: &BurstRun,
-) -> Result<Outcome, SealError> {
+        off,
+        on,
+    ];
     if args.json {
         let doc = serde_json::json!({
-            "jpeg_bytes": jpeg_len,
+            "jpeg_bytes": jpeg.len(),
             "dir": args.dir,
             "fsync_delay_ms": args.fsync_delay_ms,
             "results": rows,
@@ -540,10 +525,10 @@ fn print_bench_seal(
         println!(
             "bench-seal: {} iterations, JPEG {} bytes, writing under {}",
             args.n,
-            jpeg_len,
+            jpeg.len(),
             args.dir.display()
         );
-        for r in rows {
+        for r in &rows {
             print!(
                 "{:<52} median {:>9.1} us  p99 {:>9.1} us  {:>9.0}/s",
                 r.name, r.median_us, r.p99_us, r.per_second
@@ -553,7 +538,7 @@ fn print_bench_seal(
                 _ => println!(),
             }
         }
-        for b in [once, at_fps] {
+        for b in [&once, &at_fps] {
             println!(
                 "burst of {} ({}), fsync on{}: median {:.1} ms, max {:.1} ms, {:.0} captures/s, {:.1} batches, {:.2} fsyncs and {:.0} bytes per capture, {} dropped, {} errors",
                 b.frames,
