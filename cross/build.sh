@@ -4,7 +4,7 @@
 # Prerequisites (root, one apt-get call so versions match; see cross/README.md):
 #   dpkg --add-architecture arm64 && apt-get update
 #   apt-get install -y rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
-#       libc6-dev-arm64-cross qemu-user-static libclang-dev
+#       libc6-dev-arm64-cross qemu-user-static
 #   # armv7 also: rust-web-src gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
 # Outputs: target/<triple>/release/veriframe and a stripped copy target/<triple>/release/veriframe.stripped
 set -euo pipefail

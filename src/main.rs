@@ -53,7 +53,7 @@ enum Command {
     /// Convert and inspect detector model files.
     Model(commands::detect::ModelArgs),
     /// Camera identity: `camera pin` binds the device to the camera now attached.
-    Camera(veriframe::camera::cli::CameraArgs),
+    Camera(commands::camera::CameraArgs),
     /// Score the light challenge: simulated sessions (pass and reject rates), or `--captures`
     /// of a real booth session.
     ChallengeEval(commands::challenge::ChallengeEvalArgs),
@@ -73,7 +73,7 @@ struct RunArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Log format.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = commands::enum_parser(&LogFormat::ALL, LogFormat::name))]
     log_format: Option<LogFormat>,
     /// Device signing key (PKCS#8).
     #[arg(long)]
@@ -190,7 +190,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::ChallengeEval(a) => Ok(commands::challenge::challenge_eval(&a)?),
         Command::Camera(a) => {
             init_logging(LogFormat::Text, "info");
-            Ok(veriframe::camera::cli::camera(&a)?)
+            Ok(commands::camera::camera(&a)?)
         }
     }
 }

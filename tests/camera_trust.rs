@@ -335,7 +335,7 @@ fn replaced_camera_raises_camera_changed_until_repinned() {
     let before = rig.manifests().len();
 
     // The operator re-pins B: authentic sealing resumes, no alert.
-    let r = veriframe::camera::cli::repin(
+    let r = veriframe::camera::pin::repin(
         &rig.pins(),
         &mut FixtureInfo::new(vec![b.clone()]),
         Path::new("/dev/video0"),
@@ -473,8 +473,7 @@ fn replay_is_not_a_camera_and_is_exempt() {
     assert!(rig.pins().load().unwrap().is_none());
 }
 
-#[path = "pad_util.rs"]
-mod pad_util;
+mod common;
 
 /// False alarms of the stream checks on bona fide webcam frames: the NUAA "real" set (webcam
 /// frames of live people, 640x480 JPEG, ../shared/data/nuaa/real), decoded to RGB24 and fed in
@@ -484,7 +483,7 @@ mod pad_util;
 #[test]
 fn stream_checks_do_not_alarm_on_bona_fide_webcam_frames() {
     use veriframe::camera::integrity::{self, FrameMeta, IntegrityConfig, IntegrityState};
-    let Some(root) = pad_util::require("data/nuaa/real") else {
+    let Some(root) = common::pad::require("data/nuaa/real") else {
         return;
     };
     let mut sessions: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> = Default::default();

@@ -2,14 +2,13 @@
 //! (`sim:live`, `sim:replay`, `sim:injected`), alerts through a real mosquitto, every frame
 //! sealed (`policy = "every"`) and the manifests read back and verified.
 
-mod mqtt_util;
-mod util;
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mqtt_util::{Broker, Collector};
+use common::mqtt::{Broker, Collector};
 use serde_json::Value;
 
 struct Outcome {
@@ -38,7 +37,7 @@ fn run(dir: &Path, broker: &Broker, device: &str, uri: &str, extra: &str) -> Out
         ),
     )
     .unwrap();
-    let out = util::veriframe()
+    let out = common::veriframe()
         .args(["run", "--config"])
         .arg(&cfg)
         .args(["--frames", "120"])
@@ -47,7 +46,7 @@ fn run(dir: &Path, broker: &Broker, device: &str, uri: &str, extra: &str) -> Out
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{uri}: {stderr}");
     // Every capture verifies (the challenge record's code is checked against its nonce).
-    let v = Command::new(util::bin())
+    let v = Command::new(common::bin())
         .arg("verify")
         .arg(&data)
         .output()
@@ -96,7 +95,7 @@ fn verdicts(o: &Outcome) -> Vec<(String, Option<String>)> {
 
 #[test]
 fn live_face_passes_the_challenge_and_is_sealed_authentic() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -185,7 +184,7 @@ fn assert_rejected(o: &Outcome, what: &str) {
 
 #[test]
 fn replay_and_injected_feeds_fail_the_challenge() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -213,7 +212,7 @@ fn replay_and_injected_feeds_fail_the_challenge() {
 
 #[test]
 fn a_flat_print_fails_on_structure() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

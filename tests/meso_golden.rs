@@ -12,11 +12,11 @@
 //! Without `../shared` the tests print `skipped: missing <path>` (a failure when
 //! `VERIFRAME_REQUIRE_SHARED` is set, as in CI).
 
-mod pad_util;
+mod common;
 
 use std::time::Instant;
 
-use pad_util::require;
+use common::pad::require;
 use veriframe::detect::meso::{resize_nearest_rgb, Meso4, INPUT};
 use veriframe::detect::modelfile::sha256_hex;
 

@@ -1,6 +1,8 @@
 //! The top-level modules of `src/` depend on each other in the order ARCHITECTURE.md states
 //! ("Dependency order"): each module uses only modules listed before it, so there are no import
 //! cycles. Reads the sources (`crate::x` paths, `use crate::{x, y::z}` groups), not the compiler.
+//! Also: clap only in `src/commands/` and `src/main.rs`; the build needs no bindgen (vendored V4L2
+//! bindings).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -136,4 +138,67 @@ fn reference_parser_sees_groups_and_paths() {
         "use crate::alert::{AlertKind, Severity};\nuse crate::{capture::{self, Frame}, seal};\n// crate::daemon\nlet x = crate::frame::monotonic_now();",
     );
     assert_eq!(refs, ["alert", "capture", "seal", "frame"]);
+}
+
+/// The V4L2 bindings are vendored with pre-generated bindings (vendor/v4l2-sys-mit, through
+/// `[patch.crates-io]`), so the build needs no libclang: bindgen and clang-sys are in neither lock
+/// file (a lock file lists the dependencies of every target), and v4l2-sys-mit is the local copy.
+#[test]
+fn build_needs_no_bindgen() {
+    for lock in ["Cargo.lock", "fuzz/Cargo.lock"] {
+        let text = fs::read_to_string(Path::new(ROOT).join(lock)).unwrap();
+        let packages: Vec<&str> = text.split("[[package]]").skip(1).collect();
+        let name_of = |p: &str| {
+            p.lines()
+                .find_map(|l| l.strip_prefix("name = \""))
+                .map(|n| n.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        for banned in ["bindgen", "clang-sys"] {
+            assert!(
+                !packages.iter().any(|p| name_of(p) == banned),
+                "{lock} has {banned}: something needs libclang at build time again"
+            );
+        }
+        let sys: Vec<&&str> = packages
+            .iter()
+            .filter(|p| name_of(p) == "v4l2-sys-mit")
+            .collect();
+        assert_eq!(sys.len(), 1, "{lock}: one v4l2-sys-mit");
+        assert!(
+            !sys[0].contains("source ="),
+            "{lock}: v4l2-sys-mit comes from a registry, not vendor/v4l2-sys-mit"
+        );
+    }
+}
+
+/// clap lives only in the commands layer (`src/commands/`) and `src/main.rs`: no other source file
+/// names it or uses its derive attributes (the library's enums get clap parsers in `commands`).
+#[test]
+fn clap_only_in_commands_and_main() {
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let mut offenders = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap();
+        if rel.starts_with("commands") || rel == Path::new("main.rs") {
+            continue;
+        }
+        let text = fs::read_to_string(f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if ["clap", "#[arg(", "#[command(", "#[value("]
+                .iter()
+                .any(|p| line.contains(p))
+            {
+                offenders.push(format!("src/{}:{}: {}", rel.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(files.len() > 20, "found the sources");
+    assert!(
+        offenders.is_empty(),
+        "clap outside src/commands and src/main.rs:\n{}",
+        offenders.join("\n")
+    );
 }

@@ -3,15 +3,14 @@
 //! (`offline`) on SIGKILL; `stopped`, status and stats from a daemon run; `watch` verifying and
 //! flagging signatures; `watch` with a wrong password.
 
-#[path = "mqtt_util.rs"]
-mod mqtt_util;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mqtt_util::{alert_ids, Broker, Collector};
+use common::mqtt::{alert_ids, Broker, Collector};
 use veriframe::alert::{AlertKind, Severity};
 use veriframe::publish::alert;
 use veriframe::publish::store::Store;
@@ -48,7 +47,7 @@ fn committed_in(dir: &Path) -> Vec<u64> {
 
 #[test]
 fn outbox_process_sigkilled_mid_stream_loses_nothing() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +163,7 @@ fn daemon_config(dir: &Path, device: &str, url: &str) -> std::path::PathBuf {
     p
 }
 
-fn last_available(msgs: &[mqtt_util::Msg]) -> Option<Vec<u8>> {
+fn last_available(msgs: &[common::mqtt::Msg]) -> Option<Vec<u8>> {
     msgs.iter()
         .rev()
         .find(|m| m.topic.ends_with("/available"))
@@ -173,7 +172,7 @@ fn last_available(msgs: &[mqtt_util::Msg]) -> Option<Vec<u8>> {
 
 #[test]
 fn daemon_killed_leaves_offline_via_last_will_and_clean_stop_says_stopped() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -245,7 +244,7 @@ fn daemon_killed_leaves_offline_via_last_will_and_clean_stop_says_stopped() {
 
 #[test]
 fn watch_verifies_and_flags_bad_signatures() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -304,9 +303,9 @@ fn watch_verifies_and_flags_bad_signatures() {
     let tampered = String::from_utf8(good.clone())
         .unwrap()
         .replace("\"warning\"", "\"info\"");
-    mqtt_util::publish(broker.port, "veriframe/w/alert", &good);
-    mqtt_util::publish(broker.port, "veriframe/w/alert", tampered.as_bytes());
-    mqtt_util::publish(broker.port, "veriframe/w/alert", b"not json");
+    common::mqtt::publish(broker.port, "veriframe/w/alert", &good);
+    common::mqtt::publish(broker.port, "veriframe/w/alert", tampered.as_bytes());
+    common::mqtt::publish(broker.port, "veriframe/w/alert", b"not json");
 
     let out = Command::new(BIN).args(watch_args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -325,7 +324,7 @@ fn watch_verifies_and_flags_bad_signatures() {
     assert_eq!(lines[0]["alert"]["id"], a.id.as_str());
 
     // Text output flags the bad one visibly.
-    mqtt_util::publish(broker.port, "veriframe/w/alert", tampered.as_bytes());
+    common::mqtt::publish(broker.port, "veriframe/w/alert", tampered.as_bytes());
     let out = Command::new(BIN)
         .args([
             "watch",
@@ -349,7 +348,7 @@ fn watch_verifies_and_flags_bad_signatures() {
 
 #[test]
 fn watch_with_wrong_password_fails_clearly() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

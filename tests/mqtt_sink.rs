@@ -2,14 +2,13 @@
 //! message kind and its schema, broker restarts while alerts flow, TLS with a client certificate,
 //! refused credentials.
 
-#[path = "mqtt_util.rs"]
-mod mqtt_util;
+mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqtt_util::{alert_ids, Broker, Collector};
+use common::mqtt::{alert_ids, Broker, Collector};
 use veriframe::alert::{AlertKind, Severity};
 use veriframe::capture::CaptureEvent;
 use veriframe::detect::ModelId;
@@ -54,7 +53,7 @@ fn req(kind: AlertKind, seq: u64) -> AlertRequest {
 
 #[test]
 fn every_message_kind_is_delivered_with_its_schema() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -236,7 +235,7 @@ fn every_message_kind_is_delivered_with_its_schema() {
 
 #[test]
 fn broker_restarts_while_alerts_flow_lose_nothing() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -294,13 +293,13 @@ fn broker_restarts_while_alerts_flow_lose_nothing() {
 
 #[test]
 fn tls_with_ca_and_client_certificate() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(&pki).unwrap();
-    mqtt_util::make_pki(&pki);
+    common::mqtt::make_pki(&pki);
     let p = |f: &str| pki.join(f);
     let broker = Broker::start_with(
         &dir.path().join("broker"),
@@ -336,7 +335,7 @@ fn tls_with_ca_and_client_certificate() {
     // A CA that did not sign the server certificate: a clear certificate error.
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
-    mqtt_util::make_pki(&other);
+    common::mqtt::make_pki(&other);
     let mut bad = c.clone();
     bad.ca_file = Some(other.join("ca.crt"));
     let sink2 = MqttSink::start(
@@ -366,7 +365,7 @@ fn wait_error(sink: &MqttSink) -> String {
 
 #[test]
 fn wrong_password_gives_a_clear_error() {
-    if !mqtt_util::have_mosquitto() {
+    if !common::mqtt::have_mosquitto() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -417,7 +416,7 @@ fn wrong_password_gives_a_clear_error() {
 #[test]
 fn outbox_len_never_misses_an_alert_being_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("mqtt://127.0.0.1:{}", mqtt_util::free_port());
+    let url = format!("mqtt://127.0.0.1:{}", common::mqtt::free_port());
     let rt = runtime();
     let _enter = rt.enter();
     let signer = Arc::new(DeviceKey::generate().unwrap().0);

@@ -8,9 +8,9 @@
 //!   (`image`/zune-jpeg) differs from libjpeg-turbo by a few grey levels, so the tolerance is looser: crop pixels within a mean of 0.5 grey levels (measured ≤ 0.15), logits within
 //!   0.25, and the ensemble real score within 0.03 of upstream's.
 
-mod pad_util;
+mod common;
 
-use pad_util::{png_bgr, require, MINIFAS, V1SE, V2};
+use common::pad::{png_bgr, require, MINIFAS, V1SE, V2};
 use veriframe::detect::crop::crop_bgr;
 use veriframe::detect::minifasnet::{load_ensemble, softmax3, MiniFasNet};
 use veriframe::detect::Quant;

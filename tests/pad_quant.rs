@@ -2,11 +2,11 @@
 //! the f32 file reproduces the golden logits like the safetensors source, the Q8_0 file stays
 //! close to f32 (max |Δ softmax| printed and bounded), and `veriframe model convert` works.
 
-mod pad_util;
+mod common;
 
 use std::process::Command;
 
-use pad_util::{png_bgr, require, MINIFAS, V1SE, V2};
+use common::pad::{png_bgr, require, MINIFAS, V1SE, V2};
 use veriframe::detect::minifasnet::{self, softmax3, Arch, MiniFasNet};
 use veriframe::detect::{modelfile, Quant};
 

@@ -6,7 +6,7 @@
 //! the log sink), which the seal stage sends only after the capture's batch is durable. Lines
 //! written to the pipe before the kill are read after it.
 
-mod util;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use util::{signal, spawn, stat, veriframe, wait_timeout};
+use common::{signal, spawn, stat, veriframe, wait_timeout};
 
 const KILLS: usize = 22;
 

@@ -1,14 +1,14 @@
 //! End to end through the built binary: keygen → run → verify exits 0, and exits 1 after any
 //! single capture is deleted, altered or moved.
 
-mod seal_common;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use seal_common::copy_dir;
+use common::seal::copy_dir;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_veriframe"))

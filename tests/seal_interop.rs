@@ -5,13 +5,13 @@
 //! openssl dgst -sha256 -r 000000000003.png   # equals the manifest's image.sha256
 //! ```
 
-mod seal_common;
+mod common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use seal_common::*;
+use common::seal::*;
 use veriframe::seal::keys;
 
 fn openssl_available() -> bool {

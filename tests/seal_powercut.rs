@@ -16,7 +16,7 @@
 //! known window between the `chain.sig` and `chain.json` renames of a checkpoint, where the record
 //! is reported invalid (asserted exactly, documented in §2.1).
 
-mod seal_common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -147,7 +147,7 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
     let live_data = t.path().join("live");
     let (key, _) = DeviceKey::generate().unwrap();
     let key = Arc::new(key);
-    let cfg = seal_common::config();
+    let cfg = common::seal::config();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut sealer = ChainSealer::with_fs(
         &cfg,
@@ -180,7 +180,7 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
     let mut n = 0u64;
     for size in [5usize, 1, 15, 3] {
         let frames: Vec<_> = (n..n + size as u64)
-            .map(|i| seal_common::frame(i, SystemTime::now()))
+            .map(|i| common::seal::frame(i, SystemTime::now()))
             .collect();
         n += size as u64;
         let identity = veriframe::camera::SourceIdentity::not_a_camera();
@@ -265,7 +265,7 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
             if states % 10 == 0 {
                 restarted += 1;
                 let mut s = ChainSealer::with_key(&cfg, key.clone(), &data, "test-device").unwrap();
-                let f = seal_common::frame(1000, SystemTime::now());
+                let f = common::seal::frame(1000, SystemTime::now());
                 s.seal(&SealInput {
                     frame: &f,
                     analysis: None,
@@ -344,7 +344,7 @@ fn seal_n(s: &mut ChainSealer, first: u64, n: u64) -> Vec<Result<Option<u64>, St
         actions: Vec::new(),
     };
     let frames: Vec<_> = (first..first + n)
-        .map(|i| seal_common::frame(i, SystemTime::now()))
+        .map(|i| common::seal::frame(i, SystemTime::now()))
         .collect();
     let identity = veriframe::camera::SourceIdentity::not_a_camera();
     let inputs: Vec<SealInput<'_>> = frames
@@ -378,7 +378,7 @@ fn faulty(fail_write: Option<usize>) -> Box<Faulty> {
 fn a_batch_costs_two_syncs_whatever_its_size() {
     let t = tempfile::tempdir().unwrap();
     let (key, _) = DeviceKey::generate().unwrap();
-    let cfg = seal_common::config();
+    let cfg = common::seal::config();
     let mut s = ChainSealer::with_fs(&cfg, Arc::new(key), t.path(), "d", faulty(None)).unwrap();
     let c0 = s.store().io_counters().syncs;
     let r = seal_n(&mut s, 0, 15);
@@ -394,7 +394,7 @@ fn a_failed_write_in_a_batch_leaves_no_gap() {
     let t = tempfile::tempdir().unwrap();
     let (key, _) = DeviceKey::generate().unwrap();
     let key = Arc::new(key);
-    let cfg = seal_common::config();
+    let cfg = common::seal::config();
     // Writes 1-2 are the open's checkpoint; each capture writes image, signature, manifest:
     // write 9 is the image of the third capture.
     let mut s = ChainSealer::with_fs(&cfg, key.clone(), t.path(), "d", faulty(Some(9))).unwrap();
@@ -417,7 +417,7 @@ fn a_failed_sync_stores_nothing_and_the_chain_goes_on() {
     let t = tempfile::tempdir().unwrap();
     let (key, _) = DeviceKey::generate().unwrap();
     let key = Arc::new(key);
-    let cfg = seal_common::config();
+    let cfg = common::seal::config();
     let dir = chain_dir(&t.path().join("captures"), &key.key_id());
     let mut s = ChainSealer::with_fs(&cfg, key.clone(), t.path(), "d", faulty(None)).unwrap();
     assert!(seal_n(&mut s, 0, 3).iter().all(|r| r.is_ok()));

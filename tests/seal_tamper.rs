@@ -1,14 +1,14 @@
 //! The tamper matrix: every kind of modification of a sealed capture store is detected, with the
 //! right reason.
 
-mod seal_common;
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use seal_common::*;
+use common::seal::*;
 use veriframe::seal::keys::DeviceKey;
 use veriframe::seal::verify::{verify_dir, verify_paths, ChainReport};
 

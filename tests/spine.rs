@@ -1,6 +1,6 @@
 //! The spine: replay, drop-oldest accounting, shutdown drain, device loss and recovery, the CLI.
 
-mod util;
+mod common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -369,12 +369,12 @@ fn corrupt_frames_are_counted_not_fatal() {
 #[test]
 fn sigterm_exits_zero_with_consistent_final_stats() {
     let data = tempfile::tempdir().unwrap();
-    let mut cmd = util::veriframe();
+    let mut cmd = common::veriframe();
     cmd.args(["run", "--data-dir"]).arg(data.path());
-    let mut child = util::spawn(cmd);
+    let mut child = common::spawn(cmd);
     std::thread::sleep(Duration::from_millis(2500));
-    util::signal(&child, libc::SIGTERM);
-    let (status, took) = util::wait_timeout(&mut child, Duration::from_secs(10)).expect("exited");
+    common::signal(&child, libc::SIGTERM);
+    let (status, took) = common::wait_timeout(&mut child, Duration::from_secs(10)).expect("exited");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(status.success(), "exit {status:?}\n{err}");
@@ -384,9 +384,9 @@ fn sigterm_exits_zero_with_consistent_final_stats() {
         .find(|l| l.contains("final:"))
         .unwrap_or_else(|| panic!("no final line:\n{err}"));
     let (c, a, d) = (
-        util::stat(line, "captured").unwrap(),
-        util::stat(line, "analysed").unwrap(),
-        util::stat(line, "dropped").unwrap(),
+        common::stat(line, "captured").unwrap(),
+        common::stat(line, "analysed").unwrap(),
+        common::stat(line, "dropped").unwrap(),
     );
     assert!(c > 5, "{line}");
     assert_eq!(c, a + d, "{line}");
@@ -395,7 +395,7 @@ fn sigterm_exits_zero_with_consistent_final_stats() {
 #[test]
 fn bounded_run_and_exit_codes() {
     let data = tempfile::tempdir().unwrap();
-    let out = util::veriframe()
+    let out = common::veriframe()
         .args([
             "run",
             "--source",
@@ -431,7 +431,7 @@ fn bounded_run_and_exit_codes() {
 
     let bad = data.path().join("bad.toml");
     std::fs::write(&bad, "[pipeline]\nqueue_capacity = 0\n").unwrap();
-    let out = util::veriframe()
+    let out = common::veriframe()
         .args(["run", "--config"])
         .arg(&bad)
         .output()
@@ -444,7 +444,7 @@ fn bounded_run_and_exit_codes() {
     );
 
     assert_eq!(
-        util::veriframe()
+        common::veriframe()
             .arg("--version")
             .output()
             .unwrap()
@@ -453,7 +453,7 @@ fn bounded_run_and_exit_codes() {
         Some(0)
     );
     assert_eq!(
-        util::veriframe()
+        common::veriframe()
             .args(["run", "--no-such-flag"])
             .output()
             .unwrap()
@@ -461,7 +461,7 @@ fn bounded_run_and_exit_codes() {
             .code(),
         Some(2)
     );
-    let out = util::veriframe()
+    let out = common::veriframe()
         .args(["run", "--source", "/nonexistent/dir"])
         .output()
         .unwrap();
@@ -480,7 +480,7 @@ fn faces_prints_a_box_cache() {
         std::fs::copy(root.join(f), dir.path().join(f)).unwrap();
     }
     std::fs::write(dir.path().join("broken.jpg"), b"\xff\xd8 not a jpeg").unwrap();
-    let out = util::veriframe()
+    let out = common::veriframe()
         .args(["faces", "--root"])
         .arg(dir.path())
         .arg(dir.path())
@@ -518,7 +518,7 @@ fn faces_prints_a_box_cache() {
 /// RSS) plus each shipped network timed alone under its model name; a bad config is exit 2.
 #[test]
 fn bench_json_reports_stages_and_networks() {
-    let out = util::veriframe()
+    let out = common::veriframe()
         .args(["bench", "--threads", "1", "--iters", "2", "--json"])
         .output()
         .unwrap();
@@ -555,7 +555,7 @@ fn bench_json_reports_stages_and_networks() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[detect]\nthreads = 0\n").unwrap();
-    let out = util::veriframe()
+    let out = common::veriframe()
         .args(["bench", "--iters", "1", "-c"])
         .arg(&cfg)
         .output()

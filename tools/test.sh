@@ -3,7 +3,7 @@
 # sudo available), then runs every test. Usage: tools/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="libclang-dev mosquitto openssl systemd dpkg-dev"
+PKGS="mosquitto openssl systemd dpkg-dev"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -17,7 +17,6 @@
 //! Alert kinds raised here (constructed only in [`SourceAlert`]'s constructors):
 //! `camera_changed` (critical), `injection_suspected` (critical), `stream_anomaly` (warning).
 
-pub mod cli;
 pub mod fingerprint;
 pub mod instruments;
 pub mod integrity;

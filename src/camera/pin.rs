@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::fingerprint::{CameraIdentity, Fingerprint};
-use super::CameraError;
+use super::fingerprint::{CameraIdentity, CameraInfoSource, Fingerprint};
+use super::{instruments, unix_us_now, CameraError};
 pub use crate::capture::ExpectConfig;
 use crate::seal::{fsio, keys, manifest, Signer};
 
@@ -231,6 +231,47 @@ impl PinStore {
         w(self.path(), &bytes)?;
         Ok((rec, keys::sha256_hex(&bytes)))
     }
+}
+
+/// What a re-pin did.
+#[derive(Debug, Clone)]
+pub struct Repin {
+    pub record: PinRecord,
+    pub record_sha256: String,
+    /// The fingerprint pinned before, if any.
+    pub previous: Option<String>,
+    /// Field differences to the previous pin.
+    pub changes: Vec<String>,
+}
+
+/// Read the camera at `device` and pin it (reason `operator`). Logs the change.
+pub fn repin(
+    store: &PinStore,
+    reader: &mut dyn CameraInfoSource,
+    device: &Path,
+) -> Result<Repin, CameraError> {
+    let id = reader.read(device)?;
+    let old = store.load().ok().flatten().map(|(r, _)| r);
+    let changes = old
+        .as_ref()
+        .map(|r| r.fingerprint.identity().diff(&id))
+        .unwrap_or_default();
+    let found = instruments::classify(&id);
+    if !found.is_empty() {
+        tracing::warn!(instrument = %instruments::describe(&found),
+            "pinning a camera that is an injection instrument: it is still flagged unless [source] allow_virtual = true");
+    }
+    let device_s = device.display().to_string();
+    let (record, record_sha256) = store.pin(&device_s, &id, "operator", unix_us_now())?;
+    tracing::warn!(device = %device_s, sha256 = %record.fingerprint.sha256,
+        previous = ?old.as_ref().map(|r| &r.fingerprint.sha256), changes = %changes.join("; "),
+        record = %record_sha256, "camera pinned by the operator");
+    Ok(Repin {
+        previous: old.map(|r| r.fingerprint.sha256),
+        record,
+        record_sha256,
+        changes,
+    })
 }
 
 #[cfg(test)]

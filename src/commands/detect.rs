@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Overrides};
+use crate::detect::minifasnet::Arch;
 use crate::detect::{
     bench, build_pipeline, eval, load_face, load_pad_ensemble, DetectConfig, DetectError, Quant,
 };
@@ -36,7 +37,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Weights precision of the PAD networks.
-    #[arg(long, value_enum, default_value = "q8_0")]
+    #[arg(long, default_value = "q8_0", value_parser = super::enum_parser(&Quant::ALL, Quant::name))]
     pub quant: Quant,
     /// Timed iterations (after 10 warm-up ones).
     #[arg(long, default_value_t = 200)]
@@ -226,8 +227,8 @@ pub enum ModelCommand {
 #[derive(Debug, clap::Args)]
 pub struct ConvertArgs {
     /// Network architecture of the input weights.
-    #[arg(long, value_enum)]
-    pub arch: crate::detect::minifasnet::Arch,
+    #[arg(long, value_parser = super::enum_parser(&Arch::ALL, Arch::name))]
+    pub arch: Arch,
     /// Upstream-layout `.safetensors` state dict.
     #[arg(long = "in")]
     pub input: PathBuf,
@@ -235,8 +236,8 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Precision of the pointwise/linear weights.
-    #[arg(long, value_enum, default_value = "q8_0")]
-    pub quant: crate::detect::Quant,
+    #[arg(long, default_value = "q8_0", value_parser = super::enum_parser(&Quant::ALL, Quant::name))]
+    pub quant: Quant,
 }
 
 pub fn model(args: &ModelArgs) -> Result<Outcome, DetectError> {

@@ -2,11 +2,28 @@
 //! stage modules. `main.rs` parses arguments and dispatches here; no stage module depends on this
 //! one.
 
+pub mod camera;
 pub mod challenge;
 pub mod detect;
 pub mod probe;
 pub mod publish;
 pub mod seal;
+
+/// A clap value parser for one of the library's plain enums (which know nothing of clap): `--help`
+/// lists `name` of each value in `all` as the possible values, and a value parses to the one with
+/// that name.
+pub fn enum_parser<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(all.iter().map(|&v| name(v))).try_map(move |s| {
+        all.iter()
+            .copied()
+            .find(|&v| name(v) == s)
+            .ok_or("unknown value")
+    })
+}
 
 /// Colour codes only for a terminal (logs go to stderr: a file, a pipe or journald get plain
 /// text) and never with `NO_COLOR` set to anything non-empty (https://no-color.org). Every
@@ -15,4 +32,49 @@ pub fn use_colour() -> bool {
     use std::io::IsTerminal;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     !no_color && std::io::stderr().is_terminal() && std::io::stdout().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enum_parser;
+    use crate::config::LogFormat;
+    use crate::detect::minifasnet::Arch;
+    use crate::detect::Quant;
+    use clap::builder::TypedValueParser;
+
+    fn parse<T: Copy + Send + Sync + 'static>(
+        all: &'static [T],
+        name: fn(T) -> &'static str,
+        s: &str,
+    ) -> Option<T> {
+        let cmd = clap::Command::new("t");
+        enum_parser(all, name)
+            .parse_ref(&cmd, None, std::ffi::OsStr::new(s))
+            .ok()
+    }
+
+    #[test]
+    fn enum_parsers_take_every_name_and_nothing_else() {
+        for q in Quant::ALL {
+            assert_eq!(parse(&Quant::ALL, Quant::name, q.name()), Some(q));
+            // the config/model-file (serde) name is the command-line name
+            assert_eq!(
+                serde_json::to_string(&q).unwrap(),
+                format!("\"{}\"", q.name())
+            );
+        }
+        for a in Arch::ALL {
+            assert_eq!(parse(&Arch::ALL, Arch::name, a.name()), Some(a));
+        }
+        for f in LogFormat::ALL {
+            assert_eq!(parse(&LogFormat::ALL, LogFormat::name, f.name()), Some(f));
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", f.name())
+            );
+        }
+        assert_eq!(parse(&Quant::ALL, Quant::name, "q4"), None);
+        assert_eq!(parse(&Quant::ALL, Quant::name, "Q8_0"), None);
+        assert_eq!(parse(&LogFormat::ALL, LogFormat::name, ""), None);
+    }
 }

@@ -106,13 +106,28 @@ pub trait DeepfakeClassifier: Send {
 }
 
 /// Weight precision of a model file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quant {
     F32,
-    #[value(name = "q8_0")]
     #[serde(rename = "q8_0")]
     Q8_0,
+}
+
+impl Quant {
+    pub const ALL: [Quant; 2] = [Quant::F32, Quant::Q8_0];
+
+    /// The name in configs, model files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::F32 => "f32",
+            Quant::Q8_0 => "q8_0",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Quant> {
+        Quant::ALL.into_iter().find(|q| q.name() == s)
+    }
 }
 
 /// Decode a frame into RGB, whatever its format (YUYV is converted once per frame: the RGB is

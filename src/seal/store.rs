@@ -153,6 +153,95 @@ fn file_len(p: &Path) -> u64 {
     fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
+/// The manifests (`<seq>.json`, sorted by seq) in a chain directory, and its other capture files:
+/// signatures and images by seq, temp files (`.…tmp-…`) as `None`.
+type ChainFiles = (Vec<(u64, PathBuf)>, Vec<(Option<u64>, PathBuf)>);
+
+fn scan_chain_dir(dir: &Path) -> Result<ChainFiles, SealError> {
+    let mut manifests: Vec<(u64, PathBuf)> = Vec::new();
+    let mut others: Vec<(Option<u64>, PathBuf)> = Vec::new();
+    for ent in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let ent = ent.map_err(|e| io_err(dir, e))?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let path = ent.path();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            others.push((None, path));
+        } else if let Some(seq) = seq_of(&name, ".json") {
+            manifests.push((seq, path));
+        } else if let Some(seq) = seq_of(&name, ".sig")
+            .or_else(|| seq_of(&name, ".jpg"))
+            .or_else(|| seq_of(&name, ".png"))
+        {
+            others.push((Some(seq), path));
+        }
+    }
+    manifests.sort();
+    Ok((manifests, others))
+}
+
+/// What [`load_entries`] read from the manifests on disk.
+struct Loaded {
+    entries: VecDeque<Entry>,
+    /// Total size on disk: manifests, signatures and images.
+    total: u64,
+    /// (seq, SHA-256) of the last manifest.
+    head: Option<(u64, String)>,
+}
+
+/// The store's entries for `manifests` (in seq order), their size and the chain head they give.
+fn load_entries(dir: &Path, manifests: &[(u64, PathBuf)]) -> Result<Loaded, SealError> {
+    let mut entries = VecDeque::new();
+    let mut total = 0;
+    let mut head = None;
+    for (seq, path) in manifests {
+        let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
+        let hash = keys::sha256_hex(&bytes);
+        let (prev, wall_us, image) = match Manifest::parse(&bytes) {
+            Ok(m) => (m.prev, m.captured.wall_unix_us, m.image.file),
+            Err(e) => {
+                // Keep it (evidence of tampering is the verifier's business) and chain on.
+                tracing::warn!(path = %path.display(), error = %e, "unreadable manifest in store");
+                (None, 0, String::new())
+            }
+        };
+        let size = bytes.len() as u64
+            + file_len(&dir.join(format!("{}.sig", stem(*seq))))
+            + if image.is_empty() {
+                0
+            } else {
+                file_len(&dir.join(&image))
+            };
+        total += size;
+        entries.push_back(Entry {
+            seq: *seq,
+            prev,
+            wall_us,
+            bytes: size,
+        });
+        head = Some((*seq, hash));
+    }
+    Ok(Loaded {
+        entries,
+        total,
+        head,
+    })
+}
+
+/// Orphans from an interrupted write: files newer than the newest manifest (`head_seq`), temp
+/// files. Removed (best effort).
+fn remove_orphans(others: Vec<(Option<u64>, PathBuf)>, head_seq: Option<u64>) {
+    for (seq, path) in others {
+        let orphan = match seq {
+            None => true,
+            Some(s) => head_seq.is_none_or(|h| s > h),
+        };
+        if orphan {
+            tracing::info!(path = %path.display(), "removing incomplete capture file");
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
 fn seq_of(name: &str, ext: &str) -> Option<u64> {
     let s = name.strip_suffix(ext)?;
     (s.len() == 12 && s.bytes().all(|c| c.is_ascii_digit()))
@@ -188,54 +277,12 @@ impl Store {
     ) -> Result<Self, SealError> {
         let dir = chain_dir(captures, key.id());
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-        let mut manifests: Vec<(u64, PathBuf)> = Vec::new();
-        let mut others: Vec<(Option<u64>, PathBuf)> = Vec::new();
-        for ent in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
-            let ent = ent.map_err(|e| io_err(&dir, e))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let path = ent.path();
-            if name.starts_with('.') && name.contains(".tmp-") {
-                others.push((None, path));
-            } else if let Some(seq) = seq_of(&name, ".json") {
-                manifests.push((seq, path));
-            } else if let Some(seq) = seq_of(&name, ".sig")
-                .or_else(|| seq_of(&name, ".jpg"))
-                .or_else(|| seq_of(&name, ".png"))
-            {
-                others.push((Some(seq), path));
-            }
-        }
-        manifests.sort();
-        let mut entries = VecDeque::new();
-        let mut total = 0;
-        let mut head = None;
-        for (seq, path) in &manifests {
-            let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
-            let hash = keys::sha256_hex(&bytes);
-            let (prev, wall_us, image) = match Manifest::parse(&bytes) {
-                Ok(m) => (m.prev, m.captured.wall_unix_us, m.image.file),
-                Err(e) => {
-                    // Keep it (evidence of tampering is the verifier's business) and chain on.
-                    tracing::warn!(path = %path.display(), error = %e, "unreadable manifest in store");
-                    (None, 0, String::new())
-                }
-            };
-            let size = bytes.len() as u64
-                + file_len(&dir.join(format!("{}.sig", stem(*seq))))
-                + if image.is_empty() {
-                    0
-                } else {
-                    file_len(&dir.join(&image))
-                };
-            total += size;
-            entries.push_back(Entry {
-                seq: *seq,
-                prev,
-                wall_us,
-                bytes: size,
-            });
-            head = Some((*seq, hash));
-        }
+        let (manifests, others) = scan_chain_dir(&dir)?;
+        let Loaded {
+            entries,
+            total,
+            mut head,
+        } = load_entries(&dir, &manifests)?;
         // The chain-state record may know a later head (captures deleted since): never reuse seqs.
         let state = fs::read(dir.join("chain.json"))
             .ok()
@@ -255,18 +302,7 @@ impl Store {
                 empty_first = (s + 1, Some(h.clone()));
             }
         }
-        // Orphans from an interrupted write: files newer than the newest manifest, temp files.
-        let head_seq = head.as_ref().map(|(s, _)| *s);
-        for (seq, path) in others {
-            let orphan = match seq {
-                None => true,
-                Some(s) => head_seq.is_none_or(|h| s > h),
-            };
-            if orphan {
-                tracing::info!(path = %path.display(), "removing incomplete capture file");
-                let _ = fs::remove_file(&path);
-            }
-        }
+        remove_orphans(others, head.as_ref().map(|(s, _)| *s));
         let mut store = Self {
             dir,
             device_id: device_id.to_string(),

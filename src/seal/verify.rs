@@ -342,8 +342,44 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
     let mut items: Vec<Item> = paths.iter().map(|p| load_item(p)).collect();
     let mut problems = Vec::new();
 
+    let state = read_chain_state(dir, &mut problems);
+    let tofu = pubkey.is_none();
+    let trusted = pubkey
+        .copied()
+        .or_else(|| first_trusted_key(state.as_ref().map(|(c, _)| c), &items));
+    let state = trusted_chain_state(dir, state, trusted, &mut problems);
+
+    for item in items.iter_mut() {
+        check_item(item, trusted.as_ref(), tofu);
+    }
+    check_chain(&mut items);
+
+    let (first, last) = check_chain_ends(state.as_ref(), &mut items, &mut problems);
+    if items.is_empty() && state.is_none() {
+        return Err(SealError::Usage(format!(
+            "{}: no captures found",
+            dir.display()
+        )));
+    }
+    let notes = chain_notes(dir, state.as_ref(), last, &items);
+    Ok(ChainReport {
+        dir: Some(dir.to_path_buf()),
+        key_id: trusted.map(|t| keys::key_id(&t)),
+        trust: if tofu { "tofu" } else { "pubkey" },
+        complete: state.is_some(),
+        first_seq: first,
+        last_seq: last,
+        problems,
+        notes,
+        captures: items.into_iter().map(|i| i.report).collect(),
+    })
+}
+
+/// `chain.json` parsed, with its bytes (for the signature check); a problem when it is missing
+/// or does not parse.
+fn read_chain_state(dir: &Path, problems: &mut Vec<Problem>) -> Option<(ChainState, Vec<u8>)> {
     let state_path = dir.join("chain.json");
-    let state = match fs::read(&state_path) {
+    match fs::read(&state_path) {
         Err(_) => {
             problems.push(problem(
                 "chain_state_missing",
@@ -358,38 +394,43 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
             }
             Ok(c) => Some((c, bytes)),
         },
-    };
-    let tofu = pubkey.is_none();
-    let trusted = pubkey
-        .copied()
-        .or_else(|| first_trusted_key(state.as_ref().map(|(c, _)| c), &items));
-    let state = match state {
-        Some((c, bytes)) => {
-            let sig = fs::read(dir.join("chain.sig")).unwrap_or_default();
-            let key_ok = trusted.is_some_and(|t| c.public_key_raw() == Some(t));
-            let sig_ok = sig.len() == 64
-                && trusted.is_some_and(|t| keys::verify_signature(&t, &bytes, &sig));
-            if !key_ok {
-                problems.push(problem(
-                    "chain_state_invalid",
-                    format!("chain.json is signed by another key ({})", &c.key_id[..16]),
-                ));
-                None
-            } else if !sig_ok {
-                problems.push(problem("chain_state_invalid", "chain.sig does not verify"));
-                None
-            } else {
-                Some(c)
-            }
-        }
-        None => None,
-    };
-
-    for item in items.iter_mut() {
-        check_item(item, trusted.as_ref(), tofu);
     }
-    check_chain(&mut items);
+}
 
+/// The chain state, when it names the trusted key and `chain.sig` verifies under it; a problem
+/// otherwise.
+fn trusted_chain_state(
+    dir: &Path,
+    state: Option<(ChainState, Vec<u8>)>,
+    trusted: Option<[u8; 32]>,
+    problems: &mut Vec<Problem>,
+) -> Option<ChainState> {
+    let (c, bytes) = state?;
+    let sig = fs::read(dir.join("chain.sig")).unwrap_or_default();
+    let key_ok = trusted.is_some_and(|t| c.public_key_raw() == Some(t));
+    let sig_ok =
+        sig.len() == 64 && trusted.is_some_and(|t| keys::verify_signature(&t, &bytes, &sig));
+    if !key_ok {
+        problems.push(problem(
+            "chain_state_invalid",
+            format!("chain.json is signed by another key ({})", &c.key_id[..16]),
+        ));
+        None
+    } else if !sig_ok {
+        problems.push(problem("chain_state_invalid", "chain.sig does not verify"));
+        None
+    } else {
+        Some(c)
+    }
+}
+
+/// The chain's first and last seq, checked against the chain state (or, without one, against
+/// seq 0): missing captures at the start or the end, the start link and the recorded head.
+fn check_chain_ends(
+    state: Option<&ChainState>,
+    items: &mut [Item],
+    problems: &mut Vec<Problem>,
+) -> (Option<u64>, Option<u64>) {
     let seqs: Vec<(u64, &Item)> = items
         .iter()
         .filter_map(|i| i.pos().map(|s| (s, i)))
@@ -397,7 +438,7 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
     let first = seqs.first().map(|(s, _)| *s);
     let last = seqs.last().map(|(s, _)| *s);
     let mut tail_mismatch: Option<usize> = None;
-    match &state {
+    match state {
         Some(c) => {
             // Start: captures before first_seq were pruned (and vouched for); a later first
             // capture means deleted ones.
@@ -465,14 +506,18 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
             "manifest differs from the one the chain state records",
         ));
     }
-    if items.is_empty() && state.is_none() {
-        return Err(SealError::Usage(format!(
-            "{}: no captures found",
-            dir.display()
-        )));
-    }
+    (first, last)
+}
+
+/// Notes (not problems): captures after the last checkpoint, leftovers of an interrupted write.
+fn chain_notes(
+    dir: &Path,
+    state: Option<&ChainState>,
+    last: Option<u64>,
+    items: &[Item],
+) -> Vec<Problem> {
     let mut notes = Vec::new();
-    if let (Some(c), Some(max)) = (&state, last) {
+    if let (Some(c), Some(max)) = (state, last) {
         let after = c.last_seq.map_or(c.first_seq, |l| l + 1);
         if max >= after {
             notes.push(problem(
@@ -483,7 +528,7 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
             ));
         }
     }
-    let leftovers = incomplete_files(dir, &items);
+    let leftovers = incomplete_files(dir, items);
     if !leftovers.is_empty() {
         notes.push(problem(
             "incomplete_write",
@@ -494,17 +539,7 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
             ),
         ));
     }
-    Ok(ChainReport {
-        dir: Some(dir.to_path_buf()),
-        key_id: trusted.map(|t| keys::key_id(&t)),
-        trust: if tofu { "tofu" } else { "pubkey" },
-        complete: state.is_some(),
-        first_seq: first,
-        last_seq: last,
-        problems,
-        notes,
-        captures: items.into_iter().map(|i| i.report).collect(),
-    })
+    notes
 }
 
 /// Files in `dir` that no manifest names: temp files and images or signatures left by a write

@@ -73,13 +73,6 @@ pub fn weights_sha256(tensors: &BTreeMap<String, QTensor>) -> Result<String, Det
         .collect())
 }
 
-fn quant_name(q: Quant) -> &'static str {
-    match q {
-        Quant::F32 => "f32",
-        Quant::Q8_0 => "q8_0",
-    }
-}
-
 /// Serialise to GGUF bytes.
 pub fn to_bytes(m: &ModelFile) -> Result<Vec<u8>, DetectError> {
     use gguf_file::Value;
@@ -87,7 +80,7 @@ pub fn to_bytes(m: &ModelFile) -> Result<Vec<u8>, DetectError> {
     let meta: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String(m.arch.clone())),
         ("veriframe.format_version", Value::U32(FORMAT_VERSION)),
-        ("veriframe.quant", Value::String(quant_name(m.quant).into())),
+        ("veriframe.quant", Value::String(m.quant.name().into())),
         ("veriframe.crop_scale", Value::F32(m.crop_scale)),
         ("veriframe.input", Value::String(m.input.clone())),
         (
@@ -138,11 +131,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<ModelFile, DetectError> {
             "model file format {version}, this build reads {FORMAT_VERSION}"
         )));
     }
-    let quant = match s("veriframe.quant")?.as_str() {
-        "f32" => Quant::F32,
-        "q8_0" => Quant::Q8_0,
-        other => return Err(model_err(format!("unknown quant {other:?}"))),
-    };
+    let quant = s("veriframe.quant")?;
+    let quant =
+        Quant::from_name(&quant).ok_or_else(|| model_err(format!("unknown quant {quant:?}")))?;
     let crop_scale = md
         .get("veriframe.crop_scale")
         .ok_or_else(|| model_err("model file lacks veriframe.crop_scale"))?

@@ -433,12 +433,28 @@ impl BlazeFace {
 
     fn forward_inner(&mut self) -> Result<(Vec<f32>, Vec<f32>), String> {
         let isa = self.isa;
-        let ws = &mut self.ws;
-        // The stem, one output row at a time, straight from the padded input (no im2col): an
-        // output pixel's 5×5×3 window is 5 runs of 15 values, one input row apart. An output row
-        // whose 5 input rows equal the previous output row's (the letterbox's flat bands above
-        // and below a 4:3 frame) equals that row: copied, not recomputed.
+        self.stem()?;
         let mut side = STEM_OUT;
+        for (i, b) in self.blocks.iter().enumerate() {
+            side = run_block(isa, b, side, &mut self.ws)?;
+            if i == HEAD16_BLOCK {
+                let (h, ws) = (&self.head16, &mut self.ws);
+                run_head(isa, h, &ws.x[..side * side * h.stride], &mut ws.h16)?;
+            }
+        }
+        let (h, ws) = (&self.head8, &mut self.ws);
+        run_head(isa, h, &ws.x[..side * side * h.stride], &mut ws.h8)?;
+        self.outputs()
+    }
+
+    /// The stem, one output row at a time, straight from the padded input (no im2col): an
+    /// output pixel's 5×5×3 window is 5 runs of 15 values, one input row apart. An output row
+    /// whose 5 input rows equal the previous output row's (the letterbox's flat bands above
+    /// and below a 4:3 frame) equals that row: copied, not recomputed. Output in `ws.x`.
+    fn stem(&mut self) -> Result<(), String> {
+        let isa = self.isa;
+        let ws = &mut self.ws;
+        let side = STEM_OUT;
         let row_in = STEM_IN * 3;
         let row_out = side * STEM_CH;
         for oy in 0..side {
@@ -462,62 +478,12 @@ impl BlazeFace {
             let out = &mut ws.x[oy * row_out..(oy + 1) * row_out];
             pointwise(isa, &stem, &ws.img[2 * oy * row_in..], out)?;
         }
-        for (i, b) in self.blocks.iter().enumerate() {
-            let x = &ws.x[..side * side * b.cin_p];
-            let os = side / b.stride;
-            let dw = Dw3x3 {
-                h: side,
-                w: side,
-                c: b.cin_p,
-                stride: b.stride,
-                padding: if b.stride == 1 {
-                    Padding::One
-                } else {
-                    Padding::TfSame
-                },
-                weights: &b.dw_w,
-                bias: &b.dw_b,
-                alpha: None,
-                out_stride: b.cin_p,
-            };
-            // Depthwise, residual and pointwise one band of output rows at a time, so the
-            // depthwise output is read back from L1 instead of a full-size buffer.
-            for r0 in (0..os).step_by(BAND) {
-                let r1 = (r0 + BAND).min(os);
-                let n_band = (r1 - r0) * os * b.cin_p;
-                let t = &mut ws.t[..n_band];
-                dw3x3_rows(&dw, x, r0..r1, t)?;
-                let res: &[f32] = if b.stride == 1 {
-                    &x[r0 * os * b.cin_p..r1 * os * b.cin_p]
-                } else {
-                    let r = &mut ws.r[..n_band];
-                    maxpool2_rows(x, side, b.cin_p, r0..r1, r);
-                    r
-                };
-                let pw = Pointwise {
-                    rows: (r1 - r0) * os,
-                    k: b.cin,
-                    a_stride: b.cin_p,
-                    segments: 1,
-                    segment_stride: 0,
-                    n: b.cout_p,
-                    weights: &b.pw_w,
-                    bias: &b.pw_b,
-                    residual: Some((res, b.cin_p)),
-                    relu: true,
-                };
-                let y = &mut ws.y[r0 * os * b.cout_p..r1 * os * b.cout_p];
-                pointwise(isa, &pw, t, y)?;
-            }
-            side = os;
-            std::mem::swap(&mut ws.x, &mut ws.y);
-            if i == HEAD16_BLOCK {
-                let h = &self.head16;
-                run_head(isa, h, &ws.x[..side * side * h.stride], &mut ws.h16)?;
-            }
-        }
-        let h = &self.head8;
-        run_head(isa, h, &ws.x[..side * side * h.stride], &mut ws.h8)?;
+        Ok(())
+    }
+
+    /// The heads' outputs (in `ws.h16`, `ws.h8`) as per-anchor logits and box regressions.
+    fn outputs(&self) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let ws = &self.ws;
         let mut logits = Vec::with_capacity(NUM_ANCHORS);
         let mut regs = Vec::with_capacity(NUM_ANCHORS * NUM_COORDS);
         for (h, out) in [(&self.head16, &ws.h16), (&self.head8, &ws.h8)] {
@@ -536,7 +502,6 @@ impl BlazeFace {
         }
         Ok((logits, regs))
     }
-
     /// Detections in input (128×128) pixels after NMS, all scores ≥ 0.5.
     pub fn detect_raw(&mut self, input: &[f32]) -> Result<Vec<RawDetection>, DetectError> {
         let (logits, regs) = self.raw_outputs(input)?;
@@ -547,6 +512,58 @@ impl BlazeFace {
         let cands = decode(logits, regs, &self.anchors, CANDIDATE_SCORE);
         nms(cands, self.opts.iou_threshold, self.opts.nms)
     }
+}
+
+/// One BlazeBlock on `ws.x` (`side`×`side`): depthwise, residual (max-pooled when strided) and
+/// pointwise, one band of output rows at a time, so the depthwise output is read back from L1
+/// instead of a full-size buffer. The output ends in `ws.x` (buffers swapped); returns its side.
+fn run_block(isa: Isa, b: &Block, side: usize, ws: &mut Workspace) -> Result<usize, String> {
+    let x = &ws.x[..side * side * b.cin_p];
+    let os = side / b.stride;
+    let dw = Dw3x3 {
+        h: side,
+        w: side,
+        c: b.cin_p,
+        stride: b.stride,
+        padding: if b.stride == 1 {
+            Padding::One
+        } else {
+            Padding::TfSame
+        },
+        weights: &b.dw_w,
+        bias: &b.dw_b,
+        alpha: None,
+        out_stride: b.cin_p,
+    };
+    for r0 in (0..os).step_by(BAND) {
+        let r1 = (r0 + BAND).min(os);
+        let n_band = (r1 - r0) * os * b.cin_p;
+        let t = &mut ws.t[..n_band];
+        dw3x3_rows(&dw, x, r0..r1, t)?;
+        let res: &[f32] = if b.stride == 1 {
+            &x[r0 * os * b.cin_p..r1 * os * b.cin_p]
+        } else {
+            let r = &mut ws.r[..n_band];
+            maxpool2_rows(x, side, b.cin_p, r0..r1, r);
+            r
+        };
+        let pw = Pointwise {
+            rows: (r1 - r0) * os,
+            k: b.cin,
+            a_stride: b.cin_p,
+            segments: 1,
+            segment_stride: 0,
+            n: b.cout_p,
+            weights: &b.pw_w,
+            bias: &b.pw_b,
+            residual: Some((res, b.cin_p)),
+            relu: true,
+        };
+        let y = &mut ws.y[r0 * os * b.cout_p..r1 * os * b.cout_p];
+        pointwise(isa, &pw, t, y)?;
+    }
+    std::mem::swap(&mut ws.x, &mut ws.y);
+    Ok(os)
 }
 
 /// One head: `h.cin` channels (stride `h.stride`) per pixel → `h.n` values per pixel.

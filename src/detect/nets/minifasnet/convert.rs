@@ -61,50 +61,82 @@ fn fold(
     raw: &HashMap<String, Raw>,
     quant: Quant,
 ) -> Result<BTreeMap<String, QTensor>, DetectError> {
-    let mut out = BTreeMap::new();
-    let mut put = |name: String, t: QTensor| {
-        out.insert(name, t);
+    let mut f = Folder {
+        raw,
+        quant,
+        out: BTreeMap::new(),
     };
-    // Pointwise / linear weight (n, k): Q8_0 (k padded to 32) or f32.
-    let mm = |data: Vec<f32>, n: usize, k: usize| -> Result<QTensor, DetectError> {
-        match quant {
+    f.conv1()?;
+    f.depthwise("conv2_dw", true)?;
+    for blk in block_names(&|n| raw.contains_key(n)) {
+        f.pointwise(&format!("{blk}.conv"), true)?;
+        f.depthwise(&format!("{blk}.conv_dw"), true)?;
+        f.pointwise(&format!("{blk}.project"), false)?;
+        f.squeeze_excite(&format!("{blk}.se_module"))?;
+    }
+    f.pointwise("conv_6_sep", true)?;
+    f.depthwise("conv_6_dw", false)?;
+    f.head()?;
+    Ok(f.out)
+}
+
+/// [`fold`]'s steps, one per kind of layer: each reads its tensors from `raw`, folds the
+/// BatchNorm in and puts the results into `out` under the names the model file uses.
+struct Folder<'a> {
+    raw: &'a HashMap<String, Raw>,
+    quant: Quant,
+    out: BTreeMap<String, QTensor>,
+}
+
+impl Folder<'_> {
+    fn put(&mut self, name: impl Into<String>, t: QTensor) {
+        self.out.insert(name.into(), t);
+    }
+
+    /// Pointwise / linear weight (n, k): Q8_0 (k padded to 32) or f32.
+    fn mm(&self, data: Vec<f32>, n: usize, k: usize) -> Result<QTensor, DetectError> {
+        match self.quant {
             Quant::Q8_0 => quantize_q8_padded(&data, n, k),
             Quant::F32 => f32_qtensor(data, &[n, k]),
         }
-    };
-    let prelu = |p: &str| take(raw, &format!("{p}.prelu.weight")).map(|r| r.data);
-
-    // conv1: (32, 3, 3, 3) OIHW -> (32, 27) in (ky, kx, ci) order for an HWC im2col.
-    let w = take(raw, "conv1.conv.weight")?;
-    let (wf, b) = fold_bn(raw, "conv1.bn", &w)?;
-    let (o, ci, kh, kw) = match w.dims[..] {
-        [o, ci, kh, kw] => (o, ci, kh, kw),
-        _ => return Err(err("conv1.conv.weight must be 4-D")),
-    };
-    if kh != 3 || kw != 3 || ci != 3 {
-        return Err(err("conv1 must be 3x3 over 3 channels"));
     }
-    let mut w27 = vec![0f32; o * 27];
-    for oc in 0..o {
-        for c in 0..3 {
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    w27[oc * 27 + (ky * 3 + kx) * 3 + c] = wf[((oc * 3 + c) * 3 + ky) * 3 + kx];
+
+    fn prelu(&self, p: &str) -> Result<Vec<f32>, DetectError> {
+        take(self.raw, &format!("{p}.prelu.weight")).map(|r| r.data)
+    }
+
+    /// conv1: (32, 3, 3, 3) OIHW -> (32, 27) in (ky, kx, ci) order for an HWC im2col.
+    fn conv1(&mut self) -> Result<(), DetectError> {
+        let w = take(self.raw, "conv1.conv.weight")?;
+        let (wf, b) = fold_bn(self.raw, "conv1.bn", &w)?;
+        let (o, ci, kh, kw) = match w.dims[..] {
+            [o, ci, kh, kw] => (o, ci, kh, kw),
+            _ => return Err(err("conv1.conv.weight must be 4-D")),
+        };
+        if kh != 3 || kw != 3 || ci != 3 {
+            return Err(err("conv1 must be 3x3 over 3 channels"));
+        }
+        let mut w27 = vec![0f32; o * 27];
+        for oc in 0..o {
+            for c in 0..3 {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        w27[oc * 27 + (ky * 3 + kx) * 3 + c] = wf[((oc * 3 + c) * 3 + ky) * 3 + kx];
+                    }
                 }
             }
         }
+        self.put("conv1.weight", f32_qtensor(w27, &[o, 27])?);
+        self.put("conv1.bias", f32_qtensor(b, &[o])?);
+        let prelu = self.prelu("conv1")?;
+        self.put("conv1.prelu", f32_qtensor(prelu, &[o])?);
+        Ok(())
     }
-    put("conv1.weight".into(), f32_qtensor(w27, &[o, 27])?);
-    put("conv1.bias".into(), f32_qtensor(b, &[o])?);
-    put("conv1.prelu".into(), f32_qtensor(prelu("conv1")?, &[o])?);
 
-    // Depthwise k×k: (C, 1, k, k) -> tap-major (k*k, C).
-    let dw = |p: &str,
-              with_prelu: bool,
-              put: &mut dyn FnMut(String, QTensor)|
-     -> Result<(), DetectError> {
-        let w = take(raw, &format!("{p}.conv.weight"))?;
-        let (wf, b) = fold_bn(raw, &format!("{p}.bn"), &w)?;
+    /// Depthwise k×k: (C, 1, k, k) -> tap-major (k*k, C).
+    fn depthwise(&mut self, p: &str, with_prelu: bool) -> Result<(), DetectError> {
+        let w = take(self.raw, &format!("{p}.conv.weight"))?;
+        let (wf, b) = fold_bn(self.raw, &format!("{p}.bn"), &w)?;
         let (c, kk) = match w.dims[..] {
             [c, 1, kh, kw] if kh == kw => (c, kh * kw),
             _ => return Err(err(format!("{p}: expected a depthwise (C,1,k,k) weight"))),
@@ -115,68 +147,69 @@ fn fold(
                 t[k * c + ch] = wf[ch * kk + k];
             }
         }
-        put(format!("{p}.weight"), f32_qtensor(t, &[kk, c])?);
-        put(format!("{p}.bias"), f32_qtensor(b, &[c])?);
+        self.put(format!("{p}.weight"), f32_qtensor(t, &[kk, c])?);
+        self.put(format!("{p}.bias"), f32_qtensor(b, &[c])?);
         if with_prelu {
-            put(format!("{p}.prelu"), f32_qtensor(prelu(p)?, &[c])?);
+            let prelu = self.prelu(p)?;
+            self.put(format!("{p}.prelu"), f32_qtensor(prelu, &[c])?);
         }
         Ok(())
-    };
-    // Pointwise: (N, K, 1, 1) -> (N, K).
-    let pw = |p: &str,
-              with_prelu: bool,
-              put: &mut dyn FnMut(String, QTensor)|
-     -> Result<(), DetectError> {
-        let w = take(raw, &format!("{p}.conv.weight"))?;
-        let (wf, b) = fold_bn(raw, &format!("{p}.bn"), &w)?;
+    }
+
+    /// Pointwise: (N, K, 1, 1) -> (N, K).
+    fn pointwise(&mut self, p: &str, with_prelu: bool) -> Result<(), DetectError> {
+        let w = take(self.raw, &format!("{p}.conv.weight"))?;
+        let (wf, b) = fold_bn(self.raw, &format!("{p}.bn"), &w)?;
         let (n, k) = match w.dims[..] {
             [n, k, 1, 1] => (n, k),
             _ => return Err(err(format!("{p}: expected a 1x1 (N,K,1,1) weight"))),
         };
-        put(format!("{p}.weight"), mm(wf, n, k)?);
-        put(format!("{p}.bias"), f32_qtensor(b, &[n])?);
+        let weight = self.mm(wf, n, k)?;
+        self.put(format!("{p}.weight"), weight);
+        self.put(format!("{p}.bias"), f32_qtensor(b, &[n])?);
         if with_prelu {
-            put(format!("{p}.prelu"), f32_qtensor(prelu(p)?, &[n])?);
+            let prelu = self.prelu(p)?;
+            self.put(format!("{p}.prelu"), f32_qtensor(prelu, &[n])?);
         }
         Ok(())
-    };
+    }
 
-    dw("conv2_dw", true, &mut put)?;
-    for blk in block_names(&|n| raw.contains_key(n)) {
-        pw(&format!("{blk}.conv"), true, &mut put)?;
-        dw(&format!("{blk}.conv_dw"), true, &mut put)?;
-        pw(&format!("{blk}.project"), false, &mut put)?;
-        let se = format!("{blk}.se_module");
-        if raw.contains_key(&format!("{se}.fc1.weight")) {
-            // SE 1×1 convs act on one pooled vector: kept f32 (negligible cost).
-            for (fc, bn) in [("fc1", "bn1"), ("fc2", "bn2")] {
-                let w = take(raw, &format!("{se}.{fc}.weight"))?;
-                let (wf, b) = fold_bn(raw, &format!("{se}.{bn}"), &w)?;
-                let (n, k) = match w.dims[..] {
-                    [n, k, 1, 1] => (n, k),
-                    _ => return Err(err(format!("{se}.{fc}: expected (N,K,1,1)"))),
-                };
-                put(format!("{se}.{fc}.weight"), f32_qtensor(wf, &[n, k])?);
-                put(format!("{se}.{fc}.bias"), f32_qtensor(b, &[n])?);
-            }
+    /// A block's squeeze-and-excite module, when it has one. Its 1×1 convs act on one pooled
+    /// vector: kept f32 (negligible cost).
+    fn squeeze_excite(&mut self, se: &str) -> Result<(), DetectError> {
+        if !self.raw.contains_key(&format!("{se}.fc1.weight")) {
+            return Ok(());
         }
+        for (fc, bn) in [("fc1", "bn1"), ("fc2", "bn2")] {
+            let w = take(self.raw, &format!("{se}.{fc}.weight"))?;
+            let (wf, b) = fold_bn(self.raw, &format!("{se}.{bn}"), &w)?;
+            let (n, k) = match w.dims[..] {
+                [n, k, 1, 1] => (n, k),
+                _ => return Err(err(format!("{se}.{fc}: expected (N,K,1,1)"))),
+            };
+            self.put(format!("{se}.{fc}.weight"), f32_qtensor(wf, &[n, k])?);
+            self.put(format!("{se}.{fc}.bias"), f32_qtensor(b, &[n])?);
+        }
+        Ok(())
     }
-    pw("conv_6_sep", true, &mut put)?;
-    dw("conv_6_dw", false, &mut put)?;
 
-    // linear (128, 512) + BatchNorm1d `bn`; prob (3, 128), no bias.
-    let lw = take(raw, "linear.weight")?;
-    let (wf, b) = fold_bn(raw, "bn", &lw)?;
-    let (n, k) = (lw.dims[0], lw.dims[1]);
-    put("linear.weight".into(), mm(wf, n, k)?);
-    put("linear.bias".into(), f32_qtensor(b, &[n])?);
-    let pwt = take(raw, "prob.weight")?;
-    if pwt.dims.len() != 2 {
-        return Err(err("prob.weight must be 2-D"));
+    /// linear (128, 512) + BatchNorm1d `bn`; prob (3, 128), no bias.
+    fn head(&mut self) -> Result<(), DetectError> {
+        let lw = take(self.raw, "linear.weight")?;
+        let (wf, b) = fold_bn(self.raw, "bn", &lw)?;
+        let (n, k) = (lw.dims[0], lw.dims[1]);
+        let weight = self.mm(wf, n, k)?;
+        self.put("linear.weight", weight);
+        self.put("linear.bias", f32_qtensor(b, &[n])?);
+        let pwt = take(self.raw, "prob.weight")?;
+        if pwt.dims.len() != 2 {
+            return Err(err("prob.weight must be 2-D"));
+        }
+        let (n, k) = (pwt.dims[0], pwt.dims[1]);
+        let weight = self.mm(pwt.data, n, k)?;
+        self.put("prob.weight", weight);
+        Ok(())
     }
-    let (n, k) = (pwt.dims[0], pwt.dims[1]);
-    put("prob.weight".into(), mm(pwt.data, n, k)?);
-    Ok(out)
 }
 
 /// Read an upstream-layout safetensors state dict (`module.` prefix removed, as in

@@ -54,15 +54,15 @@ pub const INPUT_CONVENTION: &str =
     "1x3x80x80 B,G,R raw 0-255, NCHW order of upstream; class 1 = real";
 
 /// Which network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
-    #[value(name = "minifasnet_v2")]
     MiniFasNetV2,
-    #[value(name = "minifasnet_v1se")]
     MiniFasNetV1Se,
 }
 
 impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::MiniFasNetV2, Arch::MiniFasNetV1Se];
+
     pub fn name(self) -> &'static str {
         match self {
             Arch::MiniFasNetV2 => "minifasnet_v2",
@@ -332,7 +332,7 @@ impl MiniFasNet {
                 "conv_6 sizes do not chain (expected a 5x5 depthwise over 5x5)",
             ));
         }
-        let name = format!("{}/{}", arch.name(), quant_str(m.quant));
+        let name = format!("{}/{}", arch.name(), m.quant.name());
         Ok(Self {
             arch,
             quant: m.quant,
@@ -475,13 +475,6 @@ impl MiniFasNet {
             return Err(err("expected 3 classes"));
         }
         Ok([l[0], l[1], l[2]])
-    }
-}
-
-fn quant_str(q: Quant) -> &'static str {
-    match q {
-        Quant::F32 => "f32",
-        Quant::Q8_0 => "q8_0",
     }
 }
 
@@ -678,8 +671,8 @@ pub fn load_ensemble<P: AsRef<Path>>(
             return Err(err(format!(
                 "{} holds {} weights, {} requested",
                 f.display(),
-                quant_str(n.quant()),
-                quant_str(quant)
+                n.quant().name(),
+                quant.name()
             )));
         }
         nets.push(n);

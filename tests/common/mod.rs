@@ -1,5 +1,11 @@
-//! Helpers shared by the spine's integration tests.
+//! Helpers shared by the integration tests (`mod common;` in a test): the `veriframe` binary and
+//! its child processes here; the MQTT broker and client in [`mqtt`], detector test data in
+//! [`pad`], seal-stage frames and configs in [`seal`]. Each test uses some of them.
 #![allow(dead_code)]
+
+pub mod mqtt;
+pub mod pad;
+pub mod seal;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! Helpers for the MQTT integration tests: a real mosquitto on an ephemeral loopback port with a
 //! generated config, and a subscriber that records what it receives.
 //!
-//! Included with `#[path = "mqtt_util.rs"] mod mqtt_util;`; as its own test target it has no tests.
+//! `common::mqtt` (tests/common/mod.rs).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
