@@ -109,19 +109,24 @@ impl C2paSigner {
         // The data hash covers every byte of the result except the inserted store, i.e. exactly
         // the original image; only the excluded length depends on the store's size, so iterate
         // to the fixed point (two or three rounds).
+        // The layout is found with a placeholder signature (Ed25519 signatures are always 64
+        // bytes, so the real one does not change it); only the final store is signed.
         let mut excluded = 0usize;
         for _ in 0..6 {
             let data_hash = data_hash_assertion(at, excluded, image_hash.as_ref());
-            let store = self.store(&ids, kind, &actions, &veriframe, &data_hash);
-            let wrapped = embed::wrap(kind, &store)?;
-            if wrapped.len() == excluded {
+            let store = self.store(&ids, kind, &actions, &veriframe, &data_hash, false);
+            let size = embed::wrap(kind, &store)?.len();
+            if size == excluded {
+                let store = self.store(&ids, kind, &actions, &veriframe, &data_hash, true);
+                let wrapped = embed::wrap(kind, &store)?;
+                debug_assert_eq!(wrapped.len(), excluded);
                 let mut out = Vec::with_capacity(image.len() + wrapped.len());
                 out.extend_from_slice(&image[..at]);
                 out.extend_from_slice(&wrapped);
                 out.extend_from_slice(&image[at..]);
                 return Ok(out);
             }
-            excluded = wrapped.len();
+            excluded = size;
         }
         Err(C2paError::Image(
             "manifest store size did not converge".into(),
@@ -136,6 +141,7 @@ impl C2paSigner {
         actions: &[u8],
         veriframe: &[u8],
         data_hash: &[u8],
+        sign: bool,
     ) -> Vec<u8> {
         let boxes = [
             jumbf::cbor_box(&jumbf::CBOR, "c2pa.actions", actions),
@@ -176,7 +182,7 @@ impl C2paSigner {
             ("alg", Value::text("sha256")),
         ])
         .to_vec();
-        let signature = self.cose_sign1(&claim);
+        let signature = self.cose_sign1(&claim, sign);
         let assertion_refs: Vec<&[u8]> = boxes.iter().map(Vec::as_slice).collect();
         let assertion_store =
             jumbf::superbox(&jumbf::ASSERTIONS, "c2pa.assertions", &assertion_refs);
@@ -193,8 +199,9 @@ impl C2paSigner {
     }
 
     /// COSE_Sign1 (RFC 9052, tag 18) over `claim` as detached payload: protected header
-    /// `{1: -8 (EdDSA), 33: x5chain}`, empty unprotected header.
-    fn cose_sign1(&self, claim: &[u8]) -> Vec<u8> {
+    /// `{1: -8 (EdDSA), 33: x5chain}`, empty unprotected header. Without `sign`, the signature
+    /// is 64 zero bytes (for sizing).
+    fn cose_sign1(&self, claim: &[u8], sign: bool) -> Vec<u8> {
         let x5chain = match self.chain.x5chain() {
             [one] => Value::Bytes(one.clone()),
             many => Value::Array(many.iter().cloned().map(Value::Bytes).collect()),
@@ -211,7 +218,11 @@ impl C2paSigner {
             Value::Bytes(claim.to_vec()),
         ])
         .to_vec();
-        let sig = self.key.sign(&to_sign);
+        let sig = if sign {
+            self.key.sign(&to_sign)
+        } else {
+            [0u8; 64]
+        };
         Value::Tag(
             18,
             Box::new(Value::Array(vec![
@@ -399,4 +410,105 @@ pub fn write_credential(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf,
         return Err(io(e));
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(image: &[u8], media_type: &str) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "format": "veriframe.capture/2", "device_id": "cam-1", "key_id": "k",
+            "public_key": "p", "seq": 5, "prev": "ab", "policy": "every",
+            "captured": {"wall_unix_us": 1_700_000_000_000_000u64, "mono_us": 1, "boot_id": "b",
+                         "frame_seq": 5, "device_seq": null},
+            "source": {"kind": "replay", "path": "x", "driver": "", "card": "", "bus": "",
+                       "format": "jpeg", "width": 2, "height": 2, "fps_milli": 0},
+            "image": {"file": "000000000005.jpg", "media_type": media_type,
+                      "sha256": keys::sha256_hex(image), "len": image.len(), "width": 2,
+                      "height": 2, "encoding": "source"},
+            "analysis": {"verdict": "authentic", "analysed": true,
+                         "faces": [{"bbox": [1, 2, 3, 4], "score_micro": 900000,
+                                    "live_micro": 800000, "deepfake_micro": null}],
+                         "models": [], "alerts": []},
+            "fingerprint": null
+        }))
+        .unwrap()
+    }
+
+    fn signer() -> (C2paSigner, Arc<DeviceKey>) {
+        let key = Arc::new(DeviceKey::generate().unwrap().0);
+        let chain = super::super::cert::self_signed(&key, "cam-1", 1)
+            .unwrap()
+            .chain;
+        (C2paSigner::new(key.clone(), chain).unwrap(), key)
+    }
+
+    /// A minimal JPEG-shaped byte string (SOI, APP0, some bytes, EOI): the writer does not
+    /// decode the image.
+    fn jpeg() -> Vec<u8> {
+        let mut j = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x06, b'J', b'F', b'I', b'F'];
+        j.extend_from_slice(&[0xff, 0xda, 0x00, 0x02, 1, 2, 3, 0xff, 0xd9]);
+        j
+    }
+
+    #[test]
+    fn credential_is_the_image_plus_a_store_excluded_from_its_data_hash() {
+        let (s, _) = signer();
+        let img = jpeg();
+        let m = manifest(&img, "image/jpeg");
+        let out = s.sign(&m, "00", "image/jpeg", &img).unwrap();
+        // Inserted after SOI + APP0 (10 bytes), as one APP11 segment.
+        assert_eq!(&out[..10], &img[..10]);
+        assert_eq!(&out[10..12], &[0xff, 0xeb]);
+        let seg = u16::from_be_bytes([out[12], out[13]]) as usize + 2;
+        assert_eq!(&out[10 + seg..], &img[10..]);
+        assert_eq!(&out[26..30], b"jumb");
+        assert_eq!(&out[38..42], b"c2pa"); // the store's type UUID starts with "c2pa"
+                                           // The data-hash assertion names exactly that region and the original image's hash.
+        let expect = data_hash_assertion(10, seg, &sha256(&img));
+        assert!(out.windows(expect.len()).any(|w| w == expect.as_slice()));
+        // Deterministic: the same capture gives the same credential.
+        assert_eq!(out, s.sign(&m, "00", "image/jpeg", &img).unwrap());
+    }
+
+    #[test]
+    fn veriframe_assertion_ties_the_credential_to_the_manifest() {
+        let img = jpeg();
+        let m = manifest(&img, "image/jpeg");
+        let a = veriframe_assertion(&m, "feed").unwrap();
+        for needle in [
+            &b"manifest_sha256"[..],
+            b"feed",
+            b"000000000005.json",
+            b"authentic",
+            b"live_micro",
+        ] {
+            assert!(a.windows(needle.len()).any(|w| w == needle));
+        }
+        // Face boxes become maps, and absent optional fields are not invented.
+        assert!(a.windows(2).any(|w| w == [0x61, b'x']));
+        assert!(!a.windows(9).any(|w| w == b"challenge"));
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let (s, _) = signer();
+        let img = jpeg();
+        let m = manifest(&img, "image/jpeg");
+        assert!(s.sign(&m, "00", "image/gif", &img).is_err());
+        assert!(s.sign(&m, "00", "image/jpeg", b"not a jpeg").is_err());
+        assert!(s.sign(&m, "00", "image/png", &img).is_err());
+        assert!(s.sign(&m, "00", "image/jpeg", &[]).is_err());
+    }
+
+    #[test]
+    fn a_chain_for_another_key_is_refused() {
+        let (_, key) = signer();
+        let other = Arc::new(DeviceKey::generate().unwrap().0);
+        let chain = super::super::cert::self_signed(&other, "cam-2", 1)
+            .unwrap()
+            .chain;
+        assert!(C2paSigner::new(key, chain).is_err());
+    }
 }
