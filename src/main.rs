@@ -93,21 +93,13 @@ fn init_logging(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(use_colour())
+        .with_ansi(commands::use_colour())
         .with_writer(std::io::stderr);
     // try_init: a second initialisation (never expected here) is not worth a crash.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
-}
-
-/// Colour codes only for a terminal (logs go to stderr: a file, a pipe or journald get plain
-/// text) and never with `NO_COLOR` set to anything non-empty (https://no-color.org).
-fn use_colour() -> bool {
-    use std::io::IsTerminal;
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    !no_color && std::io::stderr().is_terminal() && std::io::stdout().is_terminal()
 }
 
 /// The error and its causes, each message once: a cause whose text its parent already shows

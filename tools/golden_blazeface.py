@@ -3,7 +3,7 @@
 
 Writes tests/golden/blazeface.json, which tests/face_golden.rs compares with the candle port.
 
-Input convention (implemented identically in src/detect/face.rs, `letterbox`):
+Input convention (implemented identically in src/detect/nets/face/, `letterbox`):
   * decode the JPEG to RGB;
   * scale s = 128 / max(w, h); resized size (round(w*s), round(h*s));
   * resize by area averaging (PIL `Resampling.BOX`), paste onto a black 128x128 canvas at

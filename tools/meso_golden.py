@@ -2,7 +2,7 @@
 """Golden outputs of Meso4 (DariusAf/MesoNet, commit 2144d56) computed from the upstream weights.
 
 Writes tests/golden/meso4.json (outputs only, never weights), which tests/meso_golden.rs compares
-with the candle port in src/detect/meso.rs. Written independently of the Rust code: a plain numpy
+with the candle port in src/detect/nets/meso.rs. Written independently of the Rust code: a plain numpy
 float64 forward pass of the Keras graph (`classifiers.py`, `Meso4.init_model`), channels-last:
 
     Conv2D(8, 3x3, same, relu) -> BatchNormalization -> MaxPool(2x2, same)

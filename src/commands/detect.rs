@@ -25,6 +25,9 @@ pub struct EvalArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write every image's score to this file (CSV: class,score,path; no-face images score -1).
+    #[arg(long)]
+    pub scores: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +62,7 @@ fn init_logging() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        .with_ansi(super::use_colour())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -90,6 +94,9 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome, DetectError> {
     for (f, e) in real.unreadable.iter().chain(&attack.unreadable) {
         eprintln!("skipped unreadable image {}: {e}", f.display());
     }
+    if let Some(out) = &args.scores {
+        write_scores(out, &real, &attack)?;
+    }
     let m = eval::metrics(&real.scores, &attack.scores, cfg.live_threshold);
     if args.json {
         println!(
@@ -120,6 +127,24 @@ pub fn eval(args: &EvalArgs) -> Result<Outcome, DetectError> {
         );
     }
     Ok(Outcome::Ok)
+}
+
+/// `class,score,path` per image (a threshold chosen on one set can then be applied to another).
+fn write_scores(
+    out: &Path,
+    real: &eval::DirScores,
+    attack: &eval::DirScores,
+) -> Result<(), DetectError> {
+    use std::fmt::Write as _;
+    let mut s = String::from("class,score,path\n");
+    for (class, d) in [("real", real), ("attack", attack)] {
+        for (score, f) in d.scores.iter().zip(&d.files) {
+            // Infallible: writing into a String.
+            let _ = writeln!(s, "{class},{score},{}", f.display());
+        }
+    }
+    std::fs::write(out, s)
+        .map_err(|e| DetectError::Config(format!("cannot write {}: {e}", out.display())))
 }
 
 pub fn bench(args: &BenchArgs) -> Result<Outcome, DetectError> {

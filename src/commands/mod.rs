@@ -7,3 +7,12 @@ pub mod detect;
 pub mod probe;
 pub mod publish;
 pub mod seal;
+
+/// Colour codes only for a terminal (logs go to stderr: a file, a pipe or journald get plain
+/// text) and never with `NO_COLOR` set to anything non-empty (https://no-color.org). Every
+/// logging set-up (the daemon's in `main.rs`, the tools' here) uses this one rule.
+pub fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal() && std::io::stdout().is_terminal()
+}

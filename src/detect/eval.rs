@@ -150,6 +150,8 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DetectError> {
 #[derive(Debug, Default)]
 pub struct DirScores {
     pub scores: Vec<f32>,
+    /// The image each score belongs to (same order as `scores`).
+    pub files: Vec<PathBuf>,
     pub no_face: usize,
     pub unreadable: Vec<(PathBuf, String)>,
 }
@@ -178,6 +180,7 @@ pub fn score_dir(p: &mut Pipeline, dir: &Path) -> Result<DirScores, DetectError>
                 out.scores.push(s);
             }
         }
+        out.files.push(f);
     }
     Ok(out)
 }

@@ -5,16 +5,16 @@
 
 pub mod bench;
 pub mod crop;
-pub mod kernels;
-pub mod meso;
-pub mod minifasnet;
-pub mod modelfile;
-pub mod pointwise;
-pub mod qkernels;
-
 pub mod eval;
-pub mod face;
+pub mod kernels;
+pub mod model;
+pub mod nets;
 pub mod pipeline;
+
+// The networks and the model-file format keep their paths from before the split
+// (`detect::face`, `detect::minifasnet`, `detect::meso`, `detect::modelfile`).
+pub use model::file as modelfile;
+pub use nets::{face, meso, minifasnet};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -171,7 +171,7 @@ pub struct DetectConfig {
     /// start-up error: the detector fails closed.
     #[serde(deserialize_with = "one_or_many_paths")]
     pub pad_model: Vec<PathBuf>,
-    /// PAD weight precision (default `q8_0`: int8 kernels, see [`qkernels`]).
+    /// PAD weight precision (default `q8_0`: int8 kernels, see [`kernels::q8`]).
     pub quant: Quant,
     /// Per-image decision: a live score at or above this accepts the face as bona fide
     /// (`veriframe eval` reports APCER/BPCER/ACER here; the daemon smooths over time, see

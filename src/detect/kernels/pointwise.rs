@@ -216,7 +216,7 @@ fn pointwise_scalar(p: &Pointwise<'_>, a: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The vector operations the tiled kernels (here and in [`super::kernels`]) need.
+/// The vector operations the tiled kernels (here and in [`depthwise`](super::depthwise)) need.
 pub(crate) trait Simd {
     type V: Copy;
     const W: usize;

@@ -22,7 +22,7 @@ use std::path::Path;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
-use super::{DetectError, Quant};
+use crate::detect::{DetectError, Quant};
 
 /// Bumped when the tensor layout or metadata changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;

@@ -16,7 +16,7 @@
 //! rather than folded; dropout is the identity at inference. All pool sizes divide the feature
 //! maps, so Keras `same` pooling adds no padding; the odd conv kernels pad (k−1)/2 on each side.
 //! Kernels are stored HWIO `(kh, kw, in, out)`, which is the layout the convolutions take: each
-//! runs one output row at a time through the pointwise kernel ([`super::pointwise`], AVX2/NEON)
+//! runs one output row at a time through the pointwise kernel ([`pointwise`](crate::detect::kernels::pointwise), AVX2/NEON)
 //! straight from a zero-padded input, with no im2col (candle's `conv2d` took 59 ms per face on
 //! this machine, the kernel about a tenth of that; see docs/models.md).
 //!
@@ -25,9 +25,9 @@
 //!
 //! **Face crop** ([`face_crop_rgb`]): MesoNet was trained on aligned face crops with some margin
 //! around the face. We take the detector's face box scaled by [`CROP_SCALE`] (1.3) around its
-//! centre, with the same geometry as the PAD crops ([`super::crop::new_box`]: the scale is limited
+//! centre, with the same geometry as the PAD crops ([`new_box`](crate::detect::crop::new_box): the scale is limited
 //! so the box fits the frame, then the box is shifted back inside the frame, not clipped, so it
-//! keeps its aspect ratio), and resize it to 256×256 bilinearly ([`super::crop::crop_bgr`]). Whole
+//! keeps its aspect ratio), and resize it to 256×256 bilinearly ([`crop_bgr`](crate::detect::crop::crop_bgr)). Whole
 //! images that already are face crops (the MesoNet samples) go through [`resize_nearest_rgb`]
 //! instead, which is what Keras `load_img(target_size=(256, 256))` does upstream.
 //!
@@ -40,10 +40,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
-use super::crop::crop_bgr;
-use super::modelfile::sha256_hex;
-use super::pointwise::{pointwise, Isa, Pointwise};
-use super::{DeepfakeClassifier, DetectError, Face, ModelId};
+use crate::detect::crop::crop_bgr;
+use crate::detect::kernels::pointwise::{pointwise, Isa, Pointwise};
+use crate::detect::model::file::sha256_hex;
+use crate::detect::{DeepfakeClassifier, DetectError, Face, ModelId};
 
 /// Input side length.
 pub const INPUT: usize = 256;

@@ -17,7 +17,7 @@
 //!   Pi 4's Cortex-A72; tiles of 2 pixels × 4 channels.
 //! * elsewhere (or x86 without AVX2): the scalar reference.
 
-use super::DetectError;
+use crate::detect::DetectError;
 
 /// Q8_0 block length along `k`.
 pub const QK: usize = 32;
@@ -673,8 +673,8 @@ mod tests {
                     let alpha = rnd(&mut rng, n, 0.5);
                     let xs = quantize_scalar(&x, m, k, w.kp);
                     #[cfg(target_arch = "x86_64")]
-                    if crate::detect::pointwise::Isa::detect()
-                        == crate::detect::pointwise::Isa::Avx2
+                    if crate::detect::kernels::pointwise::Isa::detect()
+                        == crate::detect::kernels::pointwise::Isa::Avx2
                     {
                         let xv = unsafe { x86::quantize_avx2(&x, m, k, w.kp) };
                         let widened: Vec<i16> = xs.q.iter().map(|&v| i16::from(v)).collect();

