@@ -289,6 +289,12 @@ fn independent_reader_validates_trusts_and_rejects_tampering() {
         "signingCredential.untrusted",
     ];
     for (rec, code) in recs.iter().zip(expect) {
+        eprintln!(
+            "{}: state {}, failures {:?}",
+            rec["file"],
+            rec["state"],
+            codes(rec, "failure")
+        );
         assert_ne!(rec["state"], "Trusted", "{rec}");
         assert!(
             codes(rec, "failure").iter().any(|c| c == code),
