@@ -419,3 +419,28 @@ fn cert_install_checks_the_chain_is_for_this_device() {
     let o = a.cmd(&["cert", "install"]).arg(&copy).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn run_without_a_certificate_chain_refuses_to_start_and_says_how_to_make_one() {
+    let t = tempfile::tempdir().unwrap();
+    let config = t.path().join("veriframe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "device_id = \"cam-nochain\"\ndata_dir = \"{}\"\n[seal]\nc2pa = true\n",
+            t.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let o = veriframe()
+        .args(["run", "--source", "samples", "--frames", "1", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("seal.c2pa") && err.contains("veriframe cert"),
+        "{err}"
+    );
+}
