@@ -134,3 +134,26 @@ fn without_pad_is_explicit_announced_and_never_authentic() {
     assert!(verdicts.iter().any(|v| v == "unknown"), "{verdicts:?}");
     assert!(!verdicts.iter().any(|v| v == "authentic"), "{verdicts:?}");
 }
+
+/// The measured-but-not-default v3 files (models/veriframe-pad-v3.md) load, carry their
+/// architecture, and their weights match the hash recorded at conversion.
+#[test]
+fn the_v3_models_load_and_verify() {
+    for (file, arch) in [
+        ("veriframe-pad-v3-v2.q8_0.gguf", "minifasnet_v2"),
+        ("veriframe-pad-v3-v1se.q8_0.gguf", "minifasnet_v1se"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(file);
+        let out = veriframe()
+            .args(["model", "info"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {out:?}");
+        let info = String::from_utf8_lossy(&out.stdout);
+        assert!(info.contains(arch), "{file}: {info}");
+        assert!(info.contains("(verified)"), "{file}: {info}");
+    }
+}

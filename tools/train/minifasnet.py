@@ -5,7 +5,7 @@ The architecture follows the published MiniFASNet design of Silent-Face-Anti-Spo
 PReLU, a 5x5 global depthwise conv for 80x80 inputs, a 128-d embedding and 3 logits.
 Parameter names and shapes are identical to the upstream state dicts (``module.`` prefix
 removed), so a file written by :func:`save_safetensors` loads in Veriframe's Rust runtime
-(``src/detect/minifasnet.rs``) exactly like the upstream ``2.7_80x80_MiniFASNetV2`` weights.
+(``src/detect/nets/minifasnet/``) exactly like the upstream ``2.7_80x80_MiniFASNetV2`` weights.
 
 Input: N x 3 x 80 x 80, **B,G,R** channel order, raw 0-255 floats, no normalisation.
 Output: logits over 3 classes; class 1 = real (bona fide), 0 = print attack, 2 = screen/replay.

@@ -147,7 +147,9 @@ def export(heads, upstream_dir, out_dir, veriframe):
                    "bn.running_mean": np.zeros_like(beta), "bn.running_var": np.ones_like(beta),
                    "prob.weight": prob})
         st = os.path.join(out_dir, f"veriframe-pad-v3-{net}.safetensors")
-        save_file(sd, st, metadata={"recipe": "tools/train/v3_head.py", "base": UPSTREAM[net]})
+        # One metadata key: safetensors writes a map's keys in no fixed order, and the GGUF records
+        # this file's SHA-256, so more keys would make byte-identical reruns impossible.
+        save_file(sd, st, metadata={"recipe": f"tools/train/v3_head.py on {UPSTREAM[net]}"})
         for q in ("q8_0", "f32"):
             subprocess.run([veriframe, "model", "convert", "--arch", ARCH[net], "--in", st, "--out",
                             os.path.join(out_dir, f"minifasnet-v3-{net}.{q}.gguf"), "--quant", q],

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Per-source and pooled PAD figures from `veriframe eval --scores` CSVs (markdown rows).
+
+    python tools/train/v3_report.py NAME:THRESHOLD:DIR [NAME:THRESHOLD:DIR ...]
+
+DIR holds either `<source>.csv` files or `fold-<source>/scores.csv` (a leave-one-source-out run,
+each source scored by the model that did not see it). Pooled = every source's images together,
+each scored by its own fold's model, at the one threshold. No-face images carry score -1 and so
+count as rejected, as in `veriframe eval`.
+"""
+import csv
+import glob
+import os
+import sys
+
+SOURCES = ["nuaa", "replay-crops", "aksultan", "jtboing", "krzysiek354", "neonipun", "shivamyadav",
+           "shubhamlala"]
+
+
+def read(path):
+    real, attack = [], []
+    for row in csv.DictReader(open(path)):
+        (real if row["class"] == "real" else attack).append(float(row["score"]))
+    return real, attack
+
+
+def auc(real, attack):
+    wins = 0.0
+    rs = sorted(real)
+    import bisect
+    for a in attack:
+        lo, hi = bisect.bisect_left(rs, a), bisect.bisect_right(rs, a)
+        wins += (len(rs) - hi) + 0.5 * (hi - lo)
+    return wins / (len(real) * len(attack))
+
+
+def row(name, thr, real, attack):
+    apcer = sum(a >= thr for a in attack) / len(attack)
+    bpcer = sum(r < thr for r in real) / len(real)
+    return (f"| {name} | {len(real)} / {len(attack)} | {auc(real, attack):.3f} | {apcer:.1%} | "
+            f"{bpcer:.1%} | {(apcer + bpcer) / 2:.1%} |")
+
+
+def main():
+    models = [a.split(":", 2) for a in sys.argv[1:]]
+    print("| source | model @ threshold | real / attack | AUC | APCER | BPCER | ACER |")
+    print("|---|---|---|---|---|---|---|")
+    pooled = {}
+    for s in SOURCES:
+        for name, thr, d in models:
+            f = os.path.join(d, f"{s}.csv")
+            if not os.path.exists(f):
+                f = os.path.join(d, f"fold-{s}", "scores.csv")
+            if not os.path.exists(f):
+                continue
+            real, attack = read(f)
+            pr, pa = pooled.setdefault((name, thr), ([], []))
+            pr.extend(real)
+            pa.extend(attack)
+            print(row(f"{s} | {name} @ {thr}", float(thr), real, attack))
+    for (name, thr), (real, attack) in pooled.items():
+        print(row(f"**pooled** | {name} @ {thr}", float(thr), real, attack))
+
+
+if __name__ == "__main__":
+    main()
