@@ -57,6 +57,10 @@ enum Command {
     /// Score the light challenge: simulated sessions (pass and reject rates), or `--captures`
     /// of a real booth session.
     ChallengeEval(commands::challenge::ChallengeEvalArgs),
+    /// Device certificate for C2PA Content Credentials: self-signed (pilot), CSR, install.
+    Cert(commands::c2pa::CertArgs),
+    /// Export sealed captures: `--c2pa` makes C2PA Content Credential copies.
+    Export(commands::c2pa::ExportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +195,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Camera(a) => {
             init_logging(LogFormat::Text, "info");
             Ok(commands::camera::camera(&a)?)
+        }
+        Command::Cert(a) => {
+            init_logging(LogFormat::Text, "warn");
+            Ok(commands::c2pa::cert(&a)?)
+        }
+        Command::Export(a) => {
+            init_logging(LogFormat::Text, "warn");
+            Ok(commands::c2pa::export(&a)?)
         }
     }
 }

@@ -3,7 +3,7 @@
 # sudo available), then runs every test. Usage: tools/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="mosquitto openssl systemd dpkg-dev"
+PKGS="mosquitto openssl systemd dpkg-dev python3 python3-venv"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -13,4 +13,12 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
 fi
 # mosquitto's package starts a system broker on :1883; tests start their own on ephemeral ports.
+# seal (issue 16): the independent C2PA reader for tests/c2pa_interop.rs, c2pa-python from PyPI
+# in a venv (the test fails, not skips, without it).
+C2PA_VENV="$PWD/target/c2pa-venv"
+if ! "$C2PA_VENV/bin/python" -c "import c2pa" 2>/dev/null; then
+  python3 -m venv "$C2PA_VENV"
+  "$C2PA_VENV/bin/pip" install -q c2pa-python==0.38.1
+fi
+export VERIFRAME_C2PA_PYTHON="$C2PA_VENV/bin/python"
 cargo test --all-targets -- --test-threads=2

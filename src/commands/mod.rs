@@ -2,6 +2,7 @@
 //! stage modules. `main.rs` parses arguments and dispatches here; no stage module depends on this
 //! one.
 
+pub mod c2pa;
 pub mod camera;
 pub mod challenge;
 pub mod detect;

@@ -298,16 +298,54 @@ fn bench_config(fsync: bool) -> SealConfig {
     }
 }
 
+/// A device key with a self-signed C2PA chain (written to `dir/bench.chain.pem`).
+struct BenchC2pa {
+    key: Arc<DeviceKey>,
+    chain: PathBuf,
+}
+
+impl BenchC2pa {
+    fn new(dir: &Path) -> Result<Self, SealError> {
+        let (key, _) = DeviceKey::generate()?;
+        let key = Arc::new(key);
+        let s = crate::seal::cert::self_signed(&key, "bench", 1).map_err(SealError::Encode)?;
+        std::fs::create_dir_all(dir).map_err(|source| SealError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let chain = dir.join("bench.chain.pem");
+        std::fs::write(&chain, s.chain.to_pem()).map_err(|source| SealError::Io {
+            path: chain.clone(),
+            source,
+        })?;
+        Ok(Self { key, chain })
+    }
+}
+
 fn bench_sealer(dir: &Path, fsync: bool, delay: Duration) -> Result<ChainSealer, SealError> {
-    let (key, _) = DeviceKey::generate()?;
+    bench_sealer_with(dir, fsync, delay, None)
+}
+
+/// A sealer writing under `dir`; with `c2pa`, also writing C2PA credentials (`seal.c2pa`).
+fn bench_sealer_with(
+    dir: &Path,
+    fsync: bool,
+    delay: Duration,
+    c2pa: Option<&BenchC2pa>,
+) -> Result<ChainSealer, SealError> {
     let fs = RealFs::with_delay(fsync, delay);
-    ChainSealer::with_fs(
-        &bench_config(fsync),
-        Arc::new(key),
-        dir,
-        "bench",
-        Box::new(fs),
-    )
+    let (cfg, key) = match c2pa {
+        Some(c) => (
+            SealConfig {
+                c2pa: true,
+                c2pa_chain: Some(c.chain.clone()),
+                ..bench_config(fsync)
+            },
+            c.key.clone(),
+        ),
+        None => (bench_config(fsync), Arc::new(DeviceKey::generate()?.0)),
+    };
+    ChainSealer::with_fs(&cfg, key, dir, "bench", Box::new(fs))
 }
 
 /// `rounds` bursts of `frames` frames arriving at `fps` (0: at once) into a seal queue of the
@@ -406,6 +444,52 @@ fn bench_burst(
     })
 }
 
+/// Making a C2PA credential for one capture, in memory (`n` times), and its size.
+fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, usize), SealError> {
+    let signer = crate::seal::c2pa::C2paSigner::load(c2pa.key.clone(), &c2pa.chain)
+        .map_err(|e| SealError::Encode(e.to_string()))?;
+    let frame = jpeg_frame(jpeg.to_vec(), 0);
+    let decision = Decision {
+        verdict: Verdict::Authentic,
+        actions: Vec::new(),
+    };
+    let identity = crate::frame::identity::SourceIdentity::not_a_camera();
+    let input = SealInput {
+        frame: &frame,
+        analysis: None,
+        decision: &decision,
+        identity: &identity,
+        challenge: None,
+    };
+    let m = crate::seal::build_manifest(
+        &c2pa.key,
+        "bench",
+        "bench",
+        0,
+        None,
+        "every",
+        &input,
+        jpeg,
+        "image/jpeg",
+        "jpg",
+        "source",
+    );
+    let bytes = m
+        .to_canonical()
+        .map_err(|e| SealError::Encode(e.to_string()))?;
+    let sha = keys::sha256_hex(&bytes);
+    let (mut times, mut len) = (Vec::with_capacity(n), 0);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let c = signer
+            .sign(&m, &sha, "image/jpeg", jpeg)
+            .map_err(|e| SealError::Encode(e.to_string()))?;
+        times.push(t0.elapsed());
+        len = c.len();
+    }
+    Ok((summarize("C2PA credential, in memory", times), len))
+}
+
 /// `n` captures sealed one at a time (a batch of one each: two syncs per capture).
 fn bench_store(
     dir: &Path,
@@ -414,7 +498,19 @@ fn bench_store(
     n: usize,
     jpeg: &[u8],
 ) -> Result<Summary, SealError> {
-    let mut sealer = bench_sealer(dir, fsync, delay)?;
+    bench_store_with(dir, fsync, delay, n, jpeg, None)
+}
+
+/// [`bench_store`], with C2PA credentials when `c2pa` is given.
+fn bench_store_with(
+    dir: &Path,
+    fsync: bool,
+    delay: Duration,
+    n: usize,
+    jpeg: &[u8],
+    c2pa: Option<&BenchC2pa>,
+) -> Result<Summary, SealError> {
+    let mut sealer = bench_sealer_with(dir, fsync, delay, c2pa)?;
     let decision = Decision {
         verdict: Verdict::Authentic,
         actions: Vec::new(),
@@ -435,13 +531,19 @@ fn bench_store(
         sealer.seal_now(&input, "every")?;
         times.push(t0.elapsed());
     }
+    if sealer.c2pa_counts().failed > 0 {
+        return Err(SealError::Encode(format!(
+            "{} C2PA credentials failed",
+            sealer.c2pa_counts().failed
+        )));
+    }
     let io = sealer.store().io_counters();
     let mut sum = summarize(
-        if fsync {
-            "seal 640x480 JPEG, one at a time (fsync on)"
-        } else {
-            "seal 640x480 JPEG, one at a time (fsync off)"
-        },
+        &format!(
+            "seal 640x480 JPEG, one at a time (fsync {}){}",
+            if fsync { "on" } else { "off" },
+            if c2pa.is_some() { " + C2PA" } else { "" }
+        ),
         times,
     );
     sum.fsyncs_per_capture = Some((io.syncs - io0.syncs) as f64 / n as f64);
@@ -476,8 +578,26 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
         sign_t.push(t0.elapsed());
     }
     let result = (|| {
+        let c2pa = BenchC2pa::new(&scratch)?;
+        let credential = bench_c2pa_sign(&c2pa, args.n, &jpeg)?;
         let off = bench_store(&scratch.join("nofsync"), false, delay, args.n, &jpeg)?;
+        let off_c2pa = bench_store_with(
+            &scratch.join("nofsync-c2pa"),
+            false,
+            delay,
+            args.n,
+            &jpeg,
+            Some(&c2pa),
+        )?;
         let on = bench_store(&scratch.join("fsync"), true, delay, args.n, &jpeg)?;
+        let on_c2pa = bench_store_with(
+            &scratch.join("fsync-c2pa"),
+            true,
+            delay,
+            args.n,
+            &jpeg,
+            Some(&c2pa),
+        )?;
         let once = bench_burst(
             &scratch.join("burst"),
             args.burst,
@@ -494,15 +614,28 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
             delay,
             &jpeg,
         )?;
-        Ok::<_, SealError>((off, on, once, at_fps))
+        Ok::<_, SealError>(([off, off_c2pa, on, on_c2pa], credential, once, at_fps))
     })();
     let _ = std::fs::remove_dir_all(&scratch);
-    let (off, on, once, at_fps) = result?;
+    let ([off, off_c2pa, on, on_c2pa], (sign_c2pa, credential_bytes), once, at_fps) = result?;
+    // seal.c2pa's extra time per capture: the difference of the one-at-a-time runs with and
+    // without it (fsync off: without the sync's noise; fsync on: as deployed).
+    let c2pa_extra = serde_json::json!({
+        "extra_median_us_fsync_off": off_c2pa.median_us - off.median_us,
+        "extra_p99_us_fsync_off": off_c2pa.p99_us - off.p99_us,
+        "extra_median_us_fsync_on": on_c2pa.median_us - on.median_us,
+        "extra_p99_us_fsync_on": on_c2pa.p99_us - on.p99_us,
+        "credential_bytes": credential_bytes,
+        "size_overhead_bytes": credential_bytes as i64 - jpeg.len() as i64,
+    });
     let rows = vec![
         summarize(&format!("sha256 of the {}-byte JPEG", jpeg.len()), hash_t),
         summarize("Ed25519 sign (1200-byte manifest)", sign_t),
+        sign_c2pa,
         off,
+        off_c2pa,
         on,
+        on_c2pa,
     ];
     if args.json {
         let doc = serde_json::json!({
@@ -518,6 +651,9 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
             "dropped": once.dropped + at_fps.dropped,
             "burst_at_once": once,
             "burst_at_fps": at_fps,
+            // seal.c2pa: extra time per capture (difference of the one-at-a-time fsync-on runs
+            // with and without) and the credential copy's size.
+            "c2pa": c2pa_extra,
         });
         println!(
             "{}",
@@ -540,6 +676,16 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
                 _ => println!(),
             }
         }
+        let x = |k: &str| c2pa_extra[k].as_f64().unwrap_or(0.0);
+        println!(
+            "C2PA (seal.c2pa) per capture, one at a time: fsync off +{:.1} us median, +{:.1} us p99; fsync on +{:.1} us median, +{:.1} us p99; credential {} bytes = JPEG + {} bytes",
+            x("extra_median_us_fsync_off"),
+            x("extra_p99_us_fsync_off"),
+            x("extra_median_us_fsync_on"),
+            x("extra_p99_us_fsync_on"),
+            credential_bytes,
+            credential_bytes as i64 - jpeg.len() as i64
+        );
         for b in [&once, &at_fps] {
             println!(
                 "burst of {} ({}), fsync on{}: median {:.1} ms, max {:.1} ms, {:.0} captures/s, {:.1} batches, {:.2} fsyncs and {:.0} bytes per capture, {} dropped, {} errors",

@@ -14,6 +14,8 @@
 //!
 //! The format is specified in `docs/capture-format.md`.
 
+pub mod c2pa;
+pub mod cert;
 pub mod fsio;
 pub mod keys;
 pub mod manifest;
@@ -166,6 +168,13 @@ pub struct SealConfig {
     /// skips every sync (a power cut may then lose captures reported sealed); only for
     /// benchmarks, tests or tmpfs.
     pub fsync: bool,
+    /// Also write a C2PA Content Credential copy of each sealed capture (`<seq>.c2pa.jpg` or
+    /// `.c2pa.png`, docs/capture-format.md §8), signed with the device certificate chain.
+    pub c2pa: bool,
+    /// Device certificate chain (PEM, leaf first) for C2PA. Unset: the key file's name with extension `.chain.pem`
+    /// (`device.chain.pem` beside `device.key`), as
+    /// `veriframe cert self-signed` and `veriframe cert install` write it.
+    pub c2pa_chain: Option<PathBuf>,
 }
 
 impl Default for SealConfig {
@@ -180,6 +189,8 @@ impl Default for SealConfig {
             retention_max_age: Some(Duration::from_secs(30 * 86400)),
             retention_max_mb: 1024,
             fsync: true,
+            c2pa: false,
+            c2pa_chain: None,
         }
     }
 }
@@ -216,6 +227,13 @@ impl SealConfig {
         if self.key.as_ref().is_some_and(|k| k.as_os_str().is_empty()) {
             return Err(("seal.key", "must not be empty".into()));
         }
+        if self
+            .c2pa_chain
+            .as_ref()
+            .is_some_and(|k| k.as_os_str().is_empty())
+        {
+            return Err(("seal.c2pa_chain", "must not be empty".into()));
+        }
         Ok(())
     }
 
@@ -235,6 +253,21 @@ impl SealConfig {
             max_bytes: (self.retention_max_mb > 0).then(|| self.retention_max_mb * 1024 * 1024),
         }
     }
+}
+
+/// The device key file: `seal.key`, or `<data_dir>/keys/device.key`.
+pub fn key_path(cfg: &SealConfig, data_dir: &Path) -> PathBuf {
+    cfg.key
+        .clone()
+        .unwrap_or_else(|| data_dir.join("keys").join("device.key"))
+}
+
+/// The device certificate chain for C2PA: `seal.c2pa_chain`, or the key file with extension
+/// `.chain.pem`.
+pub fn c2pa_chain_path(cfg: &SealConfig, data_dir: &Path) -> PathBuf {
+    cfg.c2pa_chain
+        .clone()
+        .unwrap_or_else(|| key_path(cfg, data_dir).with_extension("chain.pem"))
 }
 
 /// The device key: `seal.key`, or `<data_dir>/keys/device.key` (created on first use).
@@ -395,6 +428,26 @@ pub struct ChainSealer {
     params: PolicyParams,
     state: PolicyState,
     held: VecDeque<Held>,
+    /// C2PA credentials (`seal.c2pa`): the signer, the credentials to make once the current
+    /// batch is durable, and how many were made or failed.
+    c2pa: Option<c2pa::C2paSigner>,
+    c2pa_todo: Vec<CredentialJob>,
+    c2pa_counts: C2paCounts,
+}
+
+/// A credential to make for a capture of the batch being committed.
+struct CredentialJob {
+    manifest: Manifest,
+    manifest_sha256: String,
+    media_type: &'static str,
+    image: Arc<[u8]>,
+}
+
+/// Credentials made and failed since the sealer opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct C2paCounts {
+    pub made: u64,
+    pub failed: u64,
 }
 
 impl std::fmt::Debug for ChainSealer {
@@ -444,6 +497,18 @@ impl ChainSealer {
             cfg.retention(),
             fs,
         )?;
+        let c2pa = if cfg.c2pa {
+            let path = c2pa_chain_path(cfg, data_dir);
+            let signer = c2pa::C2paSigner::load(key.clone(), &path).map_err(|e| {
+                SealError::Usage(format!(
+                    "seal.c2pa: {e} (make one with `veriframe cert self-signed` for a pilot, or `veriframe cert csr` then `veriframe cert install CHAIN.pem`)"
+                ))
+            })?;
+            tracing::info!(chain = %path.display(), "writing C2PA credentials");
+            Some(signer)
+        } else {
+            None
+        };
         let (next, _) = store.next();
         tracing::info!(
             key_id = %key.id(),
@@ -460,7 +525,47 @@ impl ChainSealer {
             params: cfg.params(),
             state: PolicyState::default(),
             held: VecDeque::new(),
+            c2pa,
+            c2pa_todo: Vec::new(),
+            c2pa_counts: C2paCounts::default(),
         })
+    }
+
+    /// C2PA credentials made and failed so far.
+    pub fn c2pa_counts(&self) -> C2paCounts {
+        self.c2pa_counts
+    }
+
+    /// Make the credentials of the batch just committed. A failure is logged and counted; the
+    /// sealed capture is not affected (the Veriframe seal is the primary record, and the copy
+    /// can be made later with `veriframe export --c2pa`).
+    fn make_credentials(&mut self) {
+        let Some(signer) = &self.c2pa else {
+            self.c2pa_todo.clear();
+            return;
+        };
+        for job in self.c2pa_todo.drain(..) {
+            let seq = job.manifest.seq;
+            let made = c2pa::credential_file(seq, job.media_type).and_then(|name| {
+                let bytes = signer.sign(
+                    &job.manifest,
+                    &job.manifest_sha256,
+                    job.media_type,
+                    &job.image,
+                )?;
+                c2pa::write_credential(self.store.dir(), &name, &bytes).map(|_| bytes.len())
+            });
+            match made {
+                Ok(len) => {
+                    self.c2pa_counts.made += 1;
+                    self.store.add_bytes(seq, len as u64);
+                }
+                Err(e) => {
+                    self.c2pa_counts.failed += 1;
+                    tracing::error!(seq, error = %e, failed = self.c2pa_counts.failed, "C2PA credential not written (the sealed capture is unaffected)");
+                }
+            }
+        }
     }
 
     /// The device key, for signing other things (MQTT alerts).
@@ -474,9 +579,11 @@ impl ChainSealer {
 
     /// Seal one frame now, regardless of policy (a batch of one).
     pub fn seal_now(&mut self, input: &SealInput<'_>, reason: &str) -> Result<Sealed, SealError> {
+        self.c2pa_todo.clear();
         let mut batch = self.store.begin();
         let sealed = self.stage(&mut batch, input, reason)?;
         self.store.commit(&self.key, batch)?;
+        self.make_credentials();
         Ok(sealed)
     }
 
@@ -512,6 +619,14 @@ impl ChainSealer {
             .map_err(|e| SealError::Encode(e.to_string()))?;
         let sig = self.key.sign(&bytes);
         let manifest_sha256 = keys::sha256_hex(&bytes);
+        if self.c2pa.is_some() {
+            self.c2pa_todo.push(CredentialJob {
+                manifest: m.clone(),
+                manifest_sha256: manifest_sha256.clone(),
+                media_type,
+                image: image.clone(),
+            });
+        }
         let p = Pending {
             seq,
             prev: m.prev.clone(),
@@ -589,6 +704,7 @@ impl Sealer for ChainSealer {
         if todo.is_empty() {
             return results;
         }
+        self.c2pa_todo.clear();
         let mut batch = self.store.begin();
         let mut staged: Vec<(usize, Sealed)> = Vec::new();
         for (src, reason) in todo {
@@ -628,6 +744,7 @@ impl Sealer for ChainSealer {
                 for (i, s) in staged {
                     results[i] = Ok(Some(s));
                 }
+                self.make_credentials();
             }
             Err(e) => {
                 for (i, _) in staged {

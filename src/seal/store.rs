@@ -206,6 +206,8 @@ fn load_entries(dir: &Path, manifests: &[(u64, PathBuf)]) -> Result<Loaded, Seal
         };
         let size = bytes.len() as u64
             + file_len(&dir.join(format!("{}.sig", stem(*seq))))
+            + file_len(&dir.join(format!("{}.c2pa.jpg", stem(*seq))))
+            + file_len(&dir.join(format!("{}.c2pa.png", stem(*seq))))
             + if image.is_empty() {
                 0
             } else {
@@ -328,6 +330,15 @@ impl Store {
         match &self.head {
             Some((s, h)) => (s + 1, Some(h.clone())),
             None => (0, None),
+        }
+    }
+
+    /// Count `bytes` more for capture `seq` (its C2PA copy, written after the commit) towards
+    /// the retention size limit.
+    pub fn add_bytes(&mut self, seq: u64, bytes: u64) {
+        if let Some(e) = self.entries.iter_mut().rev().find(|e| e.seq == seq) {
+            e.bytes += bytes;
+            self.total_bytes += bytes;
         }
     }
 
@@ -569,7 +580,7 @@ impl Store {
         self.checkpoint(key)?;
         for e in &doomed {
             let st = stem(e.seq);
-            for ext in ["json", "sig", "jpg", "png"] {
+            for ext in ["json", "sig", "jpg", "png", "c2pa.jpg", "c2pa.png"] {
                 let _ = self.fs.remove(&self.dir.join(format!("{st}.{ext}")));
             }
         }

@@ -548,7 +548,15 @@ fn incomplete_files(dir: &Path, items: &[Item]) -> Vec<String> {
     let named: std::collections::HashSet<String> = items
         .iter()
         .filter_map(|i| i.manifest.as_ref())
-        .flat_map(|m| [m.image.file.clone(), format!("{}.sig", stem(m.seq))])
+        .flat_map(|m| {
+            [
+                m.image.file.clone(),
+                format!("{}.sig", stem(m.seq)),
+                // The C2PA copy (seal.c2pa), made after the capture was committed.
+                format!("{}.c2pa.jpg", stem(m.seq)),
+                format!("{}.c2pa.png", stem(m.seq)),
+            ]
+        })
         .chain(items.iter().filter_map(|i| {
             let n = i.report.path.file_stem()?.to_str()?;
             Some(format!("{n}.sig"))
