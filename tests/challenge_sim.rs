@@ -111,7 +111,7 @@ fn live_face_passes_the_challenge_and_is_sealed_authentic() {
     assert!(!passed.is_empty(), "no passed challenge: {v:?}");
     let c = &passed[0]["challenge"];
     assert_eq!(c["nonce"].as_str().unwrap().len(), 32, "{c}");
-    assert_eq!(c["code"].as_str().unwrap().len(), 12, "{c}");
+    assert_eq!(c["code"].as_str().unwrap().len(), 20, "{c}"); // the default code_bits
     assert!(c["lag_frames"].as_u64().unwrap() <= 3, "{c}");
     assert!(c["correlation"].as_str().unwrap().parse::<f32>().unwrap() >= 0.6);
     // Authentic only once the face has passed; never before, never with a failed challenge.

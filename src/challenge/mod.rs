@@ -282,7 +282,7 @@ impl Default for ChallengeConfig {
         Self {
             illuminator: "auto".into(),
             active_high: true,
-            code_bits: 12,
+            code_bits: 20,
             frames_per_bit: 2,
             max_lag: 3,
             interval: Duration::from_secs(30),

@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_flat_response_fails() {
-        let (ch, outs) = run(|lit| face(lit, [1.0; 9], 0.4), 40);
+        let (ch, outs) = run(|lit| face(lit, [1.0; 9], 0.4), 60);
         let (outcome, rec) = outs.iter().find_map(|o| o.finished.clone()).unwrap();
         assert_eq!(outcome, Outcome::Failed, "{rec:?}");
         assert!(rec.reason.contains("structure"), "{rec:?}");
@@ -383,13 +383,13 @@ mod tests {
 
     #[test]
     fn no_response_fails_and_records_the_code_from_the_nonce() {
-        let (ch, outs) = run(|lit| face(lit, RELIEF, 0.0), 40);
+        let (ch, outs) = run(|lit| face(lit, RELIEF, 0.0), 60);
         let (outcome, rec) = outs.iter().find_map(|o| o.finished.clone()).unwrap();
         assert_eq!(outcome, Outcome::Failed);
         assert_eq!(rec.verdict, "failed");
         let nonce = crate::challenge::code::unhex(&rec.nonce).unwrap();
         assert_eq!(
-            Code::from_nonce(&nonce, 12, 2).to_bit_string(),
+            Code::from_nonce(&nonce, ChallengeConfig::default().code_bits, 2).to_bit_string(),
             rec.code,
             "the nonce reproduces the code"
         );
