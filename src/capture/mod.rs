@@ -280,6 +280,38 @@ impl SourceConfig {
     }
 }
 
+/// Frame pacing for the file-backed sources (synthetic, sim, replay): frames are due every
+/// `period`, scheduled from the previous due time so pacing does not drift, and resynchronised to
+/// now when the consumer has fallen behind.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    period: Duration,
+    next_due: Option<std::time::Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn new(fps: f64) -> Self {
+        Pacer {
+            period: Duration::from_secs_f64(1.0 / fps),
+            next_due: None,
+        }
+    }
+
+    /// Sleep until the next frame is due; `Err(Shutdown)` when shutdown comes first.
+    pub(crate) fn wait(&mut self, shutdown: &Shutdown) -> Result<(), CaptureError> {
+        let now = std::time::Instant::now();
+        let due = self.next_due.unwrap_or(now);
+        if due > now && shutdown.sleep(due - now) {
+            return Err(CaptureError::Shutdown);
+        }
+        if shutdown.is_triggered() {
+            return Err(CaptureError::Shutdown);
+        }
+        self.next_due = Some((due + self.period).max(std::time::Instant::now()));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

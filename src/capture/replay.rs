@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::{
     monotonic_now, samples, Capture, CaptureError, CaptureEvent, Frame, FrameSource, PixelFormat,
@@ -42,8 +42,7 @@ pub struct Replay {
     items: Vec<(Item, Checked)>,
     pos: usize,
     looping: bool,
-    period: Duration,
-    next_due: Option<Instant>,
+    pacer: super::Pacer,
     info: Arc<SourceInfo>,
     ended: bool,
 }
@@ -99,8 +98,7 @@ impl Replay {
             items: items.into_iter().map(|i| (i, Checked::Unknown)).collect(),
             pos: 0,
             looping,
-            period: Duration::from_secs_f64(1.0 / fps),
-            next_due: None,
+            pacer: super::Pacer::new(fps),
             info: Arc::new(SourceInfo {
                 kind: "replay".into(),
                 path,
@@ -233,16 +231,7 @@ impl FrameSource for Replay {
             Ok(x) => x,
             Err(ev) => return Ok(Capture::Event(ev)),
         };
-        let now = Instant::now();
-        let due = self.next_due.unwrap_or(now);
-        if due > now && shutdown.sleep(due - now) {
-            return Err(CaptureError::Shutdown);
-        }
-        if shutdown.is_triggered() {
-            return Err(CaptureError::Shutdown);
-        }
-        let next = due + self.period;
-        self.next_due = Some(next.max(Instant::now()));
+        self.pacer.wait(shutdown)?;
         let Checked::Good(format, width, height) = self.items[idx].1 else {
             // advance() only returns items it has checked good.
             unreachable!("replay item returned without a successful check")

@@ -25,7 +25,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -222,8 +222,7 @@ pub struct SimSource {
     /// Injected: the recorded session's own code states.
     recorded: Vec<bool>,
     fps: f64,
-    period: Duration,
-    next_due: Option<Instant>,
+    pacer: super::Pacer,
     n: u64,
 }
 
@@ -305,8 +304,7 @@ impl SimSource {
             flicker_phase,
             recorded,
             fps,
-            period: Duration::from_secs_f64(1.0 / fps),
-            next_due: None,
+            pacer: super::Pacer::new(fps),
             n: 0,
         })
     }
@@ -406,20 +404,7 @@ impl FrameSource for SimSource {
     }
 
     fn next(&mut self, shutdown: &Shutdown) -> Result<Capture, CaptureError> {
-        let now = Instant::now();
-        let due = self.next_due.unwrap_or(now);
-        if due > now && shutdown.sleep(due - now) {
-            return Err(CaptureError::Shutdown);
-        }
-        if shutdown.is_triggered() {
-            return Err(CaptureError::Shutdown);
-        }
-        let next = due + self.period;
-        self.next_due = Some(if next < Instant::now() {
-            Instant::now()
-        } else {
-            next
-        });
+        self.pacer.wait(shutdown)?;
         let bytes = self.render_next()?;
         Ok(Capture::Frame(Frame {
             seq: 0,

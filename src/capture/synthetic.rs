@@ -1,15 +1,14 @@
 //! A moving test pattern (colour bars with a sweeping bar), emitted as raw RGB24 at a fixed rate.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::{monotonic_now, Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 pub struct Synthetic {
     info: Arc<SourceInfo>,
-    period: Duration,
-    next_due: Option<Instant>,
+    pacer: super::Pacer,
     n: u64,
 }
 
@@ -27,8 +26,7 @@ impl Synthetic {
                 height,
                 fps,
             }),
-            period: Duration::from_secs_f64(1.0 / fps),
-            next_due: None,
+            pacer: super::Pacer::new(fps),
             n: 0,
         }
     }
@@ -73,21 +71,7 @@ impl FrameSource for Synthetic {
     }
 
     fn next(&mut self, shutdown: &Shutdown) -> Result<Capture, CaptureError> {
-        let now = Instant::now();
-        let due = self.next_due.unwrap_or(now);
-        if due > now && shutdown.sleep(due - now) {
-            return Err(CaptureError::Shutdown);
-        }
-        if shutdown.is_triggered() {
-            return Err(CaptureError::Shutdown);
-        }
-        // Schedule from the due time so pacing does not drift; resync if we fell far behind.
-        let next = due + self.period;
-        self.next_due = Some(if next < Instant::now() {
-            Instant::now()
-        } else {
-            next
-        });
+        self.pacer.wait(shutdown)?;
         let bytes = Self::render(self.info.width, self.info.height, self.n);
         self.n += 1;
         Ok(Capture::Frame(Frame {

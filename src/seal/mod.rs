@@ -10,7 +10,10 @@
 //! | [`policy`] | which frames are sealed (pure) |
 //! | [`store`] | atomic capture store, chain recovery, retention |
 //! | [`verify`] | signature, image hash and chain checks |
-//! | [`cli`] | `keygen`, `verify`, `bench-seal` |
+//! | [`cert`] | the device certificate for C2PA (self-signed pilot CA, CSR, chain install) |
+//! | [`c2pa`] | C2PA Content Credential copies of sealed captures (own writer over `ring`) |
+//!
+//! The `keygen`, `verify`, `bench-seal`, `cert` and `export` commands live in `commands/`.
 //!
 //! The format is specified in `docs/capture-format.md`.
 

@@ -4,6 +4,7 @@
 use image::RgbImage;
 
 use super::INPUT;
+#[cfg(target_arch = "x86_64")]
 use crate::detect::kernels::pointwise::Isa;
 use crate::detect::DetectError;
 
