@@ -49,13 +49,18 @@ def softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fit(x, y, w, l2, prior=None, iters=600, lr=0.05):
+def fit(x, y, w, l2, prior=None, iters=600, lr=0.05, loss="multi", freeze=()):
     """Weighted multinomial logistic regression; x standardised inside, folded back out.
 
     ``prior`` = (W (3, 512), b (3,)) on raw features: start there and pull towards it (L2-SP,
     the penalty is on the distance from the prior), so what the upstream head knows about
     attacks the training sources lack (prints, for a fold without NUAA) is kept unless the
     data argue against it. Without a prior: start from zero, penalise the weights.
+
+    ``loss="binary"`` (v4 candidate): real against attack, where an attack may be either attack
+    class (its probability is p_print + p_screen), so screens no longer push the print logit down.
+    ``freeze``: class rows kept exactly at the prior (v4 candidate: classes with no training
+    example, e.g. print in a fold without NUAA).
     """
     mu, sd = x.mean(0), x.std(0) + 1e-6
     xs = (x - mu) / sd
@@ -71,9 +76,19 @@ def fit(x, y, w, l2, prior=None, iters=600, lr=0.05):
     wn = w / w.sum()
     for t in range(1, iters + 1):
         p = softmax(xs @ W + b)
-        g = (p - onehot) * wn[:, None]
+        if loss == "binary":
+            attack = onehot[:, 1] == 0
+            target = onehot.copy()
+            q = p[attack][:, [0, 2]]
+            target[np.ix_(attack, [0, 2])] = q / q.sum(1, keepdims=True)
+        else:
+            target = onehot
+        g = (p - target) * wn[:, None]
         gW = xs.T @ g + l2 * (W - W0)
         gb = g.sum(0)
+        for k in freeze:
+            gW[:, k] = 0
+            gb[k] = 0
         for (m, v, gr, par) in ((mW, vW, gW, W), (mb, vb, gb, b)):
             m *= 0.9
             m += 0.1 * gr
@@ -102,15 +117,41 @@ def weights(label, source):
     return 1.0 / counts[inv]
 
 
-def train(d, sources, l2, views=(0, 1, 2), prior_dir=None):
+def trainable_mask(d, sources, held_groups=()):
+    """Images of ``sources``, less the NUAA subjects held out for validation (v4 protocol)."""
     m = np.isin(d["source"], sources)
+    if held_groups:
+        m &= ~((d["source"] == "nuaa") & np.isin(d["group"], list(held_groups)))
+    return m
+
+
+def train(d, sources, l2, views=(0, 1, 2), prior_dir=None, loss="multi", freeze_absent=False,
+          recapture=None, held_groups=()):
+    """Heads for both networks. Defaults reproduce v3 exactly; the keywords are v4's candidates.
+
+    ``recapture``: the v4_recapture.py cache; its synthetic print / screen views of the training
+    reals are added as two more (source, class) cells of equal weight.
+    """
+    m = trainable_mask(d, sources, held_groups)
     heads = {}
     for j, net in enumerate(("v2", "v1se")):
         prior = upstream_head(prior_dir, net) if prior_dir else None
-        x = np.concatenate([d["feats"][m, j, v] for v in views])
-        y = np.concatenate([d["label"][m]] * len(views))
-        w = np.concatenate([weights(d["label"][m], d["source"][m])] * len(views))
-        heads[net] = fit(x.astype(np.float64), y, w, l2, prior)
+        x = [d["feats"][m, j, v] for v in views]
+        y = [d["label"][m]] * len(views)
+        src = [d["source"][m]] * len(views)
+        if recapture is not None:
+            keep = m[recapture["idx"]]
+            for kind, label in ((0, 0), (1, 2)):
+                x.append(recapture["feats"][keep, j, kind])
+                y.append(np.full(int(keep.sum()), label))
+                src.append(np.full(int(keep.sum()), f"recapture-{label}"))
+        x, y, src = np.concatenate(x), np.concatenate(y), np.concatenate(src)
+        if recapture is None:  # v3's weighting, kept bit for bit
+            w = np.concatenate([weights(d["label"][m], d["source"][m])] * len(views))
+        else:
+            w = weights(y, src)
+        freeze = [k for k in range(3) if freeze_absent and not (y == k).any()]
+        heads[net] = fit(x.astype(np.float64), y, w, l2, prior, loss=loss, freeze=freeze)
     return heads
 
 
@@ -169,8 +210,14 @@ def main():
     ap.add_argument("--sweep-l2", default="1e-4,1e-3,1e-2,1e-1", help="L2 values the sweep tries")
     ap.add_argument("--prior", action="store_true",
                     help="start from the upstream heads and pull towards them (L2-SP) instead of zero")
+    ap.add_argument("--loss", choices=("multi", "binary"), default="multi", help="v4 candidate (v4_select.py)")
+    ap.add_argument("--freeze-absent", action="store_true", help="v4 candidate: keep rows of untrained classes")
+    ap.add_argument("--recapture", help="v4: the v4_recapture.py cache, added to training")
+    ap.add_argument("--hold-nuaa", default="", help="v4: NUAA subjects never trained on (comma list)")
     a = ap.parse_args()
     d = load(a.feats)
+    v4 = dict(loss=a.loss, freeze_absent=a.freeze_absent, recapture=load(a.recapture) if a.recapture else None,
+              held_groups=tuple(g for g in a.hold_nuaa.split(",") if g))
     if a.sweep:
         val = np.isin(d["source"], VALIDATION)
         for l2 in [float(v) for v in a.sweep_l2.split(",")]:
@@ -190,8 +237,10 @@ def main():
         sources = TRAINABLE
     else:
         sources = a.train.split(",")
-    h = train(d, sources, a.l2, prior_dir=a.upstream if a.prior else None)
-    print(json.dumps({"trained_on": sources, "l2": a.l2, "prior": a.prior}), file=sys.stderr)
+    h = train(d, sources, a.l2, prior_dir=a.upstream if a.prior else None, **v4)
+    print(json.dumps({"trained_on": sources, "l2": a.l2, "prior": a.prior, "loss": a.loss,
+                      "freeze_absent": a.freeze_absent, "recapture": bool(a.recapture),
+                      "hold_nuaa": a.hold_nuaa}), file=sys.stderr)
     if a.out:
         export(h, a.upstream, a.out, a.veriframe)
     return 0

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Per-source and pooled PAD figures from `veriframe eval --scores` CSVs (markdown rows).
 
-    python tools/train/v3_report.py NAME:THRESHOLD:DIR [NAME:THRESHOLD:DIR ...]
+    python tools/train/v3_report.py [--hold-nuaa 0001,0002,0003] NAME:THRESHOLD:DIR [...]
+
+--hold-nuaa drops those NUAA subjects' rows (the v4 protocol's NUAA validation subjects), so a
+model scored on all of NUAA is compared on the same NUAA test images as the v4 folds.
 
 DIR holds either `<source>.csv` files or `fold-<source>/scores.csv` (a leave-one-source-out run,
 each source scored by the model that did not see it). Pooled = every source's images together,
@@ -17,9 +20,13 @@ SOURCES = ["nuaa", "replay-crops", "aksultan", "jtboing", "krzysiek354", "neonip
            "shubhamlala"]
 
 
-def read(path):
+def read(path, hold=()):
     real, attack = [], []
     for row in csv.DictReader(open(path)):
+        parts = row["path"].replace("\\", "/").split("/")
+        if hold and "nuaa" in row["path"] and any(
+                parts[i] in ("real", "attack") and parts[i + 1] in hold for i in range(len(parts) - 1)):
+            continue
         (real if row["class"] == "real" else attack).append(float(row["score"]))
     return real, attack
 
@@ -42,7 +49,11 @@ def row(name, thr, real, attack):
 
 
 def main():
-    models = [a.split(":", 2) for a in sys.argv[1:]]
+    args = sys.argv[1:]
+    hold = ()
+    if args[:1] == ["--hold-nuaa"]:
+        hold, args = tuple(args[1].split(",")), args[2:]
+    models = [a.split(":", 2) for a in args]
     print("| source | model @ threshold | real / attack | AUC | APCER | BPCER | ACER |")
     print("|---|---|---|---|---|---|---|")
     pooled = {}
@@ -53,7 +64,7 @@ def main():
                 f = os.path.join(d, f"fold-{s}", "scores.csv")
             if not os.path.exists(f):
                 continue
-            real, attack = read(f)
+            real, attack = read(f, hold)
             pr, pa = pooled.setdefault((name, thr), ([], []))
             pr.extend(real)
             pa.extend(attack)
