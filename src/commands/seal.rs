@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::capture::synthetic::Synthetic;
 use crate::decide::{Decision, Verdict};
-use crate::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
+use crate::frame::{Frame, PixelFormat, SourceInfo};
 use crate::seal::fsio::RealFs;
 use crate::seal::keys::{self, DeviceKey};
 use crate::seal::policy::PolicyKind;
@@ -199,28 +199,21 @@ pub fn test_jpeg(width: u32, height: u32, n: u64) -> Result<Vec<u8>, SealError> 
 }
 
 fn jpeg_frame(bytes: Vec<u8>, seq: u64) -> Frame {
-    Frame {
-        seq,
-        device_seq: Some(seq),
-        captured_wall: SystemTime::now(),
-        captured_mono: monotonic_now(),
-        source: Arc::new(SourceInfo {
-            kind: "bench".into(),
-            path: "bench".into(),
-            driver: "bench".into(),
-            card: "640x480 JPEG".into(),
-            bus: String::new(),
-            format: PixelFormat::Jpeg,
-            width: 640,
-            height: 480,
-            fps: 30.0,
-        }),
+    let source = Arc::new(SourceInfo {
+        kind: "bench".into(),
+        path: "bench".into(),
+        driver: "bench".into(),
+        card: "640x480 JPEG".into(),
+        bus: String::new(),
         format: PixelFormat::Jpeg,
         width: 640,
         height: 480,
-        bytes: bytes.into(),
-        origin: None,
-        decoded: Default::default(),
+        fps: 30.0,
+    });
+    Frame {
+        seq,
+        device_seq: Some(seq),
+        ..Frame::captured_now(source, PixelFormat::Jpeg, 640, 480, bytes.into())
     }
 }
 
@@ -398,13 +391,7 @@ fn bench_burst(
             }
             let inputs: Vec<SealInput<'_>> = batch
                 .iter()
-                .map(|frame| SealInput {
-                    frame,
-                    analysis: None,
-                    decision: &decision,
-                    identity: &identity,
-                    challenge: None,
-                })
+                .map(|frame| SealInput::unanalysed(frame, &decision, &identity))
                 .collect();
             for res in sealer.seal_batch(&inputs) {
                 match res {
@@ -454,13 +441,7 @@ fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, 
         actions: Vec::new(),
     };
     let identity = crate::frame::identity::SourceIdentity::not_a_camera();
-    let input = SealInput {
-        frame: &frame,
-        analysis: None,
-        decision: &decision,
-        identity: &identity,
-        challenge: None,
-    };
+    let input = SealInput::unanalysed(&frame, &decision, &identity);
     let m = crate::seal::build_manifest(
         &c2pa.key,
         "bench",
@@ -520,13 +501,7 @@ fn bench_store_with(
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let frame = jpeg_frame(jpeg.to_vec(), i as u64);
-        let input = SealInput {
-            frame: &frame,
-            analysis: None,
-            decision: &decision,
-            identity: &identity,
-            challenge: None,
-        };
+        let input = SealInput::unanalysed(&frame, &decision, &identity);
         let t0 = Instant::now();
         sealer.seal_now(&input, "every")?;
         times.push(t0.elapsed());

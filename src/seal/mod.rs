@@ -84,6 +84,23 @@ pub struct SealInput<'a> {
     pub challenge: Option<&'a crate::challenge::ChallengeRecord>,
 }
 
+impl<'a> SealInput<'a> {
+    /// A frame sealed as it is: no analysis and no challenge (benches, tools and tests).
+    pub fn unanalysed(
+        frame: &'a Frame,
+        decision: &'a Decision,
+        identity: &'a crate::frame::identity::SourceIdentity,
+    ) -> Self {
+        SealInput {
+            frame,
+            analysis: None,
+            decision,
+            identity,
+            challenge: None,
+        }
+    }
+}
+
 /// A stored capture: enough for alerts to cite their evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sealed {
