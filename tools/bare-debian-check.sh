@@ -81,6 +81,7 @@ if ! build; then
 fi
 echo "== packages now: $(chroot "$root" dpkg -l | grep -c '^ii')"
 echo "== README: cargo run --release -- run (on defaults, stopped with SIGINT after 40 s)"
+# "run exit 124" is timeout's own status: it stopped the daemon with SIGINT, as Ctrl-C would.
 in_root 'timeout -s INT 40 cargo run --release '"$offline"' -- run > /root/run.log 2>&1; echo "run exit $?"
     echo "detector ready lines: $(grep -c "detector ready" /root/run.log)"
     echo "ESC bytes in the log: $(tr -cd "\033" < /root/run.log | wc -c)"
