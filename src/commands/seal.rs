@@ -533,11 +533,17 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
     let result = bench_sealing(args, &scratch, &jpeg);
     let _ = std::fs::remove_dir_all(&scratch);
     let r = result?;
-    let rows = vec![hash, sign, r.sign_c2pa, r.off, r.off_c2pa, r.on, r.on_c2pa];
+    let report = Report {
+        jpeg_len: jpeg.len(),
+        rows: vec![hash, sign, r.sign_c2pa, r.off, r.off_c2pa, r.on, r.on_c2pa],
+        once: r.once,
+        at_fps: r.at_fps,
+        c2pa_extra: r.c2pa_extra,
+    };
     if args.json {
-        print_json(args, jpeg.len(), &rows, &r.once, &r.at_fps, &r.c2pa_extra)?;
+        report.print_json(args)?;
     } else {
-        print_text(args, jpeg.len(), &rows, &r.once, &r.at_fps, &r.c2pa_extra);
+        report.print_text(args);
     }
     Ok(Outcome::Ok)
 }
@@ -635,80 +641,80 @@ fn c2pa_extra(
     })
 }
 
-fn print_json(
-    args: &BenchSealArgs,
+/// What `bench-seal` prints.
+struct Report {
     jpeg_len: usize,
-    rows: &[Summary],
-    once: &BurstRun,
-    at_fps: &BurstRun,
-    c2pa_extra: &serde_json::Value,
-) -> Result<(), SealError> {
-    let doc = serde_json::json!({
-        "jpeg_bytes": jpeg_len,
-        "dir": args.dir,
-        "fsync_delay_ms": args.fsync_delay_ms,
-        "results": rows,
-        // The burst sealed with fsync on, all frames queued at once.
-        "fsyncs_per_capture": once.fsyncs_per_capture,
-        "bytes_per_capture": once.bytes_per_capture,
-        "captures_per_s": once.captures_per_s,
-        format!("burst{}_ms", args.burst): once.median_ms,
-        "dropped": once.dropped + at_fps.dropped,
-        "burst_at_once": once,
-        "burst_at_fps": at_fps,
-        // seal.c2pa: extra time per capture (difference of the one-at-a-time fsync-on runs
-        // with and without) and the credential copy's size.
-        "c2pa": c2pa_extra,
-    });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&doc).map_err(|e| SealError::Encode(e.to_string()))?
-    );
-    Ok(())
+    /// The timed operations, in print order.
+    rows: Vec<Summary>,
+    once: BurstRun,
+    at_fps: BurstRun,
+    c2pa_extra: serde_json::Value,
 }
 
-fn print_text(
-    args: &BenchSealArgs,
-    jpeg_len: usize,
-    rows: &[Summary],
-    once: &BurstRun,
-    at_fps: &BurstRun,
-    c2pa_extra: &serde_json::Value,
-) {
-    println!(
-        "bench-seal: {} iterations, JPEG {} bytes, writing under {}",
-        args.n,
-        jpeg_len,
-        args.dir.display()
-    );
-    for r in rows {
-        print!(
-            "{:<52} median {:>9.1} us  p99 {:>9.1} us  {:>9.0}/s",
-            r.name, r.median_us, r.p99_us, r.per_second
-        );
-        match (r.fsyncs_per_capture, r.bytes_per_capture) {
-            (Some(f), Some(b)) => println!("  {f:.2} fsyncs, {b:.0} bytes per capture"),
-            _ => println!(),
-        }
-    }
-    let x = |k: &str| c2pa_extra[k].as_f64().unwrap_or(0.0);
-    let credential_bytes = c2pa_extra["credential_bytes"].as_i64().unwrap_or(0);
-    println!(
-        "C2PA (seal.c2pa) per capture, one at a time: fsync off +{:.1} us median, +{:.1} us p99; fsync on +{:.1} us median, +{:.1} us p99; credential {} bytes = JPEG + {} bytes",
-        x("extra_median_us_fsync_off"),
-        x("extra_p99_us_fsync_off"),
-        x("extra_median_us_fsync_on"),
-        x("extra_p99_us_fsync_on"),
-        credential_bytes,
-        credential_bytes - jpeg_len as i64
-    );
-    for b in [once, at_fps] {
+impl Report {
+    fn print_json(&self, args: &BenchSealArgs) -> Result<(), SealError> {
+        let (once, at_fps) = (&self.once, &self.at_fps);
+        let doc = serde_json::json!({
+            "jpeg_bytes": self.jpeg_len,
+            "dir": args.dir,
+            "fsync_delay_ms": args.fsync_delay_ms,
+            "results": self.rows,
+            // The burst sealed with fsync on, all frames queued at once.
+            "fsyncs_per_capture": once.fsyncs_per_capture,
+            "bytes_per_capture": once.bytes_per_capture,
+            "captures_per_s": once.captures_per_s,
+            format!("burst{}_ms", args.burst): once.median_ms,
+            "dropped": once.dropped + at_fps.dropped,
+            "burst_at_once": once,
+            "burst_at_fps": at_fps,
+            // seal.c2pa: extra time per capture (difference of the one-at-a-time fsync-on runs
+            // with and without) and the credential copy's size.
+            "c2pa": self.c2pa_extra,
+        });
         println!(
-            "burst of {} ({}), fsync on{}: median {:.1} ms, max {:.1} ms, {:.0} captures/s, {:.1} batches, {:.2} fsyncs and {:.0} bytes per capture, {} dropped, {} errors",
-            b.frames,
-            if b.fps > 0.0 { format!("arriving at {} fps", b.fps) } else { "queued at once".into() },
-            if args.fsync_delay_ms > 0 { format!(" +{} ms per sync", args.fsync_delay_ms) } else { String::new() },
-            b.median_ms, b.max_ms, b.captures_per_s, b.batches, b.fsyncs_per_capture, b.bytes_per_capture, b.dropped, b.errors
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| SealError::Encode(e.to_string()))?
         );
+        Ok(())
+    }
+
+    fn print_text(&self, args: &BenchSealArgs) {
+        let (jpeg_len, c2pa_extra) = (self.jpeg_len, &self.c2pa_extra);
+        println!(
+            "bench-seal: {} iterations, JPEG {} bytes, writing under {}",
+            args.n,
+            jpeg_len,
+            args.dir.display()
+        );
+        for r in &self.rows {
+            print!(
+                "{:<52} median {:>9.1} us  p99 {:>9.1} us  {:>9.0}/s",
+                r.name, r.median_us, r.p99_us, r.per_second
+            );
+            match (r.fsyncs_per_capture, r.bytes_per_capture) {
+                (Some(f), Some(b)) => println!("  {f:.2} fsyncs, {b:.0} bytes per capture"),
+                _ => println!(),
+            }
+        }
+        let x = |k: &str| c2pa_extra[k].as_f64().unwrap_or(0.0);
+        let credential_bytes = c2pa_extra["credential_bytes"].as_i64().unwrap_or(0);
+        println!(
+            "C2PA (seal.c2pa) per capture, one at a time: fsync off +{:.1} us median, +{:.1} us p99; fsync on +{:.1} us median, +{:.1} us p99; credential {} bytes = JPEG + {} bytes",
+            x("extra_median_us_fsync_off"),
+            x("extra_p99_us_fsync_off"),
+            x("extra_median_us_fsync_on"),
+            x("extra_p99_us_fsync_on"),
+            credential_bytes,
+            credential_bytes - jpeg_len as i64
+        );
+        for b in [&self.once, &self.at_fps] {
+            println!(
+                "burst of {} ({}), fsync on{}: median {:.1} ms, max {:.1} ms, {:.0} captures/s, {:.1} batches, {:.2} fsyncs and {:.0} bytes per capture, {} dropped, {} errors",
+                b.frames,
+                if b.fps > 0.0 { format!("arriving at {} fps", b.fps) } else { "queued at once".into() },
+                if args.fsync_delay_ms > 0 { format!(" +{} ms per sync", args.fsync_delay_ms) } else { String::new() },
+                b.median_ms, b.max_ms, b.captures_per_s, b.batches, b.fsyncs_per_capture, b.bytes_per_capture, b.dropped, b.errors
+            );
+        }
     }
 }
