@@ -57,9 +57,7 @@ fn every_message_kind_is_delivered_with_its_schema() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(&dir.path().join("broker"));
-    let sub = Collector::start(broker.port, "#", "schema-sub", false);
-    sub.wait_connected(Duration::from_secs(10));
+    let (broker, sub) = common::mqtt::broker_and_subscriber(dir.path(), "#", "schema-sub", false);
 
     let rt = runtime();
     let _enter = rt.enter();
@@ -239,9 +237,8 @@ fn broker_restarts_while_alerts_flow_lose_nothing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(&dir.path().join("broker"));
-    let sub = Collector::start(broker.port, "veriframe/flow/alert", "flow-sub", true);
-    sub.wait_connected(Duration::from_secs(10));
+    let (mut broker, sub) =
+        common::mqtt::broker_and_subscriber(dir.path(), "veriframe/flow/alert", "flow-sub", true);
 
     let rt = runtime();
     let _enter = rt.enter();

@@ -176,6 +176,20 @@ pub struct Collector {
     pub connects: Arc<Mutex<u32>>,
 }
 
+/// A broker started under `dir/broker` and a [`Collector`] on `filter`, connected (waits up to
+/// 10 s).
+pub fn broker_and_subscriber(
+    dir: &Path,
+    filter: &str,
+    client_id: &str,
+    persistent: bool,
+) -> (Broker, Collector) {
+    let broker = Broker::start(&dir.join("broker"));
+    let sub = Collector::start(broker.port, filter, client_id, persistent);
+    sub.wait_connected(Duration::from_secs(10));
+    (broker, sub)
+}
+
 impl Collector {
     /// Subscribe to `filter` at QoS 1. `persistent`: clean_session=false with a fixed client id,
     /// so the broker queues alerts while we are away (and across broker restarts).
