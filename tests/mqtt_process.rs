@@ -350,20 +350,7 @@ fn watch_with_wrong_password_fails_clearly() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).unwrap();
-    let pw = bdir.join("passwd");
-    assert!(Command::new("mosquitto_passwd")
-        .args(["-c", "-b"])
-        .arg(&pw)
-        .args(["ops", "secret"])
-        .status()
-        .unwrap()
-        .success());
-    let broker = Broker::start_with(
-        &bdir,
-        &format!("allow_anonymous false\npassword_file {}\n", pw.display()),
-    );
+    let broker = Broker::start_with_password(&dir.path().join("broker"), "ops", "secret");
     let out = Command::new(BIN)
         .args([
             "watch",

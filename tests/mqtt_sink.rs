@@ -366,20 +366,7 @@ fn wrong_password_gives_a_clear_error() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).unwrap();
-    let pw = bdir.join("passwd");
-    let st = std::process::Command::new("mosquitto_passwd")
-        .args(["-c", "-b"])
-        .arg(&pw)
-        .args(["booth", "right-password"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let broker = Broker::start_with(
-        &bdir,
-        &format!("allow_anonymous false\npassword_file {}\n", pw.display()),
-    );
+    let broker = Broker::start_with_password(&dir.path().join("broker"), "booth", "right-password");
     let rt = runtime();
     let _enter = rt.enter();
     let signer = Arc::new(DeviceKey::generate().unwrap().0);

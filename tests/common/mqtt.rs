@@ -97,6 +97,23 @@ impl Broker {
         b
     }
 
+    /// Listener that admits only `user` with `password` (a `mosquitto_passwd` file in `dir`).
+    pub fn start_with_password(dir: &Path, user: &str, password: &str) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let pw = dir.join("passwd");
+        assert!(Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&pw)
+            .args([user, password])
+            .status()
+            .unwrap()
+            .success());
+        Self::start_with(
+            dir,
+            &format!("allow_anonymous false\npassword_file {}\n", pw.display()),
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
