@@ -430,7 +430,8 @@ fn store_row(out: &mut [f32], n: usize, p: usize, c0: usize, y: &[f32], cn: usiz
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86 {
-    //! AVX2 path (`vpmaddwd` on i16).
+    //! AVX2 path (`vpmaddwd` on i16). Only the vector bodies are here, separate from NEON's by
+    //! instruction set and layout; the loops around them are the shared skeleton above.
     use super::*;
     use std::arch::x86_64::*;
 
@@ -549,7 +550,8 @@ pub mod x86 {
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon {
-    //! ARMv8.0 NEON path: `smull`/`smlal2` into i16 pairs, `sadalp` into i32; no `sdot`.
+    //! ARMv8.0 NEON path: `smull`/`smlal2` into i16 pairs, `sadalp` into i32; no `sdot`. Only
+    //! the vector bodies are here (see the AVX2 path); the loops are the shared skeleton above.
     use super::*;
     use std::arch::aarch64::*;
 
