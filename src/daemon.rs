@@ -522,89 +522,12 @@ pub async fn run_pipeline(
     shutdown: Shutdown,
 ) -> Result<RunReport, DaemonError> {
     let stats = Arc::new(Stats::new());
-    let queue = DropOldest::new(cfg.pipeline.queue_capacity);
-    let (seal_tx, seal_rx) = mpsc::sync_channel(cfg.pipeline.seal_queue_capacity);
+    let sink = parts.sink.clone();
+    tracing::info!(source = ?parts.source.info(), "starting pipeline");
     let (guard, completion) = shutdown::completion();
-    let (cap_done_tx, mut cap_done_rx) = tokio::sync::oneshot::channel();
-
-    let Components {
-        source,
-        guard: source_guard,
-        analyzer,
-        sealer,
-        sink,
-        actuator,
-        challenge,
-    } = parts;
-    let (light, challenge) = match challenge {
-        Some(c) => {
-            let (tx, rx) = mpsc::channel();
-            let name = c.illuminator.name();
-            (
-                Some(LightDriver::new(c.illuminator, rx, c.cfg.max_lag)),
-                Some(ChallengeStage::new(c.cfg, name, tx)),
-            )
-        }
-        None => (None, None),
-    };
-    tracing::info!(source = ?source.info(), "starting pipeline");
-    let actuator: SharedActuator = Arc::new(Mutex::new(actuator));
-
-    {
-        let (q, st, sk, sd) = (queue.clone(), stats.clone(), sink.clone(), shutdown.clone());
-        let act = actuator.clone();
-        spawn("vf-capture", guard.clone(), move || {
-            let r = capture_loop(source, source_guard, light, act, q, st, sk, limits, sd);
-            let _ = cap_done_tx.send(r);
-        })?;
-    }
-    {
-        let (q, st, sk) = (queue.clone(), stats.clone(), sink.clone());
-        let decide_cfg = cfg.decide.clone();
-        let act = actuator.clone();
-        spawn("vf-analyse", guard.clone(), move || {
-            analysis_loop(analyzer, act, q, seal_tx, st, sk, decide_cfg, challenge)
-        })?;
-    }
-    {
-        let (st, sk) = (stats.clone(), sink.clone());
-        spawn("vf-seal", guard.clone(), move || {
-            seal_loop(sealer, seal_rx, st, sk)
-        })?;
-    }
-    drop(guard);
+    let (actuator, cap_done_rx) = spawn_stages(cfg, parts, &stats, limits, &shutdown, guard)?;
     lock(&actuator).on_started();
-
-    let mut deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut ticker = tokio::time::interval(cfg.pipeline.stats_interval);
-    ticker.tick().await; // the first tick is immediate
-    let capture_result = loop {
-        tokio::select! {
-            _ = shutdown.recv() => {
-                tracing::info!("shutdown requested; draining");
-                break (&mut cap_done_rx).await.ok();
-            }
-            r = &mut cap_done_rx => {
-                shutdown.trigger();
-                break r.ok();
-            }
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                tracing::info!("duration limit reached; draining");
-                deadline = None;
-                shutdown.trigger();
-            }
-            _ = ticker.tick() => {
-                let snap = stats.snapshot();
-                tracing::info!(target: "veriframe::stats", "{}", snap.line());
-                sink.send(Event::Stats(snap));
-            }
-        }
-    };
+    let capture_result = supervise(cfg, &stats, &sink, limits, &shutdown, cap_done_rx).await;
     lock(&actuator).on_stopping();
     let drained = completion.wait(cfg.pipeline.shutdown_timeout).await;
     if !drained {
@@ -630,4 +553,107 @@ pub async fn run_pipeline(
         drained,
         capture_error,
     })
+}
+
+/// What the capture thread reports when it ends.
+type CaptureDone = tokio::sync::oneshot::Receiver<Result<(), CaptureError>>;
+
+/// Start the capture, analysis and seal threads, each holding a clone of `guard` until it ends;
+/// returns the shared actuator and where the capture thread reports its end.
+fn spawn_stages(
+    cfg: &Config,
+    parts: Components,
+    stats: &Arc<Stats>,
+    limits: Limits,
+    shutdown: &Shutdown,
+    guard: StageGuard,
+) -> Result<(SharedActuator, CaptureDone), DaemonError> {
+    let Components {
+        source,
+        guard: source_guard,
+        analyzer,
+        sealer,
+        sink,
+        actuator,
+        challenge,
+    } = parts;
+    let queue = DropOldest::new(cfg.pipeline.queue_capacity);
+    let (seal_tx, seal_rx) = mpsc::sync_channel(cfg.pipeline.seal_queue_capacity);
+    let (cap_done_tx, cap_done_rx) = tokio::sync::oneshot::channel();
+    let (light, challenge) = match challenge {
+        Some(c) => {
+            let (tx, rx) = mpsc::channel();
+            let name = c.illuminator.name();
+            (
+                Some(LightDriver::new(c.illuminator, rx, c.cfg.max_lag)),
+                Some(ChallengeStage::new(c.cfg, name, tx)),
+            )
+        }
+        None => (None, None),
+    };
+    let actuator: SharedActuator = Arc::new(Mutex::new(actuator));
+    {
+        let (q, st, sk, sd) = (queue.clone(), stats.clone(), sink.clone(), shutdown.clone());
+        let act = actuator.clone();
+        spawn("vf-capture", guard.clone(), move || {
+            let r = capture_loop(source, source_guard, light, act, q, st, sk, limits, sd);
+            let _ = cap_done_tx.send(r);
+        })?;
+    }
+    {
+        let (st, sk) = (stats.clone(), sink.clone());
+        let decide_cfg = cfg.decide.clone();
+        let act = actuator.clone();
+        spawn("vf-analyse", guard.clone(), move || {
+            analysis_loop(analyzer, act, queue, seal_tx, st, sk, decide_cfg, challenge)
+        })?;
+    }
+    let st = stats.clone();
+    spawn("vf-seal", guard, move || {
+        seal_loop(sealer, seal_rx, st, sink)
+    })?;
+    Ok((actuator, cap_done_rx))
+}
+
+/// Wait for a shutdown request, the capture thread's end or the duration limit, logging and
+/// sending stats every interval meanwhile; then the capture thread's result (`None`: it
+/// vanished without one).
+async fn supervise(
+    cfg: &Config,
+    stats: &Stats,
+    sink: &Arc<dyn EventSink>,
+    limits: Limits,
+    shutdown: &Shutdown,
+    mut cap_done_rx: CaptureDone,
+) -> Option<Result<(), CaptureError>> {
+    let mut deadline = limits.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticker = tokio::time::interval(cfg.pipeline.stats_interval);
+    ticker.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => {
+                tracing::info!("shutdown requested; draining");
+                break (&mut cap_done_rx).await.ok();
+            }
+            r = &mut cap_done_rx => {
+                shutdown.trigger();
+                break r.ok();
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("duration limit reached; draining");
+                deadline = None;
+                shutdown.trigger();
+            }
+            _ = ticker.tick() => {
+                let snap = stats.snapshot();
+                tracing::info!(target: "veriframe::stats", "{}", snap.line());
+                sink.send(Event::Stats(snap));
+            }
+        }
+    }
 }

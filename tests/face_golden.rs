@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use veriframe::detect::face::{self, BlazeFace, BlazeFaceOptions, INPUT, NUM_COORDS};
+use veriframe::detect::kernels::max_abs_diff;
 use veriframe::detect::FaceDetector;
 
 fn root() -> PathBuf {
@@ -23,14 +24,6 @@ fn floats(v: &Value) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

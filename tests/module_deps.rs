@@ -2,7 +2,7 @@
 //! ("Dependency order"): each module uses only modules listed before it, so there are no import
 //! cycles. Reads the sources (`crate::x` paths, `use crate::{x, y::z}` groups), not the compiler.
 //! Also: clap only in `src/commands/` and `src/main.rs`; the build needs no bindgen (vendored V4L2
-//! bindings).
+//! bindings); no function over 100 lines outside tests without a stated reason.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -201,4 +201,118 @@ fn clap_only_in_commands_and_main() {
         "clap outside src/commands and src/main.rs:\n{}",
         offenders.join("\n")
     );
+}
+
+/// Functions of more than `max` lines (from the `fn` line to its closing brace at the same indent)
+/// outside `#[cfg(test)]` modules, as `(first line, name, lines)`; a function whose preceding
+/// comment, doc or attribute lines say `long function:` (the reason) is allowed.
+fn long_functions(text: &str, max: usize) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut out = Vec::new();
+    let mut open: Vec<(usize, usize, String)> = Vec::new(); // (indent, line, name)
+    let mut skip_to: Option<usize> = None; // inside a test module of this indent
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        if let Some(ind) = skip_to {
+            if indent(l) <= ind && t.starts_with('}') {
+                skip_to = None;
+            }
+            continue;
+        }
+        if i > 0 && lines[i - 1].trim() == "#[cfg(test)]" && t.contains("mod ") && t.ends_with('{')
+        {
+            skip_to = Some(indent(l));
+            continue;
+        }
+        let sig = [
+            "pub ",
+            "pub(crate) ",
+            "const ",
+            "async ",
+            "unsafe ",
+            "extern \"C\" ",
+        ]
+        .iter()
+        .fold(t, |s, p| s.strip_prefix(p).unwrap_or(s));
+        let sig = ["const ", "async ", "unsafe "]
+            .iter()
+            .fold(sig, |s, p| s.strip_prefix(p).unwrap_or(s));
+        if let Some(rest) = sig.strip_prefix("fn ") {
+            let one_line = t.ends_with(';') || (t.contains('{') && t.ends_with('}'));
+            if !one_line {
+                let name = ident_at(rest).to_string();
+                open.push((indent(l), i, name));
+            }
+            continue;
+        }
+        if t.starts_with('}') && open.last().is_some_and(|o| o.0 == indent(l)) {
+            let (_, start, name) = open.pop().unwrap();
+            let len = i - start + 1;
+            let reason = lines[..start]
+                .iter()
+                .rev()
+                .take_while(|p| {
+                    let p = p.trim_start();
+                    p.starts_with("//") || p.starts_with("#[")
+                })
+                .any(|p| p.contains("long function:"));
+            if len > max && !reason {
+                out.push((start + 1, name, len));
+            }
+        }
+    }
+    out
+}
+
+/// No function in `src/` is over 100 lines outside tests, unless a comment says why (issue 17):
+/// long ones are split into named steps. `tools/long-fns.sh` lists the longest.
+#[test]
+fn no_function_over_100_lines_without_a_reason() {
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let mut long = Vec::new();
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        for (line, name, len) in long_functions(&text, 100) {
+            long.push(format!(
+                "src/{}:{line}: fn {name} is {len} lines",
+                f.strip_prefix(&src).unwrap().display()
+            ));
+        }
+    }
+    assert!(files.len() > 20, "found the sources");
+    assert!(
+        long.is_empty(),
+        "split these into named steps, or say why in a `// long function: …` comment above:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn long_function_scanner_counts_and_exempts() {
+    let body = |n: usize| "        x += 1;\n".repeat(n);
+    let src = [
+        format!("pub fn short() {{\n{}}}\n\n", body(98)), // lines 1-100: 100 lines
+        format!(
+            "impl A {{\n    pub(crate) fn long(\n        a: u8,\n    ) -> u8 {{\n{}        if a > 0 {{\n        }}\n    }}\n}}\n\n",
+            body(100)
+        ), // fn at line 103, 106 lines
+        format!("// long function: one table\nfn kept() {{\n{}}}\n\n", body(150)),
+        format!(
+            "#[cfg(test)]\nmod tests {{\n    fn in_tests() {{\n{}    }}\n}}\n",
+            body(150)
+        ),
+        format!("fn after() {{\n{}}}\n", body(100)), // line 520, 102 lines
+    ]
+    .concat();
+    assert_eq!(
+        long_functions(&src, 100),
+        [
+            (103, "long".to_string(), 106),
+            (520, "after".to_string(), 102)
+        ]
+    );
+    assert!(long_functions(&src, 200).is_empty());
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mqtt::{alert_ids, Broker, Collector};
+use common::mqtt::{alert_ids, Broker};
 use veriframe::alert::{AlertKind, Severity};
 use veriframe::publish::alert;
 use veriframe::publish::store::Store;
@@ -51,9 +51,8 @@ fn outbox_process_sigkilled_mid_stream_loses_nothing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(&dir.path().join("broker"));
-    let sub = Collector::start(broker.port, "veriframe/kill/alert", "kill-sub", true);
-    sub.wait_connected(Duration::from_secs(10));
+    let (broker, sub) =
+        common::mqtt::broker_and_subscriber(dir.path(), "veriframe/kill/alert", "kill-sub", true);
     let data = dir.path().join("data");
     let data_s = data.to_str().unwrap();
     let url = broker.url();
@@ -176,9 +175,8 @@ fn daemon_killed_leaves_offline_via_last_will_and_clean_stop_says_stopped() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(&dir.path().join("broker"));
-    let sub = Collector::start(broker.port, "veriframe/#", "lwt-sub", false);
-    sub.wait_connected(Duration::from_secs(10));
+    let (broker, sub) =
+        common::mqtt::broker_and_subscriber(dir.path(), "veriframe/#", "lwt-sub", false);
 
     // SIGKILL: the broker publishes the will.
     let conf = daemon_config(dir.path(), "lwt", &broker.url());
@@ -352,20 +350,7 @@ fn watch_with_wrong_password_fails_clearly() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).unwrap();
-    let pw = bdir.join("passwd");
-    assert!(Command::new("mosquitto_passwd")
-        .args(["-c", "-b"])
-        .arg(&pw)
-        .args(["ops", "secret"])
-        .status()
-        .unwrap()
-        .success());
-    let broker = Broker::start_with(
-        &bdir,
-        &format!("allow_anonymous false\npassword_file {}\n", pw.display()),
-    );
+    let broker = Broker::start_with_password(&dir.path().join("broker"), "ops", "secret");
     let out = Command::new(BIN)
         .args([
             "watch",

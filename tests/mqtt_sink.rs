@@ -57,9 +57,7 @@ fn every_message_kind_is_delivered_with_its_schema() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(&dir.path().join("broker"));
-    let sub = Collector::start(broker.port, "#", "schema-sub", false);
-    sub.wait_connected(Duration::from_secs(10));
+    let (broker, sub) = common::mqtt::broker_and_subscriber(dir.path(), "#", "schema-sub", false);
 
     let rt = runtime();
     let _enter = rt.enter();
@@ -239,9 +237,8 @@ fn broker_restarts_while_alerts_flow_lose_nothing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(&dir.path().join("broker"));
-    let sub = Collector::start(broker.port, "veriframe/flow/alert", "flow-sub", true);
-    sub.wait_connected(Duration::from_secs(10));
+    let (mut broker, sub) =
+        common::mqtt::broker_and_subscriber(dir.path(), "veriframe/flow/alert", "flow-sub", true);
 
     let rt = runtime();
     let _enter = rt.enter();
@@ -369,20 +366,7 @@ fn wrong_password_gives_a_clear_error() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bdir = dir.path().join("broker");
-    std::fs::create_dir_all(&bdir).unwrap();
-    let pw = bdir.join("passwd");
-    let st = std::process::Command::new("mosquitto_passwd")
-        .args(["-c", "-b"])
-        .arg(&pw)
-        .args(["booth", "right-password"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let broker = Broker::start_with(
-        &bdir,
-        &format!("allow_anonymous false\npassword_file {}\n", pw.display()),
-    );
+    let broker = Broker::start_with_password(&dir.path().join("broker"), "booth", "right-password");
     let rt = runtime();
     let _enter = rt.enter();
     let signer = Arc::new(DeviceKey::generate().unwrap().0);

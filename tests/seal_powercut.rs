@@ -179,26 +179,11 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
     let mut reported: Vec<(usize, Vec<u64>)> = Vec::new();
     let mut n = 0u64;
     for size in [5usize, 1, 15, 3] {
-        let frames: Vec<_> = (n..n + size as u64)
-            .map(|i| common::seal::frame(i, SystemTime::now()))
+        let seqs = seal_n(&mut sealer, n, size as u64)
+            .into_iter()
+            .map(|r| r.unwrap().unwrap())
             .collect();
         n += size as u64;
-        let identity = veriframe::camera::SourceIdentity::not_a_camera();
-        let inputs: Vec<SealInput<'_>> = frames
-            .iter()
-            .map(|frame| SealInput {
-                frame,
-                analysis: None,
-                decision: &decision,
-                identity: &identity,
-                challenge: None,
-            })
-            .collect();
-        let seqs = sealer
-            .seal_batch(&inputs)
-            .into_iter()
-            .map(|r| r.unwrap().unwrap().chain_seq)
-            .collect();
         reported.push((log.lock().unwrap().len(), seqs));
     }
     drop(sealer); // final checkpoint
@@ -266,13 +251,11 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
                 restarted += 1;
                 let mut s = ChainSealer::with_key(&cfg, key.clone(), &data, "test-device").unwrap();
                 let f = common::seal::frame(1000, SystemTime::now());
-                s.seal(&SealInput {
-                    frame: &f,
-                    analysis: None,
-                    decision: &decision,
-                    identity: &veriframe::camera::SourceIdentity::not_a_camera(),
-                    challenge: None,
-                })
+                s.seal(&SealInput::unanalysed(
+                    &f,
+                    &decision,
+                    &veriframe::camera::SourceIdentity::not_a_camera(),
+                ))
                 .unwrap()
                 .unwrap();
                 drop(s);
@@ -349,13 +332,7 @@ fn seal_n(s: &mut ChainSealer, first: u64, n: u64) -> Vec<Result<Option<u64>, St
     let identity = veriframe::camera::SourceIdentity::not_a_camera();
     let inputs: Vec<SealInput<'_>> = frames
         .iter()
-        .map(|frame| SealInput {
-            frame,
-            analysis: None,
-            decision: &decision,
-            identity: &identity,
-            challenge: None,
-        })
+        .map(|frame| SealInput::unanalysed(frame, &decision, &identity))
         .collect();
     s.seal_batch(&inputs)
         .into_iter()

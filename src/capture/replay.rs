@@ -6,11 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use super::{
-    monotonic_now, samples, Capture, CaptureError, CaptureEvent, Frame, FrameSource, PixelFormat,
-    SourceInfo,
+    samples, Capture, CaptureError, CaptureEvent, Frame, FrameSource, PixelFormat, SourceInfo,
 };
 use crate::shutdown::Shutdown;
 
@@ -248,17 +246,8 @@ impl FrameSource for Replay {
             Item::Embedded(n, _) => Some(PathBuf::from(format!("samples/{n}"))),
         };
         Ok(Capture::Frame(Frame {
-            seq: 0,
-            device_seq: None,
-            captured_wall: SystemTime::now(),
-            captured_mono: monotonic_now(),
-            source: self.info.clone(),
-            format,
-            width,
-            height,
-            bytes,
             origin,
-            decoded: Default::default(),
+            ..Frame::captured_now(self.info.clone(), format, width, height, bytes)
         }))
     }
 }

@@ -25,12 +25,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{monotonic_now, Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
+use super::{Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
 use crate::frame::samples::SAMPLES;
 use crate::shutdown::Shutdown;
 
@@ -407,17 +406,14 @@ impl FrameSource for SimSource {
         self.pacer.wait(shutdown)?;
         let bytes = self.render_next()?;
         Ok(Capture::Frame(Frame {
-            seq: 0,
             device_seq: Some(self.n - 1),
-            captured_wall: SystemTime::now(),
-            captured_mono: monotonic_now(),
-            source: self.info.clone(),
-            format: PixelFormat::Jpeg,
-            width: self.width,
-            height: self.height,
-            bytes: bytes.into(),
-            origin: None,
-            decoded: Default::default(),
+            ..Frame::captured_now(
+                self.info.clone(),
+                PixelFormat::Jpeg,
+                self.width,
+                self.height,
+                bytes.into(),
+            )
         }))
     }
 }

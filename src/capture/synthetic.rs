@@ -1,9 +1,8 @@
 //! A moving test pattern (colour bars with a sweeping bar), emitted as raw RGB24 at a fixed rate.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use super::{monotonic_now, Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
+use super::{Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 pub struct Synthetic {
@@ -74,19 +73,13 @@ impl FrameSource for Synthetic {
         self.pacer.wait(shutdown)?;
         let bytes = Self::render(self.info.width, self.info.height, self.n);
         self.n += 1;
-        Ok(Capture::Frame(Frame {
-            seq: 0,
-            device_seq: None,
-            captured_wall: SystemTime::now(),
-            captured_mono: monotonic_now(),
-            source: self.info.clone(),
-            format: PixelFormat::Rgb24,
-            width: self.info.width,
-            height: self.info.height,
-            bytes: bytes.into(),
-            origin: None,
-            decoded: Default::default(),
-        }))
+        Ok(Capture::Frame(Frame::captured_now(
+            self.info.clone(),
+            PixelFormat::Rgb24,
+            self.info.width,
+            self.info.height,
+            bytes.into(),
+        )))
     }
 }
 

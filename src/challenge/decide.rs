@@ -164,27 +164,53 @@ pub fn decide(samples: &[Sample], code: &Code, cfg: &ChallengeConfig) -> Challen
         expected: span as u32,
         reason: String::new(),
     };
+    if let Some(why) = unusable(&used, span, cfg) {
+        r.reason = why;
+        return r;
+    }
+    let Some((lag, corr)) = best_lag(&used, code, cfg) else {
+        r.reason = "the measured frames do not cover both illuminator states".into();
+        return r;
+    };
+    r.lag = Some(lag);
+    r.correlation = corr;
+    let state = |s: &Sample| code.state_at(s.index - lag as i64);
+    let norm = |s: &Sample| s.m.face / s.m.background;
+    let on = mean(used.iter().filter(|s| state(s)).map(|s| norm(s)));
+    let off = mean(used.iter().filter(|s| !state(s)).map(|s| norm(s)));
+    if let (Some(on), Some(off)) = (on, off) {
+        r.response = on / off - 1.0;
+    }
+    r.structure = structure(&used, &state);
+    judge(&mut r, corr, lag, cfg);
+    r
+}
+
+/// Why the measured frames cannot decide anything: too few of them carry a face, or one is too
+/// dark or saturated.
+fn unusable(used: &[&Sample], span: i64, cfg: &ChallengeConfig) -> Option<String> {
     if (used.len() as f32) < cfg.min_coverage * span as f32 {
-        r.reason = format!(
+        return Some(format!(
             "face measured in {} of {} frames (need {:.0} %)",
             used.len(),
             span,
             cfg.min_coverage * 100.0
-        );
-        return r;
+        ));
     }
-    if let Some(s) = used
-        .iter()
+    used.iter()
         .find(|s| s.m.background < 1e-3 || s.m.face < 1e-3 || s.m.face > 0.98)
-    {
-        r.reason = format!(
-            "frame {} too dark or saturated (face {:.4}, background {:.4})",
-            s.index, s.m.face, s.m.background
-        );
-        return r;
-    }
+        .map(|s| {
+            format!(
+                "frame {} too dark or saturated (face {:.4}, background {:.4})",
+                s.index, s.m.face, s.m.background
+            )
+        })
+}
+
+/// The lag (0..=`max_lag` frames) at which the face's brightness best correlates with the code,
+/// and that correlation; ties go to the shorter lag. `None` when no lag sees both states.
+fn best_lag(used: &[&Sample], code: &Code, cfg: &ChallengeConfig) -> Option<(u32, f32)> {
     let signal: Vec<f32> = used.iter().map(|s| s.m.face / s.m.background).collect();
-    // Lag: the best-correlating shift; ties go to the shorter lag.
     let mut best: Option<(u32, f32)> = None;
     for lag in 0..=cfg.max_lag {
         let expected: Vec<f32> = used
@@ -200,20 +226,13 @@ pub fn decide(samples: &[Sample], code: &Code, cfg: &ChallengeConfig) -> Challen
             best = Some((lag, c));
         }
     }
-    let Some((lag, corr)) = best else {
-        r.reason = "the measured frames do not cover both illuminator states".into();
-        return r;
-    };
-    r.lag = Some(lag);
-    r.correlation = corr;
-    let state = |s: &Sample| code.state_at(s.index - lag as i64);
-    let norm = |s: &Sample| s.m.face / s.m.background;
-    let on = mean(used.iter().filter(|s| state(s)).map(|s| norm(s)));
-    let off = mean(used.iter().filter(|s| !state(s)).map(|s| norm(s)));
-    if let (Some(on), Some(off)) = (on, off) {
-        r.response = on / off - 1.0;
-    }
-    // Structure, from the per-cell means of the on and off frames.
+    best
+}
+
+/// The response's structure across the face, from the per-cell means of the on and off frames
+/// (`state`: whether the light was on for a sample): the smaller of (a) how unevenly the cells
+/// respond and (b) how far the cells and background are from one global gain and offset.
+fn structure(used: &[&Sample], state: &dyn Fn(&Sample) -> bool) -> f32 {
     let on_mean = |f: &dyn Fn(&Sample) -> f32| mean(used.iter().filter(|s| state(s)).map(|s| f(s)));
     let off_mean =
         |f: &dyn Fn(&Sample) -> f32| mean(used.iter().filter(|s| !state(s)).map(|s| f(s)));
@@ -232,7 +251,12 @@ pub fn decide(samples: &[Sample], code: &Code, cfg: &ChallengeConfig) -> Challen
     }
     on_raw[GRID * GRID] = on_mean(&|s| s.m.background).unwrap_or(0.0);
     off_raw[GRID * GRID] = off_mean(&|s| s.m.background).unwrap_or(0.0);
-    r.structure = cv(&rel).min(affine_residual(&off_raw, &on_raw));
+    cv(&rel).min(affine_residual(&off_raw, &on_raw))
+}
+
+/// Pass or fail `r` (correlation `corr` at `lag`, its response and structure set) against the
+/// thresholds, with the reason.
+fn judge(r: &mut ChallengeResult, corr: f32, lag: u32, cfg: &ChallengeConfig) {
     let mut why = Vec::new();
     if corr < cfg.min_correlation {
         why.push(format!(
@@ -262,7 +286,6 @@ pub fn decide(samples: &[Sample], code: &Code, cfg: &ChallengeConfig) -> Challen
         r.outcome = Outcome::Failed;
         r.reason = why.join("; ");
     }
-    r
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::capture::synthetic::Synthetic;
 use crate::decide::{Decision, Verdict};
-use crate::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
+use crate::frame::{Frame, PixelFormat, SourceInfo};
 use crate::seal::fsio::RealFs;
 use crate::seal::keys::{self, DeviceKey};
 use crate::seal::policy::PolicyKind;
@@ -199,28 +199,21 @@ pub fn test_jpeg(width: u32, height: u32, n: u64) -> Result<Vec<u8>, SealError> 
 }
 
 fn jpeg_frame(bytes: Vec<u8>, seq: u64) -> Frame {
-    Frame {
-        seq,
-        device_seq: Some(seq),
-        captured_wall: SystemTime::now(),
-        captured_mono: monotonic_now(),
-        source: Arc::new(SourceInfo {
-            kind: "bench".into(),
-            path: "bench".into(),
-            driver: "bench".into(),
-            card: "640x480 JPEG".into(),
-            bus: String::new(),
-            format: PixelFormat::Jpeg,
-            width: 640,
-            height: 480,
-            fps: 30.0,
-        }),
+    let source = Arc::new(SourceInfo {
+        kind: "bench".into(),
+        path: "bench".into(),
+        driver: "bench".into(),
+        card: "640x480 JPEG".into(),
+        bus: String::new(),
         format: PixelFormat::Jpeg,
         width: 640,
         height: 480,
-        bytes: bytes.into(),
-        origin: None,
-        decoded: Default::default(),
+        fps: 30.0,
+    });
+    Frame {
+        seq,
+        device_seq: Some(seq),
+        ..Frame::captured_now(source, PixelFormat::Jpeg, 640, 480, bytes.into())
     }
 }
 
@@ -398,13 +391,7 @@ fn bench_burst(
             }
             let inputs: Vec<SealInput<'_>> = batch
                 .iter()
-                .map(|frame| SealInput {
-                    frame,
-                    analysis: None,
-                    decision: &decision,
-                    identity: &identity,
-                    challenge: None,
-                })
+                .map(|frame| SealInput::unanalysed(frame, &decision, &identity))
                 .collect();
             for res in sealer.seal_batch(&inputs) {
                 match res {
@@ -454,13 +441,7 @@ fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, 
         actions: Vec::new(),
     };
     let identity = crate::frame::identity::SourceIdentity::not_a_camera();
-    let input = SealInput {
-        frame: &frame,
-        analysis: None,
-        decision: &decision,
-        identity: &identity,
-        challenge: None,
-    };
+    let input = SealInput::unanalysed(&frame, &decision, &identity);
     let m = crate::seal::build_manifest(
         &c2pa.key,
         "bench",
@@ -490,19 +471,9 @@ fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, 
     Ok((summarize("C2PA credential, in memory", times), len))
 }
 
-/// `n` captures sealed one at a time (a batch of one each: two syncs per capture).
+/// `n` captures sealed one at a time (a batch of one each: two syncs per capture), with C2PA
+/// credentials when `c2pa` is given.
 fn bench_store(
-    dir: &Path,
-    fsync: bool,
-    delay: Duration,
-    n: usize,
-    jpeg: &[u8],
-) -> Result<Summary, SealError> {
-    bench_store_with(dir, fsync, delay, n, jpeg, None)
-}
-
-/// [`bench_store`], with C2PA credentials when `c2pa` is given.
-fn bench_store_with(
     dir: &Path,
     fsync: bool,
     delay: Duration,
@@ -520,13 +491,7 @@ fn bench_store_with(
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let frame = jpeg_frame(jpeg.to_vec(), i as u64);
-        let input = SealInput {
-            frame: &frame,
-            analysis: None,
-            decision: &decision,
-            identity: &identity,
-            challenge: None,
-        };
+        let input = SealInput::unanalysed(&frame, &decision, &identity);
         let t0 = Instant::now();
         sealer.seal_now(&input, "every")?;
         times.push(t0.elapsed());
@@ -560,89 +525,140 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
     if !(args.fps >= 0.0 && args.fps.is_finite()) {
         return Err(SealError::Usage("--fps must be 0 or more".into()));
     }
-    let delay = Duration::from_millis(args.fsync_delay_ms);
     let jpeg = test_jpeg(640, 480, 7)?;
+    let (hash, sign) = bench_primitives(args.n, &jpeg)?;
     let scratch = args
         .dir
         .join(format!(".veriframe-bench-seal-{}", std::process::id()));
+    let result = bench_sealing(args, &scratch, &jpeg);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let r = result?;
+    let report = Report {
+        jpeg_len: jpeg.len(),
+        rows: vec![hash, sign, r.sign_c2pa, r.off, r.off_c2pa, r.on, r.on_c2pa],
+        once: r.once,
+        at_fps: r.at_fps,
+        c2pa_extra: r.c2pa_extra,
+    };
+    if args.json {
+        report.print_json(args)?;
+    } else {
+        report.print_text(args);
+    }
+    Ok(Outcome::Ok)
+}
+
+/// SHA-256 of the bench JPEG and an Ed25519 signature of a manifest-sized message, `n` times each.
+fn bench_primitives(n: usize, jpeg: &[u8]) -> Result<(Summary, Summary), SealError> {
     let (key, _) = DeviceKey::generate()?;
-    let mut hash_t = Vec::with_capacity(args.n);
-    let mut sign_t = Vec::with_capacity(args.n);
+    let mut hash_t = Vec::with_capacity(n);
+    let mut sign_t = Vec::with_capacity(n);
     let msg = vec![b'x'; 1200]; // about a manifest's size
-    for _ in 0..args.n {
+    for _ in 0..n {
         let t0 = Instant::now();
-        std::hint::black_box(keys::sha256_hex(&jpeg));
+        std::hint::black_box(keys::sha256_hex(jpeg));
         hash_t.push(t0.elapsed());
         let t0 = Instant::now();
         std::hint::black_box(key.sign(&msg));
         sign_t.push(t0.elapsed());
     }
-    let result = (|| {
-        let c2pa = BenchC2pa::new(&scratch)?;
-        let credential = bench_c2pa_sign(&c2pa, args.n, &jpeg)?;
-        let off = bench_store(&scratch.join("nofsync"), false, delay, args.n, &jpeg)?;
-        let off_c2pa = bench_store_with(
-            &scratch.join("nofsync-c2pa"),
-            false,
-            delay,
-            args.n,
-            &jpeg,
-            Some(&c2pa),
-        )?;
-        let on = bench_store(&scratch.join("fsync"), true, delay, args.n, &jpeg)?;
-        let on_c2pa = bench_store_with(
-            &scratch.join("fsync-c2pa"),
-            true,
-            delay,
-            args.n,
-            &jpeg,
-            Some(&c2pa),
-        )?;
-        let once = bench_burst(
-            &scratch.join("burst"),
-            args.burst,
-            args.rounds,
-            0.0,
-            delay,
-            &jpeg,
-        )?;
-        let at_fps = bench_burst(
-            &scratch.join("burst-fps"),
-            args.burst,
-            args.rounds,
-            args.fps,
-            delay,
-            &jpeg,
-        )?;
-        Ok::<_, SealError>(([off, off_c2pa, on, on_c2pa], credential, once, at_fps))
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
-    let ([off, off_c2pa, on, on_c2pa], (sign_c2pa, credential_bytes), once, at_fps) = result?;
-    // seal.c2pa's extra time per capture: the difference of the one-at-a-time runs with and
-    // without it (fsync off: without the sync's noise; fsync on: as deployed).
-    let c2pa_extra = serde_json::json!({
-        "extra_median_us_fsync_off": off_c2pa.median_us - off.median_us,
-        "extra_p99_us_fsync_off": off_c2pa.p99_us - off.p99_us,
-        "extra_median_us_fsync_on": on_c2pa.median_us - on.median_us,
-        "extra_p99_us_fsync_on": on_c2pa.p99_us - on.p99_us,
-        "credential_bytes": credential_bytes,
-        "size_overhead_bytes": credential_bytes as i64 - jpeg.len() as i64,
-    });
-    let rows = vec![
+    Ok((
         summarize(&format!("sha256 of the {}-byte JPEG", jpeg.len()), hash_t),
         summarize("Ed25519 sign (1200-byte manifest)", sign_t),
+    ))
+}
+
+/// The sealing runs of `bench-seal`.
+struct Sealing {
+    sign_c2pa: Summary,
+    /// One at a time: fsync off and on, each without and with C2PA.
+    off: Summary,
+    off_c2pa: Summary,
+    on: Summary,
+    on_c2pa: Summary,
+    /// Bursts with group commit, queued at once and arriving at `--fps`.
+    once: BurstRun,
+    at_fps: BurstRun,
+    /// seal.c2pa's cost (see [`c2pa_extra`]).
+    c2pa_extra: serde_json::Value,
+}
+
+/// Every sealing run, each under its own subdirectory of `scratch`.
+fn bench_sealing(args: &BenchSealArgs, scratch: &Path, jpeg: &[u8]) -> Result<Sealing, SealError> {
+    let delay = Duration::from_millis(args.fsync_delay_ms);
+    let c2pa = BenchC2pa::new(scratch)?;
+    let (sign_c2pa, credential_bytes) = bench_c2pa_sign(&c2pa, args.n, jpeg)?;
+    let store = |sub: &str, fsync: bool, c2pa: Option<&BenchC2pa>| {
+        bench_store(&scratch.join(sub), fsync, delay, args.n, jpeg, c2pa)
+    };
+    let off = store("nofsync", false, None)?;
+    let off_c2pa = store("nofsync-c2pa", false, Some(&c2pa))?;
+    let on = store("fsync", true, None)?;
+    let on_c2pa = store("fsync-c2pa", true, Some(&c2pa))?;
+    let burst = |sub: &str, fps: f64| {
+        bench_burst(
+            &scratch.join(sub),
+            args.burst,
+            args.rounds,
+            fps,
+            delay,
+            jpeg,
+        )
+    };
+    let once = burst("burst", 0.0)?;
+    let at_fps = burst("burst-fps", args.fps)?;
+    let c2pa_extra = c2pa_extra(&off, &off_c2pa, &on, &on_c2pa, credential_bytes, jpeg.len());
+    Ok(Sealing {
         sign_c2pa,
         off,
         off_c2pa,
         on,
         on_c2pa,
-    ];
-    if args.json {
+        once,
+        at_fps,
+        c2pa_extra,
+    })
+}
+
+/// seal.c2pa's extra time per capture: the difference of the one-at-a-time runs with and
+/// without it (fsync off: without the sync's noise; fsync on: as deployed), and the credential
+/// copy's size.
+fn c2pa_extra(
+    off: &Summary,
+    off_c2pa: &Summary,
+    on: &Summary,
+    on_c2pa: &Summary,
+    credential_bytes: usize,
+    jpeg_len: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "extra_median_us_fsync_off": off_c2pa.median_us - off.median_us,
+        "extra_p99_us_fsync_off": off_c2pa.p99_us - off.p99_us,
+        "extra_median_us_fsync_on": on_c2pa.median_us - on.median_us,
+        "extra_p99_us_fsync_on": on_c2pa.p99_us - on.p99_us,
+        "credential_bytes": credential_bytes,
+        "size_overhead_bytes": credential_bytes as i64 - jpeg_len as i64,
+    })
+}
+
+/// What `bench-seal` prints.
+struct Report {
+    jpeg_len: usize,
+    /// The timed operations, in print order.
+    rows: Vec<Summary>,
+    once: BurstRun,
+    at_fps: BurstRun,
+    c2pa_extra: serde_json::Value,
+}
+
+impl Report {
+    fn print_json(&self, args: &BenchSealArgs) -> Result<(), SealError> {
+        let (once, at_fps) = (&self.once, &self.at_fps);
         let doc = serde_json::json!({
-            "jpeg_bytes": jpeg.len(),
+            "jpeg_bytes": self.jpeg_len,
             "dir": args.dir,
             "fsync_delay_ms": args.fsync_delay_ms,
-            "results": rows,
+            "results": self.rows,
             // The burst sealed with fsync on, all frames queued at once.
             "fsyncs_per_capture": once.fsyncs_per_capture,
             "bytes_per_capture": once.bytes_per_capture,
@@ -653,20 +669,24 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
             "burst_at_fps": at_fps,
             // seal.c2pa: extra time per capture (difference of the one-at-a-time fsync-on runs
             // with and without) and the credential copy's size.
-            "c2pa": c2pa_extra,
+            "c2pa": self.c2pa_extra,
         });
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).map_err(|e| SealError::Encode(e.to_string()))?
         );
-    } else {
+        Ok(())
+    }
+
+    fn print_text(&self, args: &BenchSealArgs) {
+        let (jpeg_len, c2pa_extra) = (self.jpeg_len, &self.c2pa_extra);
         println!(
             "bench-seal: {} iterations, JPEG {} bytes, writing under {}",
             args.n,
-            jpeg.len(),
+            jpeg_len,
             args.dir.display()
         );
-        for r in &rows {
+        for r in &self.rows {
             print!(
                 "{:<52} median {:>9.1} us  p99 {:>9.1} us  {:>9.0}/s",
                 r.name, r.median_us, r.p99_us, r.per_second
@@ -677,6 +697,7 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
             }
         }
         let x = |k: &str| c2pa_extra[k].as_f64().unwrap_or(0.0);
+        let credential_bytes = c2pa_extra["credential_bytes"].as_i64().unwrap_or(0);
         println!(
             "C2PA (seal.c2pa) per capture, one at a time: fsync off +{:.1} us median, +{:.1} us p99; fsync on +{:.1} us median, +{:.1} us p99; credential {} bytes = JPEG + {} bytes",
             x("extra_median_us_fsync_off"),
@@ -684,9 +705,9 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
             x("extra_median_us_fsync_on"),
             x("extra_p99_us_fsync_on"),
             credential_bytes,
-            credential_bytes as i64 - jpeg.len() as i64
+            credential_bytes - jpeg_len as i64
         );
-        for b in [&once, &at_fps] {
+        for b in [&self.once, &self.at_fps] {
             println!(
                 "burst of {} ({}), fsync on{}: median {:.1} ms, max {:.1} ms, {:.0} captures/s, {:.1} batches, {:.2} fsyncs and {:.0} bytes per capture, {} dropped, {} errors",
                 b.frames,
@@ -696,5 +717,4 @@ pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
             );
         }
     }
-    Ok(Outcome::Ok)
 }

@@ -147,6 +147,31 @@ impl Decoded {
 }
 
 impl Frame {
+    /// A frame captured now (wall and monotonic clocks read here): sequence 0 (the capture stage
+    /// numbers frames), no driver sequence, no origin file, not yet decoded. Sources set the
+    /// fields they know more about with struct update syntax.
+    pub fn captured_now(
+        source: Arc<SourceInfo>,
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        bytes: Arc<[u8]>,
+    ) -> Frame {
+        Frame {
+            seq: 0,
+            device_seq: None,
+            captured_wall: SystemTime::now(),
+            captured_mono: monotonic_now(),
+            source,
+            format,
+            width,
+            height,
+            bytes,
+            origin: None,
+            decoded: Decoded::default(),
+        }
+    }
+
     /// The frame as RGB: decoded (JPEG, PNG), converted (YUYV, once per frame: kept in
     /// [`Frame::decoded`]) or wrapped (RGB24).
     pub fn rgb(&self) -> Result<Arc<RgbImage>, FrameError> {

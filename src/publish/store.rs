@@ -289,16 +289,19 @@ mod tests {
         assert_eq!(s.last_seq(), Some(5));
     }
 
+    /// An outbox in `dir` holding entries 1 ("one") and 2 ("two"), synced and closed; its log file.
+    fn two_entries(dir: &Path) -> PathBuf {
+        let mut s = Store::open(dir).unwrap();
+        s.put(1, b"one").unwrap();
+        s.put(2, b"two").unwrap();
+        s.sync().unwrap();
+        dir.join("outbox.log")
+    }
+
     #[test]
     fn torn_tail_is_truncated_and_earlier_entries_kept() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = Store::open(dir.path()).unwrap();
-            s.put(1, b"one").unwrap();
-            s.put(2, b"two").unwrap();
-            s.sync().unwrap();
-        }
-        let path = dir.path().join("outbox.log");
+        let path = two_entries(dir.path());
         let full = std::fs::read(&path).unwrap();
         // Simulate a crash in the middle of writing a third record.
         let third = record(PUT, 3, b"three");
@@ -318,13 +321,7 @@ mod tests {
     #[test]
     fn corrupt_record_stops_replay() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = Store::open(dir.path()).unwrap();
-            s.put(1, b"one").unwrap();
-            s.put(2, b"two").unwrap();
-            s.sync().unwrap();
-        }
-        let path = dir.path().join("outbox.log");
+        let path = two_entries(dir.path());
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40; // flip a payload bit of record 2

@@ -84,6 +84,23 @@ pub struct SealInput<'a> {
     pub challenge: Option<&'a crate::challenge::ChallengeRecord>,
 }
 
+impl<'a> SealInput<'a> {
+    /// A frame sealed as it is: no analysis and no challenge (benches, tools and tests).
+    pub fn unanalysed(
+        frame: &'a Frame,
+        decision: &'a Decision,
+        identity: &'a crate::frame::identity::SourceIdentity,
+    ) -> Self {
+        SealInput {
+            frame,
+            analysis: None,
+            decision,
+            identity,
+            challenge: None,
+        }
+    }
+}
+
 /// A stored capture: enough for alerts to cite their evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sealed {
@@ -325,12 +342,6 @@ pub fn build_manifest(
     encoding: &str,
 ) -> Manifest {
     let f = input.frame;
-    let wall_us = f
-        .captured_wall
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
-    let src = &f.source;
     Manifest {
         format: MANIFEST_FORMAT.into(),
         device_id: device_id.into(),
@@ -339,28 +350,8 @@ pub fn build_manifest(
         seq,
         prev,
         policy: policy.into(),
-        captured: CaptureInfo {
-            wall_unix_us: wall_us.min(manifest::MAX_INT),
-            mono_us: (f.captured_mono.as_micros() as u64).min(manifest::MAX_INT),
-            boot_id: boot_id.into(),
-            frame_seq: f.seq.min(manifest::MAX_INT),
-            device_seq: f.device_seq.map(|s| s.min(manifest::MAX_INT)),
-        },
-        source: SourceDesc {
-            kind: src.kind.clone(),
-            path: src.path.clone(),
-            driver: src.driver.clone(),
-            card: src.card.clone(),
-            bus: src.bus.clone(),
-            format: src.format.to_string(),
-            width: src.width.into(),
-            height: src.height.into(),
-            fps_milli: if src.fps.is_finite() && src.fps > 0.0 {
-                ((src.fps * 1000.0).round() as u64).min(manifest::MAX_INT)
-            } else {
-                0
-            },
-        },
+        captured: capture_info(f, boot_id),
+        source: source_desc(&f.source),
         image: ImageInfo {
             file: format!("{}.{ext}", store::stem(seq)),
             media_type: media_type.into(),
@@ -370,46 +361,85 @@ pub fn build_manifest(
             height: f.height.into(),
             encoding: encoding.into(),
         },
-        analysis: AnalysisDesc {
-            verdict: verdict_str(input.decision.verdict),
-            analysed: input.analysis.is_some(),
-            faces: input
-                .analysis
-                .map(|a| {
-                    a.faces
-                        .iter()
-                        .map(|fc| FaceDesc {
-                            bbox: fc.bbox.map(pixel),
-                            score_micro: micro(fc.score),
-                            live_micro: fc.live_score.map(micro),
-                            deepfake_micro: fc.deepfake_score.map(micro),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            models: input
-                .analysis
-                .map(|a| {
-                    a.models
-                        .iter()
-                        .map(|m| ModelDesc {
-                            name: m.name.clone(),
-                            weights_sha256: m.weights_sha256.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            alerts: input
-                .decision
-                .actions
-                .iter()
-                .map(|a| match a {
-                    Action::Alert { kind, .. } => kind.as_str().to_string(),
-                })
-                .collect(),
-        },
+        analysis: analysis_desc(input.analysis, input.decision),
         fingerprint: Some(input.identity.clone()),
         challenge: input.challenge.cloned(),
+    }
+}
+
+/// Manifest `captured`: the frame's times and sequence numbers, capped to what JSON carries
+/// exactly.
+fn capture_info(f: &Frame, boot_id: &str) -> CaptureInfo {
+    let wall_us = f
+        .captured_wall
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    CaptureInfo {
+        wall_unix_us: wall_us.min(manifest::MAX_INT),
+        mono_us: (f.captured_mono.as_micros() as u64).min(manifest::MAX_INT),
+        boot_id: boot_id.into(),
+        frame_seq: f.seq.min(manifest::MAX_INT),
+        device_seq: f.device_seq.map(|s| s.min(manifest::MAX_INT)),
+    }
+}
+
+/// Manifest `source`: the source's identity, its frame rate in milli-fps (0 when unknown).
+fn source_desc(src: &crate::frame::SourceInfo) -> SourceDesc {
+    SourceDesc {
+        kind: src.kind.clone(),
+        path: src.path.clone(),
+        driver: src.driver.clone(),
+        card: src.card.clone(),
+        bus: src.bus.clone(),
+        format: src.format.to_string(),
+        width: src.width.into(),
+        height: src.height.into(),
+        fps_milli: if src.fps.is_finite() && src.fps > 0.0 {
+            ((src.fps * 1000.0).round() as u64).min(manifest::MAX_INT)
+        } else {
+            0
+        },
+    }
+}
+
+/// Manifest `analysis`: the verdict, the faces and models of the analysis (none when it
+/// failed) and the alerts the decision raised.
+fn analysis_desc(analysis: Option<&Analysis>, decision: &Decision) -> AnalysisDesc {
+    AnalysisDesc {
+        verdict: verdict_str(decision.verdict),
+        analysed: analysis.is_some(),
+        faces: analysis
+            .map(|a| {
+                a.faces
+                    .iter()
+                    .map(|fc| FaceDesc {
+                        bbox: fc.bbox.map(pixel),
+                        score_micro: micro(fc.score),
+                        live_micro: fc.live_score.map(micro),
+                        deepfake_micro: fc.deepfake_score.map(micro),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        models: analysis
+            .map(|a| {
+                a.models
+                    .iter()
+                    .map(|m| ModelDesc {
+                        name: m.name.clone(),
+                        weights_sha256: m.weights_sha256.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        alerts: decision
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Alert { kind, .. } => kind.as_str().to_string(),
+            })
+            .collect(),
     }
 }
 

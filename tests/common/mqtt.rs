@@ -97,6 +97,23 @@ impl Broker {
         b
     }
 
+    /// Listener that admits only `user` with `password` (a `mosquitto_passwd` file in `dir`).
+    pub fn start_with_password(dir: &Path, user: &str, password: &str) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let pw = dir.join("passwd");
+        assert!(Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&pw)
+            .args([user, password])
+            .status()
+            .unwrap()
+            .success());
+        Self::start_with(
+            dir,
+            &format!("allow_anonymous false\npassword_file {}\n", pw.display()),
+        )
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
@@ -174,6 +191,20 @@ impl Msg {
 pub struct Collector {
     pub msgs: Arc<Mutex<Vec<Msg>>>,
     pub connects: Arc<Mutex<u32>>,
+}
+
+/// A broker started under `dir/broker` and a [`Collector`] on `filter`, connected (waits up to
+/// 10 s).
+pub fn broker_and_subscriber(
+    dir: &Path,
+    filter: &str,
+    client_id: &str,
+    persistent: bool,
+) -> (Broker, Collector) {
+    let broker = Broker::start(&dir.join("broker"));
+    let sub = Collector::start(broker.port, filter, client_id, persistent);
+    sub.wait_connected(Duration::from_secs(10));
+    (broker, sub)
 }
 
 impl Collector {

@@ -77,13 +77,11 @@ pub fn seal_frames(
     for i in range {
         let f = frame(i, SystemTime::now() - age);
         let out = s
-            .seal(&SealInput {
-                frame: &f,
-                analysis: None,
-                decision: &decision,
-                identity: &veriframe::camera::SourceIdentity::not_a_camera(),
-                challenge: None,
-            })
+            .seal(&SealInput::unanalysed(
+                &f,
+                &decision,
+                &veriframe::camera::SourceIdentity::not_a_camera(),
+            ))
             .unwrap();
         assert!(out.is_some());
     }

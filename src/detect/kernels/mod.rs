@@ -4,3 +4,15 @@
 pub mod depthwise;
 pub mod pointwise;
 pub mod q8;
+
+/// The largest `|a[i] − b[i]|`, for checking a kernel or network against a reference; infinite
+/// when the lengths differ, so a tolerance check on it fails.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -542,11 +542,7 @@ mod tests {
             for &isa in &isas {
                 let mut out = vec![f32::NAN; rows * n];
                 pointwise(isa, &p, &a, &mut out).unwrap();
-                let d = out
-                    .iter()
-                    .zip(&want)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0.0, f32::max);
+                let d = crate::detect::kernels::max_abs_diff(&out, &want);
                 assert!(d < 1e-4, "{isa:?} rows={rows} k={k} n={n}: {d}");
             }
         }
@@ -595,11 +591,7 @@ mod tests {
         for &isa in &isas {
             let mut out = vec![f32::NAN; rows * n];
             pointwise(isa, &p, &img, &mut out).unwrap();
-            let d = out
-                .iter()
-                .zip(&want)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max);
+            let d = crate::detect::kernels::max_abs_diff(&out, &want);
             assert!(d < 1e-4, "{isa:?}: {d}");
             // One value short of the last row's last segment is an error, not a read past the end.
             let short = &img[..img.len() - ch * (width - 2 * (rows - 1) - kk) - 1];

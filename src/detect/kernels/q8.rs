@@ -316,25 +316,122 @@ pub fn gemm(
     Ok(())
 }
 
-/// Bias and PReLU slopes padded to `np` (padding: bias 0, slope 1). Used by the vector kernels
-/// (x86_64, aarch64).
+// The skeleton the vector paths share (x86_64 and aarch64). The per-ISA modules below hold only
+// the vector bodies: their instruction sets, register widths and weight layouts differ (AVX2:
+// i16 pairs through `vpmaddwd`, 4 pixels × 16 channels; NEON: i8 through `smull`/`sadalp`,
+// 2 pixels × 4 channels), so those bodies are deliberately separate.
+
+/// Bias and PReLU slopes padded to `np` (padding: bias 0, slope 1), as the vector tiles read them.
 #[cfg_attr(
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-fn padded(w: &Q8Matrix, bias: &[f32], alpha: Option<&[f32]>) -> (Vec<f32>, Vec<f32>) {
-    let mut b = vec![0f32; w.np];
-    b[..w.n].copy_from_slice(bias);
-    let mut a = vec![1f32; w.np];
-    if let Some(al) = alpha {
-        a[..w.n].copy_from_slice(al);
+struct Epilogue {
+    bias: Vec<f32>,
+    alpha: Vec<f32>,
+    prelu: bool,
+}
+
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+impl Epilogue {
+    fn new(w: &Q8Matrix, bias: &[f32], alpha: Option<&[f32]>) -> Self {
+        let mut b = vec![0f32; w.np];
+        b[..w.n].copy_from_slice(bias);
+        let mut a = vec![1f32; w.np];
+        if let Some(al) = alpha {
+            a[..w.n].copy_from_slice(al);
+        }
+        Epilogue {
+            bias: b,
+            alpha: a,
+            prelu: alpha.is_some(),
+        }
     }
-    (b, a)
+}
+
+/// The quantizers' loop: for each row of `x (m, c)` and each 32-block of its `kp` columns, hands
+/// `block` 32 readable values (the row's, or a zero-padded copy at the row's end) and where the
+/// block's 32 quantized values go; `block` returns the block's scale.
+///
+/// # Safety
+/// `x.len() == m * c`, `c <= kp`, `kp % 32 == 0`; `block` reads 32 values and writes 32.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[inline(always)]
+unsafe fn quantize_blocks<T: Copy + Default>(
+    x: &[f32],
+    m: usize,
+    c: usize,
+    kp: usize,
+    mut block: impl FnMut(*const f32, *mut T) -> f32,
+) -> QAct<T> {
+    let kb = kp / QK;
+    let mut q = vec![T::default(); m * kp];
+    let mut d = vec![0f32; m * kb];
+    let mut tmp = [0f32; QK];
+    for r in 0..m {
+        let row = &x[r * c..(r + 1) * c];
+        for b in 0..kb {
+            let s = &row[(b * QK).min(c)..((b + 1) * QK).min(c)];
+            let p = if s.len() == QK {
+                s.as_ptr()
+            } else {
+                tmp.fill(0.0);
+                tmp[..s.len()].copy_from_slice(s);
+                tmp.as_ptr()
+            };
+            d[r * kb + b] = block(p, q.as_mut_ptr().add(r * kp + b * QK));
+        }
+    }
+    QAct { q, d }
+}
+
+/// The GEMM drivers' loop over output pixels: `wide(p, out)` for each whole tile of `rows` pixels
+/// starting at `p`, then `one(p, out)` for each pixel left.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[inline(always)]
+fn pixel_tiles(
+    m: usize,
+    rows: usize,
+    out: &mut [f32],
+    mut wide: impl FnMut(usize, &mut [f32]),
+    mut one: impl FnMut(usize, &mut [f32]),
+) {
+    let mut p = 0;
+    while p + rows <= m {
+        wide(p, out);
+        p += rows;
+    }
+    while p < m {
+        one(p, out);
+        p += 1;
+    }
+}
+
+/// Stores the first `cn` of a tile row's channel values `y` at pixel `p`, channel `c0` of
+/// `out (m, n)`.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[inline(always)]
+fn store_row(out: &mut [f32], n: usize, p: usize, c0: usize, y: &[f32], cn: usize) {
+    let o = p * n + c0;
+    out[o..o + cn].copy_from_slice(&y[..cn]);
 }
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86 {
-    //! AVX2 path (`vpmaddwd` on i16).
+    //! AVX2 path (`vpmaddwd` on i16). Only the vector bodies are here, separate from NEON's by
+    //! instruction set and layout; the loops around them are the shared skeleton above.
     use super::*;
     use std::arch::x86_64::*;
 
@@ -344,46 +441,30 @@ pub mod x86 {
     /// The CPU must support AVX2; `x.len() == m * c`, `c <= kp`, `kp % 32 == 0`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn quantize_avx2(x: &[f32], m: usize, c: usize, kp: usize) -> QAct<i16> {
-        let kb = kp / QK;
-        let mut q = vec![0i16; m * kp];
-        let mut d = vec![0f32; m * kb];
         let absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let (lo, hi) = (_mm256_set1_epi32(-127), _mm256_set1_epi32(127));
-        let mut tmp = [0f32; QK];
-        for r in 0..m {
-            let row = &x[r * c..(r + 1) * c];
-            for b in 0..kb {
-                let s = &row[(b * QK).min(c)..((b + 1) * QK).min(c)];
-                let p = if s.len() == QK {
-                    s.as_ptr()
-                } else {
-                    tmp.fill(0.0);
-                    tmp[..s.len()].copy_from_slice(s);
-                    tmp.as_ptr()
-                };
-                let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(p.add(o)));
-                let mx = _mm256_max_ps(
-                    _mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
-                    _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)),
-                );
-                let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-                let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-                let m1 = _mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1));
-                let (db, id) = act_scale(_mm_cvtss_f32(m1));
-                d[r * kb + b] = db;
-                let idv = _mm256_set1_ps(id);
-                let qi = v.map(|t| {
-                    let i = _mm256_cvtps_epi32(_mm256_mul_ps(t, idv));
-                    _mm256_min_epi32(_mm256_max_epi32(i, lo), hi)
-                });
-                let dst = q.as_mut_ptr().add(r * kp + b * QK) as *mut __m256i;
-                for h in 0..2 {
-                    let pk = _mm256_packs_epi32(qi[2 * h], qi[2 * h + 1]);
-                    _mm256_storeu_si256(dst.add(h), _mm256_permute4x64_epi64(pk, 0b11_01_10_00));
-                }
+        quantize_blocks(x, m, c, kp, |p, dst: *mut i16| {
+            let v = [0, 8, 16, 24].map(|o| _mm256_loadu_ps(p.add(o)));
+            let mx = _mm256_max_ps(
+                _mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
+                _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)),
+            );
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            let m1 = _mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1));
+            let (db, id) = act_scale(_mm_cvtss_f32(m1));
+            let idv = _mm256_set1_ps(id);
+            let qi = v.map(|t| {
+                let i = _mm256_cvtps_epi32(_mm256_mul_ps(t, idv));
+                _mm256_min_epi32(_mm256_max_epi32(i, lo), hi)
+            });
+            let dst = dst as *mut __m256i;
+            for h in 0..2 {
+                let pk = _mm256_packs_epi32(qi[2 * h], qi[2 * h + 1]);
+                _mm256_storeu_si256(dst.add(h), _mm256_permute4x64_epi64(pk, 0b11_01_10_00));
             }
-        }
-        QAct { q, d }
+            db
+        })
     }
 
     /// AVX2 GEMM over [`quantize_avx2`] activations.
@@ -400,31 +481,25 @@ pub mod x86 {
         alpha: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let (bp, ap) = padded(w, bias, alpha);
-        let prelu = alpha.is_some();
+        let e = Epilogue::new(w, bias, alpha);
         for g in 0..w.np / NG {
-            let mut p = 0;
-            while p + 4 <= m {
-                tile::<4>(w, xa, g, p, &bp, &ap, prelu, out);
-                p += 4;
-            }
-            while p < m {
-                tile::<1>(w, xa, g, p, &bp, &ap, prelu, out);
-                p += 1;
-            }
+            pixel_tiles(
+                m,
+                4,
+                out,
+                |p, out| tile::<4>(w, xa, g, p, &e, out),
+                |p, out| tile::<1>(w, xa, g, p, &e, out),
+            );
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const P: usize>(
         w: &Q8Matrix,
         xa: &QAct<i16>,
         g: usize,
         p0: usize,
-        bp: &[f32],
-        ap: &[f32],
-        prelu: bool,
+        e: &Epilogue,
         out: &mut [f32],
     ) {
         let (kp, kb, np) = (w.kp, w.kp / QK, w.np);
@@ -460,23 +535,23 @@ pub mod x86 {
         for (r, acc) in facc.iter().enumerate() {
             let mut y = [0f32; NG];
             for (h, &a8) in acc.iter().enumerate() {
-                let mut v = _mm256_add_ps(a8, _mm256_loadu_ps(bp.as_ptr().add(c0 + 8 * h)));
-                if prelu {
-                    let a = _mm256_loadu_ps(ap.as_ptr().add(c0 + 8 * h));
+                let mut v = _mm256_add_ps(a8, _mm256_loadu_ps(e.bias.as_ptr().add(c0 + 8 * h)));
+                if e.prelu {
+                    let a = _mm256_loadu_ps(e.alpha.as_ptr().add(c0 + 8 * h));
                     let neg = _mm256_cmp_ps(v, zero, _CMP_LT_OQ);
                     v = _mm256_blendv_ps(v, _mm256_mul_ps(v, a), neg);
                 }
                 _mm256_storeu_ps(y.as_mut_ptr().add(8 * h), v);
             }
-            let o = (p0 + r) * w.n + c0;
-            out[o..o + cn].copy_from_slice(&y[..cn]);
+            store_row(out, w.n, p0 + r, c0, &y, cn);
         }
     }
 }
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon {
-    //! ARMv8.0 NEON path: `smull`/`smlal2` into i16 pairs, `sadalp` into i32; no `sdot`.
+    //! ARMv8.0 NEON path: `smull`/`smlal2` into i16 pairs, `sadalp` into i32; no `sdot`. Only
+    //! the vector bodies are here (see the AVX2 path); the loops are the shared skeleton above.
     use super::*;
     use std::arch::aarch64::*;
 
@@ -486,41 +561,24 @@ pub mod neon {
     /// `x.len() == m * c`, `c <= kp`, `kp % 32 == 0`.
     #[target_feature(enable = "neon")]
     pub unsafe fn quantize_neon(x: &[f32], m: usize, c: usize, kp: usize) -> QAct<i8> {
-        let kb = kp / QK;
-        let mut q = vec![0i8; m * kp];
-        let mut d = vec![0f32; m * kb];
-        let mut tmp = [0f32; QK];
         let lo = vdupq_n_s8(-127);
-        for r in 0..m {
-            let row = &x[r * c..(r + 1) * c];
-            for b in 0..kb {
-                let s = &row[(b * QK).min(c)..((b + 1) * QK).min(c)];
-                let p = if s.len() == QK {
-                    s.as_ptr()
-                } else {
-                    tmp.fill(0.0);
-                    tmp[..s.len()].copy_from_slice(s);
-                    tmp.as_ptr()
-                };
-                let v: [float32x4_t; 8] = std::array::from_fn(|i| vld1q_f32(p.add(4 * i)));
-                let mut mx = vabsq_f32(v[0]);
-                for t in &v[1..] {
-                    mx = vmaxq_f32(mx, vabsq_f32(*t));
-                }
-                let (db, id) = act_scale(vmaxvq_f32(mx));
-                d[r * kb + b] = db;
-                let i: [int32x4_t; 8] = v.map(|t| vcvtnq_s32_f32(vmulq_n_f32(t, id)));
-                let h: [int16x8_t; 4] = std::array::from_fn(|j| {
-                    vcombine_s16(vqmovn_s32(i[2 * j]), vqmovn_s32(i[2 * j + 1]))
-                });
-                let dst = q.as_mut_ptr().add(r * kp + b * QK);
-                for j in 0..2 {
-                    let b8 = vcombine_s8(vqmovn_s16(h[2 * j]), vqmovn_s16(h[2 * j + 1]));
-                    vst1q_s8(dst.add(16 * j), vmaxq_s8(b8, lo));
-                }
+        quantize_blocks(x, m, c, kp, |p, dst: *mut i8| {
+            let v: [float32x4_t; 8] = std::array::from_fn(|i| vld1q_f32(p.add(4 * i)));
+            let mut mx = vabsq_f32(v[0]);
+            for t in &v[1..] {
+                mx = vmaxq_f32(mx, vabsq_f32(*t));
             }
-        }
-        QAct { q, d }
+            let (db, id) = act_scale(vmaxvq_f32(mx));
+            let i: [int32x4_t; 8] = v.map(|t| vcvtnq_s32_f32(vmulq_n_f32(t, id)));
+            let h: [int16x8_t; 4] = std::array::from_fn(|j| {
+                vcombine_s16(vqmovn_s32(i[2 * j]), vqmovn_s32(i[2 * j + 1]))
+            });
+            for j in 0..2 {
+                let b8 = vcombine_s8(vqmovn_s16(h[2 * j]), vqmovn_s16(h[2 * j + 1]));
+                vst1q_s8(dst.add(16 * j), vmaxq_s8(b8, lo));
+            }
+            db
+        })
     }
 
     /// NEON GEMM over [`quantize_neon`] activations.
@@ -537,18 +595,15 @@ pub mod neon {
         alpha: Option<&[f32]>,
         out: &mut [f32],
     ) {
-        let (bp, ap) = padded(w, bias, alpha);
-        let prelu = alpha.is_some();
+        let e = Epilogue::new(w, bias, alpha);
         for c0 in (0..w.n).step_by(4) {
-            let mut p = 0;
-            while p + 2 <= m {
-                tile::<2>(w, xa, c0, p, &bp, &ap, prelu, out);
-                p += 2;
-            }
-            while p < m {
-                tile::<1>(w, xa, c0, p, &bp, &ap, prelu, out);
-                p += 1;
-            }
+            pixel_tiles(
+                m,
+                2,
+                out,
+                |p, out| tile::<2>(w, xa, c0, p, &e, out),
+                |p, out| tile::<1>(w, xa, c0, p, &e, out),
+            );
         }
     }
 
@@ -562,15 +617,12 @@ pub mod neon {
     }
 
     #[target_feature(enable = "neon")]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn tile<const P: usize>(
         w: &Q8Matrix,
         xa: &QAct<i8>,
         c0: usize,
         p0: usize,
-        bp: &[f32],
-        ap: &[f32],
-        prelu: bool,
+        e: &Epilogue,
         out: &mut [f32],
     ) {
         let (kp, kb, np) = (w.kp, w.kp / QK, w.np);
@@ -594,15 +646,14 @@ pub mod neon {
         }
         let cn = (w.n - c0).min(4);
         for (r, acc) in facc.iter().enumerate() {
-            let mut v = vaddq_f32(*acc, vld1q_f32(bp.as_ptr().add(c0)));
-            if prelu {
+            let mut v = vaddq_f32(*acc, vld1q_f32(e.bias.as_ptr().add(c0)));
+            if e.prelu {
                 let neg = vcltq_f32(v, vdupq_n_f32(0.0));
-                v = vbslq_f32(neg, vmulq_f32(v, vld1q_f32(ap.as_ptr().add(c0))), v);
+                v = vbslq_f32(neg, vmulq_f32(v, vld1q_f32(e.alpha.as_ptr().add(c0))), v);
             }
             let mut y = [0f32; 4];
             vst1q_f32(y.as_mut_ptr(), v);
-            let o = (p0 + r) * w.n + c0;
-            out[o..o + cn].copy_from_slice(&y[..cn]);
+            store_row(out, w.n, p0 + r, c0, &y, cn);
         }
     }
 }

@@ -600,6 +600,7 @@ impl FaceDetector for BlazeFace {
 mod tests {
     use super::*;
     use crate::detect::kernels::depthwise::dw3x3;
+    use crate::detect::kernels::max_abs_diff;
 
     /// A detector keeps its letterbox plan per frame size and replans when the size changes.
     #[test]
@@ -627,14 +628,6 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -677,11 +670,11 @@ mod tests {
             assert_eq!(p.out_hw(), (h / 2, w / 2));
             let mut got = vec![f32::NAN; (h / 2) * (w / 2) * c];
             dw3x3(&p, &xs, &mut got).unwrap();
-            let d = max_diff(&got, &nhwc(&want));
+            let d = max_abs_diff(&got, &nhwc(&want));
             assert!(d < 1e-5, "depthwise {c}x{h}x{w}: {d}");
             let mut scalar = vec![f32::NAN; got.len()];
             crate::detect::kernels::depthwise::dw3x3_scalar(&p, &xs, &mut scalar);
-            let d = max_diff(&scalar, &nhwc(&want));
+            let d = max_abs_diff(&scalar, &nhwc(&want));
             assert!(d < 1e-5, "scalar depthwise {c}x{h}x{w}: {d}");
             let mut pooled = vec![f32::NAN; got.len()];
             maxpool2_rows(&xs, w, c, 0..h / 2, &mut pooled);
@@ -733,7 +726,7 @@ mod tests {
         assert!(l1.iter().chain(&r1).all(|v| v.is_finite()));
         // Not all zero: the padding invariants would hide in a dead network.
         assert!(r1.iter().any(|&v| v.abs() > 1.0));
-        let (dl, dr) = (max_diff(&l1, &l2), max_diff(&r1, &r2));
+        let (dl, dr) = (max_abs_diff(&l1, &l2), max_abs_diff(&r1, &r2));
         assert!(dl < 1e-3 && dr < 1e-2, "logits {dl}, regressors {dr}");
         // The workspace is reused: a second run gives the same answer.
         assert_eq!(fast.raw_outputs(&input).unwrap().0, l1);
