@@ -699,7 +699,7 @@ impl Report {
         let x = |k: &str| c2pa_extra[k].as_f64().unwrap_or(0.0);
         let credential_bytes = c2pa_extra["credential_bytes"].as_i64().unwrap_or(0);
         println!(
-            "C2PA (seal.c2pa) per capture, one at a time: fsync off +{:.1} us median, +{:.1} us p99; fsync on +{:.1} us median, +{:.1} us p99; credential {} bytes = JPEG + {} bytes",
+            "C2PA (seal.c2pa) per capture, one at a time: fsync off {:+.1} us median, {:+.1} us p99; fsync on {:+.1} us median, {:+.1} us p99 (differences: noise can make them negative); credential {} bytes = JPEG + {} bytes",
             x("extra_median_us_fsync_off"),
             x("extra_p99_us_fsync_off"),
             x("extra_median_us_fsync_on"),
