@@ -245,9 +245,7 @@ fn default_key_is_created_and_insecure_keys_are_refused() {
         .arg(&data)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("chmod 600"), "{err}");
+    common::assert_error(&out, &["chmod 600"]);
     let out = bin().arg("keygen").arg("--out").arg(&key).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -8,7 +8,7 @@ pub mod pad;
 pub mod seal;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The built `veriframe` binary.
@@ -21,6 +21,17 @@ pub fn veriframe() -> Command {
     let mut c = Command::new(bin());
     c.env("NO_COLOR", "1").env_remove("RUST_LOG");
     c
+}
+
+/// A command that must fail as an error (exit 2) and name each of `needles` on stderr; returns
+/// stderr for further checks.
+pub fn assert_error(out: &Output, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+    err
 }
 
 /// Spawn with piped output.
