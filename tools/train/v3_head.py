@@ -171,7 +171,9 @@ def auc(real, attack):
     return float(((len(r) - hi) + 0.5 * (hi - lo)).sum() / (len(r) * len(attack)))
 
 
-def export(heads, upstream_dir, out_dir, veriframe):
+def export(heads, upstream_dir, out_dir, veriframe, extra=None, recipe=None):
+    """Write each head into a copy of the upstream state dict; ``extra[net]`` (v5) replaces more
+    tensors, ``recipe`` the metadata text (the default keeps v3/v4 files byte-identical)."""
     from safetensors.numpy import load_file, save_file
 
     os.makedirs(out_dir, exist_ok=True)
@@ -187,10 +189,13 @@ def export(heads, upstream_dir, out_dir, veriframe):
         sd.update({"linear.weight": lin, "bn.weight": gamma, "bn.bias": beta,
                    "bn.running_mean": np.zeros_like(beta), "bn.running_var": np.ones_like(beta),
                    "prob.weight": prob})
+        for k, v in (extra or {}).get(net, {}).items():
+            assert sd[k].shape == v.shape, k  # a tuned tensor keeps the upstream shape
+            sd[k] = v.astype(sd[k].dtype)
         st = os.path.join(out_dir, f"veriframe-pad-v3-{net}.safetensors")
         # One metadata key: safetensors writes a map's keys in no fixed order, and the GGUF records
         # this file's SHA-256, so more keys would make byte-identical reruns impossible.
-        save_file(sd, st, metadata={"recipe": f"tools/train/v3_head.py on {UPSTREAM[net]}"})
+        save_file(sd, st, metadata={"recipe": f"{recipe or 'tools/train/v3_head.py'} on {UPSTREAM[net]}"})
         for q in ("q8_0", "f32"):
             subprocess.run([veriframe, "model", "convert", "--arch", ARCH[net], "--in", st, "--out",
                             os.path.join(out_dir, f"minifasnet-v3-{net}.{q}.gguf"), "--quant", q],

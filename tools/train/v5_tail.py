@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""PAD v5: fine-tune `conv_6_sep`, `conv_6_dw` and the head of both upstream MiniFASNets.
+
+Pre-registered in tools/train/v5-preregistration.md (read it first; its addenda say how "head as
+v4" is read). Per network, on the cached `conv_5` output x (128 channels x 25 positions) of
+tools/train/v5_features.py:
+
+    u = W1 x + b1          conv_6_sep, 1x1 conv 128 -> 512 with its batch norm folded in
+    z = prelu(u; a)        per-channel slope
+    e = sum_p Wd[:, p] z_p + b2   conv_6_dw, depthwise 5x5 on the 5x5 map (valid) -> 512, BN folded
+    logits = Wh e + bh     the head, 512 -> 3 (print, real, screen)
+
+Start: the tail is upstream's; the head is v4's (v3_head.train with v4's settings on the upstream
+embeddings, itself started from and pulled towards the upstream head). Then mini-batch Adam
+(batch 256, seeded shuffles) on the cell-weighted cross-entropy over seven views, with L2-SP:
+lambda/2 |tail - upstream tail|^2 + 0.03/2 |(head - upstream head) * sd|^2 (sd = per-dimension
+spread of the upstream embedding on the training images, v4's standardised penalty). Class rows
+with no training example (print, without NUAA) stay at the upstream head ("freeze-absent").
+Everything is float32 numpy with a fixed thread count: the same inputs give the same bytes.
+
+    # the pre-registered grid and selection rule (validation sources only)
+    python tools/train/v5_tail.py --feats /tmp/v3/feats.npz --c5 /tmp/v5/c5-v2.npy,/tmp/v5/c5-v1se.npy --select
+    # one model (like v3_head.py: --train train | --leave-out SOURCE, --out DIR)
+    python tools/train/v5_tail.py ... --lam 1e-2 --epochs 3 --lr 1e-4 --train train --out DIR
+    # the upstream tail on the cache reproduces v3's embedding cache
+    python tools/train/v5_tail.py ... --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import v3_head as h  # noqa: E402
+
+NETS = ("v2", "v1se")
+NUAA_VAL = ("0001", "0002", "0003")  # v4's NUAA validation subjects
+HEAD_L2 = 0.03  # v4's head lambda
+BATCH = 256
+TAIL_KEYS = ("W1", "b1", "a", "Wd", "b2")
+
+
+def load(feats, c5_paths):
+    d = h.load(feats)
+    d["c5"] = []
+    for p in c5_paths:
+        c5 = np.load(p, mmap_mode="r")
+        if c5.shape[0] != len(d["label"]):
+            raise SystemExit(f"{p}: {c5.shape[0]} images, {feats} has {len(d['label'])}")
+        d["c5"].append(np.ascontiguousarray(np.asarray(c5).transpose(0, 1, 3, 2)))  # (N, 7, 25, 128)
+    return d
+
+
+def upstream_tail(upstream_dir, net):
+    """conv_6_sep / conv_6_dw of the upstream state dict with their batch norms folded in."""
+    from safetensors.numpy import load_file
+
+    sd = load_file(os.path.join(upstream_dir, h.UPSTREAM[net]))
+
+    def fold(p):
+        k = sd[f"{p}.bn.weight"] / np.sqrt(sd[f"{p}.bn.running_var"] + h.BN_EPS)
+        return k, sd[f"{p}.bn.bias"] - sd[f"{p}.bn.running_mean"] * k
+
+    k1, b1 = fold("conv_6_sep")
+    k2, b2 = fold("conv_6_dw")
+    t = {"W1": sd["conv_6_sep.conv.weight"].reshape(512, 128) * k1[:, None], "b1": b1,
+         "a": sd["conv_6_sep.prelu.weight"].reshape(512),
+         "Wd": sd["conv_6_dw.conv.weight"].reshape(512, 25) * k2[:, None], "b2": b2}
+    return {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def embed(t, x, keep=False):
+    """x (B, 25, 128) -> e (B, 512); with ``keep`` also what backward needs."""
+    b = x.shape[0]
+    u = x.reshape(b * 25, 128) @ t["W1"].T + t["b1"]
+    neg = u <= 0
+    z = np.where(neg, u * t["a"], u).reshape(b, 25, 512)
+    e = np.einsum("bpc,cp->bc", z, t["Wd"], optimize=True) + t["b2"]
+    return (e, (u, neg, z)) if keep else e
+
+
+def embed_all(t, xs, chunk=2048):
+    return np.concatenate([embed(t, xs[i:i + chunk]) for i in range(0, len(xs), chunk)])
+
+
+def softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    ex = np.exp(z)
+    return ex / ex.sum(axis=1, keepdims=True)
+
+
+def grads(t, W, bh, x, y, w):
+    """Loss mean(w * CE) and its gradient for one batch (tail dict t, head W (3, 512), bh)."""
+    e, (u, neg, z) = embed(t, x, keep=True)
+    p = softmax(e @ W.T + bh)
+    n = len(y)
+    loss = float((w * -np.log(p[np.arange(n), y] + 1e-12)).mean())
+    g = p
+    g[np.arange(n), y] -= 1
+    g *= (w / n)[:, None]
+    gr = {"W": g.T @ e, "bh": g.sum(0)}
+    de = g @ W  # (B, 512)
+    gr["Wd"] = np.einsum("bc,bpc->cp", de, z, optimize=True)
+    gr["b2"] = de.sum(0)
+    dz = (de[:, None, :] * t["Wd"].T[None]).reshape(-1, 512)  # (B*25, 512)
+    gr["a"] = (dz * u * neg).sum(0)
+    du = np.where(neg, dz * t["a"], dz)
+    gr["W1"] = du.T @ x.reshape(-1, 128)
+    gr["b1"] = du.sum(0)
+    return loss, gr
+
+
+def train_net(d, j, m, cand, head0, prior_head, freeze, seed):
+    """Fine-tune one network on images ``m`` (bool mask); returns (tail, (W, bh))."""
+    t0 = upstream_tail(cand["upstream"], NETS[j])
+    t = {k: v.copy() for k, v in t0.items()}
+    W, bh = head0[0].astype(np.float32).copy(), head0[1].astype(np.float32).copy()
+    Wp, bp = prior_head[0].astype(np.float32), prior_head[1].astype(np.float32)
+    idx = np.flatnonzero(m)
+    x_all = d["c5"][j]
+    views = x_all.shape[1]
+    sd2 = (d["feats"][idx, j, 0].std(0) + 1e-6).astype(np.float32) ** 2  # v4's standardisation
+    w_img = h.weights(d["label"][idx], d["source"][idx]).astype(np.float32)
+    w_img *= len(w_img) / w_img.sum()  # mean 1
+    pairs = np.array([(i, v) for i in range(len(idx)) for v in range(views)], np.int64)
+    params = {**t, "W": W, "bh": bh}
+    mom = {k: np.zeros_like(v) for k, v in params.items()}
+    vel = {k: np.zeros_like(v) for k, v in params.items()}
+    rng = np.random.default_rng([seed, j])
+    lam, lr, step = np.float32(cand["lam"]), cand["lr"], 0
+    for _ in range(cand["epochs"]):
+        order = rng.permutation(len(pairs))
+        for s in range(0, len(order), BATCH):
+            bi = pairs[order[s:s + BATCH]]
+            x = x_all[idx[bi[:, 0]], bi[:, 1]]
+            _, gr = grads(params, params["W"], params["bh"], x, d["label"][idx[bi[:, 0]]], w_img[bi[:, 0]])
+            for k in TAIL_KEYS:
+                gr[k] += lam * (params[k] - t0[k])
+            gr["W"] += np.float32(HEAD_L2) * (params["W"] - Wp) * sd2
+            for k in freeze:
+                gr["W"][k] = 0
+                gr["bh"][k] = 0
+            step += 1
+            for k, gk in gr.items():
+                mom[k] = 0.9 * mom[k] + 0.1 * gk
+                vel[k] = 0.999 * vel[k] + 0.001 * gk * gk
+                mh = mom[k] / (1 - 0.9 ** step)
+                vh = vel[k] / (1 - 0.999 ** step)
+                params[k] = (params[k] - lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+    return {k: params[k] for k in TAIL_KEYS}, (params["W"], params["bh"])
+
+
+def train(d, sources, cand, held_groups=NUAA_VAL, seed=20261204):
+    """Both networks: the v4 head on upstream embeddings first, then the joint fine-tune."""
+    heads = h.train(d, sources, HEAD_L2, prior_dir=cand["upstream"], freeze_absent=True,
+                    held_groups=held_groups)
+    m = h.trainable_mask(d, sources, held_groups)
+    out = {}
+    for j, net in enumerate(NETS):
+        prior = h.upstream_head(cand["upstream"], net)
+        freeze = [k for k in range(3) if not (d["label"][m] == k).any()]
+        if freeze:  # v4 kept these rows at the prior; so does v5
+            assert np.allclose(heads[net][0][freeze], prior[0][freeze], atol=1e-4)
+        out[net] = train_net(d, j, m, cand, heads[net], prior, freeze, seed)
+    return out
+
+
+def score(d, models, mask, view=0):
+    s = 0
+    for j, net in enumerate(NETS):
+        t, (W, bh) = models[net]
+        e = embed_all(t, d["c5"][j][mask, view])
+        s = s + softmax(e @ W.T + bh)[:, 1]
+    return s / 2
+
+
+def auc_on(d, models, mask):
+    s = score(d, models, mask)
+    lab = d["label"][mask]
+    return h.auc(s[lab == 1], s[lab != 1])
+
+
+def evaluate(d, cand):
+    """v4's selection score for one candidate (see v4_select.py)."""
+    masks = {v: d["source"] == v for v in h.VALIDATION}
+    nuaa_val = (d["source"] == "nuaa") & np.isin(d["group"], NUAA_VAL)
+    full = train(d, h.TRAINABLE, cand)
+    probe = train(d, [s for s in h.TRAINABLE if s != "nuaa"], cand)
+    per = {v: auc_on(d, full, masks[v]) for v in h.VALIDATION}
+    per["nuaa-val(probe)"] = auc_on(d, probe, nuaa_val)
+    pooled = np.isin(d["source"], h.VALIDATION)
+    return {"score": min(per.values()), "pooled_val_auc": auc_on(d, full, pooled),
+            "auc": {k: round(v, 4) for k, v in per.items()}}
+
+
+def export(models, upstream_dir, out_dir, veriframe, recipe):
+    """Write the tuned tail (BN as identity + bias, as v3_head.export does for the head)."""
+    extra = {}
+    g = np.full(512, np.sqrt(1 + h.BN_EPS), np.float32)
+    for net, (t, _) in models.items():
+        extra[net] = {
+            "conv_6_sep.conv.weight": t["W1"].reshape(512, 128, 1, 1),
+            "conv_6_sep.bn.weight": g, "conv_6_sep.bn.bias": t["b1"],
+            "conv_6_sep.bn.running_mean": np.zeros(512, np.float32),
+            "conv_6_sep.bn.running_var": np.ones(512, np.float32),
+            "conv_6_sep.prelu.weight": t["a"],
+            "conv_6_dw.conv.weight": t["Wd"].reshape(512, 1, 5, 5),
+            "conv_6_dw.bn.weight": g, "conv_6_dw.bn.bias": t["b2"],
+            "conv_6_dw.bn.running_mean": np.zeros(512, np.float32),
+            "conv_6_dw.bn.running_var": np.ones(512, np.float32),
+        }
+    h.export({net: hd for net, (_, hd) in models.items()}, upstream_dir, out_dir, veriframe,
+             extra=extra, recipe=recipe)
+
+
+def check(d, upstream):
+    """The upstream tail on this cache must give v3's cached embeddings (same crops, same views)."""
+    for j, net in enumerate(NETS):
+        t = upstream_tail(upstream, net)
+        for v in range(3):
+            e = embed_all(t, d["c5"][j][:, v])
+            ref = d["feats"][:, j, v]
+            rel = np.abs(e - ref).max() / np.abs(ref).max()
+            print(f"{net} view {v}: max |e - v3| / max |v3| = {rel:.2e}")
+            if rel > 1e-4:
+                raise SystemExit("the conv_5 cache does not reproduce v3's embeddings")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--feats", required=True, help="v3_features.py cache (labels, sources, v4 head input)")
+    ap.add_argument("--c5", required=True, help="v5_features.py caches, V2 then V1SE, comma separated")
+    ap.add_argument("--upstream", default="../shared/models/upstream/minifasnet")
+    ap.add_argument("--veriframe", default="target/release/veriframe")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--select", action="store_true", help="the pre-registered grid (JSON line each)")
+    ap.add_argument("--only", type=int, help="with --select: only grid row K (0-based), to split the grid")
+    ap.add_argument("--lam", type=float, default=1e-2)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--train", help='"train" = every trainable source')
+    ap.add_argument("--leave-out", help="LOSO fold: train on every trainable source but this one")
+    ap.add_argument("--hold-nuaa", default=",".join(NUAA_VAL), help="accepted for v3_loso.sh; must be v4's")
+    ap.add_argument("--out")
+    a, _ = ap.parse_known_args()
+    if tuple(g for g in a.hold_nuaa.split(",") if g) != NUAA_VAL:
+        raise SystemExit(f"--hold-nuaa must be {','.join(NUAA_VAL)} (v4's protocol)")
+    d = load(a.feats, a.c5.split(","))
+    if a.check:
+        check(d, a.upstream)
+        return 0
+    if a.select:
+        grid = [dict(lam=lam, epochs=ep, lr=lr) for lam, ep, lr in
+                itertools.product((1e-3, 1e-2, 1e-1), (3, 10), (1e-4, 1e-3))]
+        for k, cand in enumerate(grid):
+            if a.only is not None and k != a.only:
+                continue
+            t0 = time.time()
+            r = evaluate(d, {**cand, "upstream": a.upstream})
+            print(json.dumps({"row": k, **cand, **r, "seconds": round(time.time() - t0)}), flush=True)
+        return 0
+    cand = dict(lam=a.lam, epochs=a.epochs, lr=a.lr, upstream=a.upstream)
+    if a.leave_out:
+        drop = [a.leave_out] + h.LINKED.get(a.leave_out, [])
+        sources = [s for s in h.TRAINABLE if s not in drop]
+    elif a.train == "train":
+        sources = h.TRAINABLE
+    else:
+        raise SystemExit("give --train train or --leave-out SOURCE")
+    models = train(d, sources, cand)
+    print(json.dumps({"trained_on": sources, "lam": a.lam, "epochs": a.epochs, "lr": a.lr}), file=sys.stderr)
+    if a.out:
+        export(models, a.upstream, a.out, a.veriframe,
+               f"tools/train/v5_tail.py --lam {a.lam} --epochs {a.epochs} --lr {a.lr}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
