@@ -6,6 +6,7 @@
 #   [HEAD_ARGS=--prior] tools/train/v3_loso.sh FEATS.npz OUTDIR THR [SOURCE...]
 # v4 protocol: HOLD_NUAA="0001 0002 0003" keeps those NUAA subjects out of every fold's training
 # (pass --hold-nuaa in HEAD_ARGS too) and out of the NUAA test set (a symlink tree in OUTDIR).
+# TRAINER=tools/train/v5_tail.py trains the folds with v5 (HEAD_ARGS then carries its options).
 # MODEL=DIR scores that fixed model set instead of training folds (the pair or v2 on the same images).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,7 +38,7 @@ for s in "${SRC[@]}"; do
     model=$MODEL name=fixed
     mkdir -p "$OUT/fold-$s"
   else
-    python3 tools/train/v3_head.py ${HEAD_ARGS:-} --feats "$FEATS" --leave-out "$s" --out "$OUT/fold-$s" --veriframe "$BIN" 2>/dev/null
+    python3 ${TRAINER:-tools/train/v3_head.py} ${HEAD_ARGS:-} --feats "$FEATS" --leave-out "$s" --out "$OUT/fold-$s" --veriframe "$BIN" 2>/dev/null
     mkdir -p "$OUT/fold-$s/q8" && cp "$OUT/fold-$s"/*.q8_0.gguf "$OUT/fold-$s/q8/"
     model=$OUT/fold-$s/q8 name=fold
   fi

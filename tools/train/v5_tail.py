@@ -18,8 +18,9 @@ spread of the upstream embedding on the training images, v4's standardised penal
 with no training example (print, without NUAA) stay at the upstream head ("freeze-absent").
 Everything is float32 numpy with a fixed thread count: the same inputs give the same bytes.
 
-    # the pre-registered grid and selection rule (validation sources only)
-    python tools/train/v5_tail.py --feats /tmp/v3/feats.npz --c5 /tmp/v5/c5-v2.npy,/tmp/v5/c5-v1se.npy --select
+    # the pre-registered grid (validation sources only; --only K runs row K, to split it over cores)
+    python tools/train/v5_tail.py --feats /tmp/v3/feats.npz --c5 /tmp/v5/c5-v2.npy,/tmp/v5/c5-v1se.npy --select > rows.jsonl
+    python tools/train/v5_tail.py --feats ... --c5 ... --pick rows.jsonl     # the selection rule
     # one model (like v3_head.py: --train train | --leave-out SOURCE, --out DIR)
     python tools/train/v5_tail.py ... --lam 1e-2 --epochs 3 --lr 1e-4 --train train --out DIR
     # the upstream tail on the cache reproduces v3's embedding cache
@@ -234,6 +235,18 @@ def check(d, upstream):
                 raise SystemExit("the conv_5 cache does not reproduce v3's embeddings")
 
 
+V4_SCORE = 0.98709  # v4's selection score (tools/train/v4_select.py; epochs 0 here gives it too)
+
+
+def pick(rows):
+    """v4's rule on the grid rows, then the pre-registered bar: beat v4 by more than 0.002."""
+    best = max(r["score"] for r in rows)
+    near = [r for r in rows if r["score"] >= best - 0.002]
+    top = max(r["pooled_val_auc"] for r in near)
+    choice = min((r for r in near if r["pooled_val_auc"] == top), key=lambda r: r["row"])
+    return {"pick": choice, "beats_v4": choice["score"] > V4_SCORE + 0.002}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--feats", required=True, help="v3_features.py cache (labels, sources, v4 head input)")
@@ -243,6 +256,7 @@ def main():
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--select", action="store_true", help="the pre-registered grid (JSON line each)")
     ap.add_argument("--only", type=int, help="with --select: only grid row K (0-based), to split the grid")
+    ap.add_argument("--pick", help="comma list of --select outputs: apply the selection rule")
     ap.add_argument("--lam", type=float, default=1e-2)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -251,6 +265,12 @@ def main():
     ap.add_argument("--hold-nuaa", default=",".join(NUAA_VAL), help="accepted for v3_loso.sh; must be v4's")
     ap.add_argument("--out")
     a, _ = ap.parse_known_args()
+    if a.pick:
+        rows = [json.loads(line) for f in a.pick.split(",") for line in open(f) if line.strip()]
+        if sorted(r["row"] for r in rows) != list(range(12)):
+            raise SystemExit(f"the grid has 12 rows; got {sorted(r['row'] for r in rows)}")
+        print(json.dumps(pick(rows)))
+        return 0
     if tuple(g for g in a.hold_nuaa.split(",") if g) != NUAA_VAL:
         raise SystemExit(f"--hold-nuaa must be {','.join(NUAA_VAL)} (v4's protocol)")
     d = load(a.feats, a.c5.split(","))
