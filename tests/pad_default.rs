@@ -135,13 +135,13 @@ fn without_pad_is_explicit_announced_and_never_authentic() {
     assert!(!verdicts.iter().any(|v| v == "authentic"), "{verdicts:?}");
 }
 
-/// The measured-but-not-default v4 files (models/veriframe-pad-v4.md) load, carry their
+/// The measured-but-not-default v5 files (models/veriframe-pad-v5.md) load, carry their
 /// architecture, and their weights match the hash recorded at conversion.
 #[test]
-fn the_v4_models_load_and_verify() {
+fn the_v5_models_load_and_verify() {
     for (file, arch) in [
-        ("veriframe-pad-v4-v2.q8_0.gguf", "minifasnet_v2"),
-        ("veriframe-pad-v4-v1se.q8_0.gguf", "minifasnet_v1se"),
+        ("veriframe-pad-v5-v2.q8_0.gguf", "minifasnet_v2"),
+        ("veriframe-pad-v5-v1se.q8_0.gguf", "minifasnet_v1se"),
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models")
