@@ -52,6 +52,15 @@ def evaluate(d, cand, recapture, upstream):
             "auc": {k: round(v, 4) for k, v in per.items()}}
 
 
+def pick(rows):
+    """The selection rule on scored rows in grid order: the highest score; within 0.002 of it, the
+    higher pooled validation AUC, then the earlier (simpler) row."""
+    best = max(r["score"] for r in rows)
+    near = [r for r in rows if r["score"] >= best - 0.002]
+    top = max(r["pooled_val_auc"] for r in near)
+    return next(r for r in near if r["pooled_val_auc"] == top)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--feats", required=True)
@@ -68,11 +77,7 @@ def main() -> int:
         r = evaluate(d, cand, rc, a.upstream)
         rows.append(r)
         print(json.dumps(r), flush=True)
-    best = max(r["score"] for r in rows)
-    near = [r for r in rows if r["score"] >= best - 0.002]
-    top = max(r["pooled_val_auc"] for r in near)
-    pick = next(r for r in near if r["pooled_val_auc"] == top)
-    print(json.dumps({"pick": pick}), flush=True)
+    print(json.dumps({"pick": pick(rows)}), flush=True)
     return 0
 
 

@@ -41,9 +41,11 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import v3_head as h  # noqa: E402
+import v4_select  # noqa: E402
+from v3_head import softmax  # noqa: E402
+from v4_select import NUAA_VAL  # noqa: E402
 
 NETS = ("v2", "v1se")
-NUAA_VAL = ("0001", "0002", "0003")  # v4's NUAA validation subjects
 HEAD_L2 = 0.03  # v4's head lambda
 BATCH = 256
 TAIL_KEYS = ("W1", "b1", "a", "Wd", "b2")
@@ -90,12 +92,6 @@ def embed(t, x, keep=False):
 
 def embed_all(t, xs, chunk=2048):
     return np.concatenate([embed(t, xs[i:i + chunk]) for i in range(0, len(xs), chunk)])
-
-
-def softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    ex = np.exp(z)
-    return ex / ex.sum(axis=1, keepdims=True)
 
 
 def grads(t, W, bh, x, y, w):
@@ -191,12 +187,11 @@ def auc_on(d, models, mask):
 
 def evaluate(d, cand):
     """v4's selection score for one candidate (see v4_select.py)."""
-    masks = {v: d["source"] == v for v in h.VALIDATION}
-    nuaa_val = (d["source"] == "nuaa") & np.isin(d["group"], NUAA_VAL)
+    masks = v4_select.validation_masks(d)
     full = train(d, h.TRAINABLE, cand)
     probe = train(d, [s for s in h.TRAINABLE if s != "nuaa"], cand)
     per = {v: auc_on(d, full, masks[v]) for v in h.VALIDATION}
-    per["nuaa-val(probe)"] = auc_on(d, probe, nuaa_val)
+    per["nuaa-val(probe)"] = auc_on(d, probe, masks["nuaa-val"])
     pooled = np.isin(d["source"], h.VALIDATION)
     return {"score": min(per.values()), "pooled_val_auc": auc_on(d, full, pooled),
             "auc": {k: round(v, 4) for k, v in per.items()}}
@@ -240,10 +235,7 @@ V4_SCORE = 0.98709  # v4's selection score (tools/train/v4_select.py; epochs 0 h
 
 def pick(rows):
     """v4's rule on the grid rows, then the pre-registered bar: beat v4 by more than 0.002."""
-    best = max(r["score"] for r in rows)
-    near = [r for r in rows if r["score"] >= best - 0.002]
-    top = max(r["pooled_val_auc"] for r in near)
-    choice = min((r for r in near if r["pooled_val_auc"] == top), key=lambda r: r["row"])
+    choice = v4_select.pick(sorted(rows, key=lambda r: r["row"]))
     return {"pick": choice, "beats_v4": choice["score"] > V4_SCORE + 0.002}
 
 
