@@ -60,12 +60,13 @@ def list_samples(shared: str):
     return out
 
 
-def session(path: str):
+def session(path: str, output: str = FEATURE):
+    """One-thread ONNX Runtime session that also returns the internal tensor ``output``."""
     import onnx
     import onnxruntime as ort
 
     m = onnx.load(path)
-    m.graph.output.append(onnx.helper.make_tensor_value_info(FEATURE, onnx.TensorProto.FLOAT, None))
+    m.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.intra_op_num_threads = 1

@@ -117,6 +117,13 @@ def weights(label, source):
     return 1.0 / counts[inv]
 
 
+def fold_sources(leave_out):
+    """A leave-one-source-out fold's training sources: every trainable one but ``leave_out`` and
+    the sources linked to it."""
+    drop = [leave_out] + LINKED.get(leave_out, [])
+    return [s for s in TRAINABLE if s not in drop]
+
+
 def trainable_mask(d, sources, held_groups=()):
     """Images of ``sources``, less the NUAA subjects held out for validation (v4 protocol)."""
     m = np.isin(d["source"], sources)
@@ -236,8 +243,7 @@ def main():
                                   "val_auc": per}), flush=True)
         return 0
     if a.leave_out:
-        drop = [a.leave_out] + LINKED.get(a.leave_out, [])
-        sources = [s for s in TRAINABLE if s not in drop]
+        sources = fold_sources(a.leave_out)
     elif a.train == "train":
         sources = TRAINABLE
     else:

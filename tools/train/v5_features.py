@@ -35,6 +35,7 @@ import faces  # noqa: E402
 import v3_features as v3  # noqa: E402
 
 VIEWS = 7
+C5 = "/conv_5/model/model.1/Add_output_0"  # conv_6_sep's input in both upstream ONNX graphs
 
 
 def photometric(c: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,17 +66,7 @@ def main() -> int:
     boxes = json.load(open(a.boxes))
     kept = [s for s in v3.list_samples(a.shared) if boxes.get(s[0]) is not None]
     onnx_file, scale = v3.NETS[a.net]
-    import onnx
-    import onnxruntime as ort
-
-    m = onnx.load(os.path.join(a.shared, "models/upstream/minifasnet", onnx_file))
-    c5 = next(n.input[0] for n in m.graph.node if n.name == "/conv_6_sep/conv/Conv")
-    m.graph.output.append(onnx.helper.make_tensor_value_info(c5, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = v3.session(os.path.join(a.shared, "models/upstream/minifasnet", onnx_file), C5)
     rng = np.random.default_rng(a.seed)  # v3's exposure draws: one per (image, net), image-major
     prng = np.random.default_rng([a.seed, 5, a.net])  # v5's photometric views
     out = np.zeros((len(kept), VIEWS, 128, 25), np.float32)
@@ -93,7 +84,7 @@ def main() -> int:
         views = [c, c[:, ::-1], exp] + [photometric(c, k, prng) for k in range(3, VIEWS)]
         for v, img_v in enumerate(views):
             x = np.ascontiguousarray(img_v).astype(np.float32).transpose(2, 0, 1)[None]
-            out[i, v] = sess.run([c5], {"input": x})[0].reshape(128, 25)
+            out[i, v] = sess.run([C5], {"input": x})[0].reshape(128, 25)
         if i % 1000 == 0:
             print(f"{i}/{len(kept)} {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     np.save(a.out, out)

@@ -94,10 +94,11 @@ def embed_all(t, xs, chunk=2048):
     return np.concatenate([embed(t, xs[i:i + chunk]) for i in range(0, len(xs), chunk)])
 
 
-def grads(t, W, bh, x, y, w):
-    """Loss mean(w * CE) and its gradient for one batch (tail dict t, head W (3, 512), bh)."""
+def grads(t, x, y, w):
+    """Loss mean(w * CE) and its gradient for one batch (parameters t: tail, head W (3, 512), bh)."""
     e, (u, neg, z) = embed(t, x, keep=True)
-    p = softmax(e @ W.T + bh)
+    W = t["W"]
+    p = softmax(e @ W.T + t["bh"])
     n = len(y)
     loss = float((w * -np.log(p[np.arange(n), y] + 1e-12)).mean())
     g = p
@@ -118,9 +119,8 @@ def grads(t, W, bh, x, y, w):
 def train_net(d, j, m, cand, head0, prior_head, freeze, seed):
     """Fine-tune one network on images ``m`` (bool mask); returns (tail, (W, bh))."""
     t0 = upstream_tail(cand["upstream"], NETS[j])
-    t = {k: v.copy() for k, v in t0.items()}
-    W, bh = head0[0].astype(np.float32).copy(), head0[1].astype(np.float32).copy()
-    Wp, bp = prior_head[0].astype(np.float32), prior_head[1].astype(np.float32)
+    W, bh = head0[0].astype(np.float32), head0[1].astype(np.float32)  # astype copies
+    Wp = prior_head[0].astype(np.float32)
     idx = np.flatnonzero(m)
     x_all = d["c5"][j]
     views = x_all.shape[1]
@@ -128,7 +128,7 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed):
     w_img = h.weights(d["label"][idx], d["source"][idx]).astype(np.float32)
     w_img *= len(w_img) / w_img.sum()  # mean 1
     pairs = np.array([(i, v) for i in range(len(idx)) for v in range(views)], np.int64)
-    params = {**t, "W": W, "bh": bh}
+    params = {**{k: v.copy() for k, v in t0.items()}, "W": W, "bh": bh}
     mom = {k: np.zeros_like(v) for k, v in params.items()}
     vel = {k: np.zeros_like(v) for k, v in params.items()}
     rng = np.random.default_rng([seed, j])
@@ -138,7 +138,7 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed):
         for s in range(0, len(order), BATCH):
             bi = pairs[order[s:s + BATCH]]
             x = x_all[idx[bi[:, 0]], bi[:, 1]]
-            _, gr = grads(params, params["W"], params["bh"], x, d["label"][idx[bi[:, 0]]], w_img[bi[:, 0]])
+            _, gr = grads(params, x, d["label"][idx[bi[:, 0]]], w_img[bi[:, 0]])
             for k in TAIL_KEYS:
                 gr[k] += lam * (params[k] - t0[k])
             gr["W"] += np.float32(HEAD_L2) * (params["W"] - Wp) * sd2
@@ -281,8 +281,7 @@ def main():
         return 0
     cand = dict(lam=a.lam, epochs=a.epochs, lr=a.lr, upstream=a.upstream)
     if a.leave_out:
-        drop = [a.leave_out] + h.LINKED.get(a.leave_out, [])
-        sources = [s for s in h.TRAINABLE if s not in drop]
+        sources = h.fold_sources(a.leave_out)
     elif a.train == "train":
         sources = h.TRAINABLE
     else:
