@@ -60,13 +60,14 @@ def list_samples(shared: str):
     return out
 
 
-def session(path: str, output: str = FEATURE):
-    """One-thread ONNX Runtime session that also returns the internal tensor ``output``."""
+def session(path: str, output: str | tuple[str, ...] = FEATURE):
+    """One-thread ONNX Runtime session that also returns the internal tensor(s) ``output``."""
     import onnx
     import onnxruntime as ort
 
     m = onnx.load(path)
-    m.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None))
+    for o in (output,) if isinstance(output, str) else output:
+        m.graph.output.append(onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.intra_op_num_threads = 1

@@ -12,15 +12,26 @@ import json
 import math
 import sys
 
-real, attack = [], []
-for f in sys.argv[1:]:
-    for row in csv.DictReader(open(f)):
-        (real if row["class"] == "real" else attack).append(float(row["score"]))
-attack.sort()
-k = math.floor(0.05 * len(attack))  # at most k attacks may score >= t
-t = attack[len(attack) - k - 1] if k < len(attack) else 0.0  # t must exceed this attack's score
-t = math.floor(t * 1000) / 1000 + 0.001
-apcer = sum(a >= t for a in attack) / len(attack)
-bpcer = sum(r < t for r in real) / len(real)
-print(json.dumps({"threshold": round(t, 3), "val_apcer": apcer, "val_bpcer": bpcer, "val_acer": (apcer + bpcer) / 2,
-                  "n_real": len(real), "n_attack": len(attack)}))
+
+def threshold(attack):
+    """The rule on the pooled validation attack scores (v6's selection applies it to float scores)."""
+    attack = sorted(attack)
+    k = math.floor(0.05 * len(attack))  # at most k attacks may score >= t
+    t = attack[len(attack) - k - 1] if k < len(attack) else 0.0  # t must exceed this attack's score
+    return math.floor(t * 1000) / 1000 + 0.001
+
+
+def main():
+    real, attack = [], []
+    for f in sys.argv[1:]:
+        for row in csv.DictReader(open(f)):
+            (real if row["class"] == "real" else attack).append(float(row["score"]))
+    t = threshold(attack)
+    apcer = sum(a >= t for a in attack) / len(attack)
+    bpcer = sum(r < t for r in real) / len(real)
+    print(json.dumps({"threshold": round(t, 3), "val_apcer": apcer, "val_bpcer": bpcer, "val_acer": (apcer + bpcer) / 2,
+                      "n_real": len(real), "n_attack": len(attack)}))
+
+
+if __name__ == "__main__":
+    main()

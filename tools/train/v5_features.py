@@ -36,6 +36,7 @@ import v3_features as v3  # noqa: E402
 
 VIEWS = 7
 C5 = "/conv_5/model/model.1/Add_output_0"  # conv_6_sep's input in both upstream ONNX graphs
+C45 = "/conv_45/project/conv/Conv_output_0"  # conv_5's input (v6 D), BN folded by the ONNX export
 
 
 def photometric(c: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarray:
@@ -61,15 +62,17 @@ def main() -> int:
     ap.add_argument("--boxes", required=True)
     ap.add_argument("--net", type=int, choices=(0, 1), required=True, help="0 = V2 (2.7), 1 = V1SE (4.0)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--c45", help="also write conv_45's output (conv_5's input, for v6 D) here, same layout")
     ap.add_argument("--seed", type=int, default=20261203)
     a = ap.parse_args()
     boxes = json.load(open(a.boxes))
     kept = [s for s in v3.list_samples(a.shared) if boxes.get(s[0]) is not None]
     onnx_file, scale = v3.NETS[a.net]
-    sess = v3.session(os.path.join(a.shared, "models/upstream/minifasnet", onnx_file), C5)
+    sess = v3.session(os.path.join(a.shared, "models/upstream/minifasnet", onnx_file), (C5, C45))
     rng = np.random.default_rng(a.seed)  # v3's exposure draws: one per (image, net), image-major
     prng = np.random.default_rng([a.seed, 5, a.net])  # v5's photometric views
     out = np.zeros((len(kept), VIEWS, 128, 25), np.float32)
+    out45 = np.zeros_like(out) if a.c45 else None
     t0 = time.time()
     for i, (rel, _, _, _) in enumerate(kept):
         img = faces.read_bgr(os.path.join(a.shared, rel))
@@ -84,10 +87,15 @@ def main() -> int:
         views = [c, c[:, ::-1], exp] + [photometric(c, k, prng) for k in range(3, VIEWS)]
         for v, img_v in enumerate(views):
             x = np.ascontiguousarray(img_v).astype(np.float32).transpose(2, 0, 1)[None]
-            out[i, v] = sess.run([C5], {"input": x})[0].reshape(128, 25)
+            r5, r45 = sess.run([C5, C45], {"input": x})
+            out[i, v] = r5.reshape(128, 25)
+            if out45 is not None:
+                out45[i, v] = r45.reshape(128, 25)
         if i % 1000 == 0:
             print(f"{i}/{len(kept)} {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     np.save(a.out, out)
+    if out45 is not None:
+        np.save(a.c45, out45)
     print(f"wrote {a.out}: {len(kept)} images x {VIEWS} views in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
 

@@ -94,8 +94,9 @@ def embed_all(t, xs, chunk=2048):
     return np.concatenate([embed(t, xs[i:i + chunk]) for i in range(0, len(xs), chunk)])
 
 
-def grads(t, x, y, w):
-    """Loss mean(w * CE) and its gradient for one batch (parameters t: tail, head W (3, 512), bh)."""
+def grads(t, x, y, w, want_dx=False):
+    """Loss mean(w * CE) and its gradient for one batch (parameters t: tail, head W (3, 512), bh);
+    with ``want_dx`` also the gradient with respect to the input x (v6 trains what feeds it)."""
     e, (u, neg, z) = embed(t, x, keep=True)
     W = t["W"]
     p = softmax(e @ W.T + t["bh"])
@@ -113,16 +114,24 @@ def grads(t, x, y, w):
     du = np.where(neg, dz * t["a"], dz)
     gr["W1"] = du.T @ x.reshape(-1, 128)
     gr["b1"] = du.sum(0)
+    if want_dx:
+        return loss, gr, (du @ t["W1"]).reshape(x.shape)
     return loss, gr
 
 
-def train_net(d, j, m, cand, head0, prior_head, freeze, seed):
-    """Fine-tune one network on images ``m`` (bool mask); returns (tail, (W, bh))."""
+def train_net(d, j, m, cand, head0, prior_head, freeze, seed, trunk=None):
+    """Fine-tune one network on images ``m`` (bool mask); returns (tail, (W, bh)).
+
+    ``trunk`` (v6 D): blocks before the tail that are trained too, on the cache ``d["c45"]``; an
+    object with ``init`` (upstream parameters, trained under the same L2-SP), ``forward(p, x)`` ->
+    (out, saved) and ``backward(p, saved, dout)`` -> gradients. Then the tail dict also holds them."""
     t0 = upstream_tail(cand["upstream"], NETS[j])
+    if trunk is not None:
+        t0 = {**t0, **trunk.init}
     W, bh = head0[0].astype(np.float32), head0[1].astype(np.float32)  # astype copies
     Wp = prior_head[0].astype(np.float32)
     idx = np.flatnonzero(m)
-    x_all = d["c5"][j]
+    x_all = d["c5" if trunk is None else "c45"][j]
     views = x_all.shape[1]
     sd2 = (d["feats"][idx, j, 0].std(0) + 1e-6).astype(np.float32) ** 2  # v4's standardisation
     w_img = h.weights(d["label"][idx], d["source"][idx]).astype(np.float32)
@@ -138,8 +147,13 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed):
         for s in range(0, len(order), BATCH):
             bi = pairs[order[s:s + BATCH]]
             x = x_all[idx[bi[:, 0]], bi[:, 1]]
-            _, gr = grads(params, x, d["label"][idx[bi[:, 0]]], w_img[bi[:, 0]])
-            for k in TAIL_KEYS:
+            if trunk is None:
+                _, gr = grads(params, x, d["label"][idx[bi[:, 0]]], w_img[bi[:, 0]])
+            else:
+                xo, saved = trunk.forward(params, x)
+                _, gr, dxo = grads(params, xo, d["label"][idx[bi[:, 0]]], w_img[bi[:, 0]], want_dx=True)
+                gr.update(trunk.backward(params, saved, dxo))
+            for k in t0:
                 gr[k] += lam * (params[k] - t0[k])
             gr["W"] += np.float32(HEAD_L2) * (params["W"] - Wp) * sd2
             for k in freeze:
@@ -152,11 +166,12 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed):
                 mh = mom[k] / (1 - 0.9 ** step)
                 vh = vel[k] / (1 - 0.999 ** step)
                 params[k] = (params[k] - lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
-    return {k: params[k] for k in TAIL_KEYS}, (params["W"], params["bh"])
+    return {k: params[k] for k in t0}, (params["W"], params["bh"])
 
 
-def train(d, sources, cand, held_groups=NUAA_VAL, seed=20261204):
-    """Both networks: the v4 head on upstream embeddings first, then the joint fine-tune."""
+def train(d, sources, cand, held_groups=NUAA_VAL, seed=20261204, trunks=None):
+    """Both networks: the v4 head on upstream embeddings first, then the joint fine-tune
+    (``trunks``: per network, v6 D's trained blocks; see train_net)."""
     heads = h.train(d, sources, HEAD_L2, prior_dir=cand["upstream"], freeze_absent=True,
                     held_groups=held_groups)
     m = h.trainable_mask(d, sources, held_groups)
@@ -166,7 +181,8 @@ def train(d, sources, cand, held_groups=NUAA_VAL, seed=20261204):
         freeze = [k for k in range(3) if not (d["label"][m] == k).any()]
         if freeze:  # v4 kept these rows at the prior; so does v5
             assert np.allclose(heads[net][0][freeze], prior[0][freeze], atol=1e-4)
-        out[net] = train_net(d, j, m, cand, heads[net], prior, freeze, seed)
+        out[net] = train_net(d, j, m, cand, heads[net], prior, freeze, seed,
+                             None if trunks is None else trunks[net])
     return out
 
 
@@ -197,22 +213,26 @@ def evaluate(d, cand):
             "auc": {k: round(v, 4) for k, v in per.items()}}
 
 
-def export(models, upstream_dir, out_dir, veriframe, recipe):
-    """Write the tuned tail (BN as identity + bias, as v3_head.export does for the head)."""
-    extra = {}
+def tail_tensors(t):
+    """The tuned tail as upstream state-dict tensors (BN as identity + bias, as v3_head.export does
+    for the head)."""
     g = np.full(512, np.sqrt(1 + h.BN_EPS), np.float32)
-    for net, (t, _) in models.items():
-        extra[net] = {
-            "conv_6_sep.conv.weight": t["W1"].reshape(512, 128, 1, 1),
-            "conv_6_sep.bn.weight": g, "conv_6_sep.bn.bias": t["b1"],
-            "conv_6_sep.bn.running_mean": np.zeros(512, np.float32),
-            "conv_6_sep.bn.running_var": np.ones(512, np.float32),
-            "conv_6_sep.prelu.weight": t["a"],
-            "conv_6_dw.conv.weight": t["Wd"].reshape(512, 1, 5, 5),
-            "conv_6_dw.bn.weight": g, "conv_6_dw.bn.bias": t["b2"],
-            "conv_6_dw.bn.running_mean": np.zeros(512, np.float32),
-            "conv_6_dw.bn.running_var": np.ones(512, np.float32),
-        }
+    return {
+        "conv_6_sep.conv.weight": t["W1"].reshape(512, 128, 1, 1),
+        "conv_6_sep.bn.weight": g, "conv_6_sep.bn.bias": t["b1"],
+        "conv_6_sep.bn.running_mean": np.zeros(512, np.float32),
+        "conv_6_sep.bn.running_var": np.ones(512, np.float32),
+        "conv_6_sep.prelu.weight": t["a"],
+        "conv_6_dw.conv.weight": t["Wd"].reshape(512, 1, 5, 5),
+        "conv_6_dw.bn.weight": g, "conv_6_dw.bn.bias": t["b2"],
+        "conv_6_dw.bn.running_mean": np.zeros(512, np.float32),
+        "conv_6_dw.bn.running_var": np.ones(512, np.float32),
+    }
+
+
+def export(models, upstream_dir, out_dir, veriframe, recipe):
+    """Write the tuned tail into the upstream state dicts and convert (v3_head.export)."""
+    extra = {net: tail_tensors(t) for net, (t, _) in models.items()}
     h.export({net: hd for net, (_, hd) in models.items()}, upstream_dir, out_dir, veriframe,
              extra=extra, recipe=recipe)
 

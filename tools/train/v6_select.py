@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""PAD v6: seed soup (S3), conv_5 fine-tune (D), and the calibration-aware selection score.
+
+Pre-registered in tools/train/v6-preregistration.md (read it and its addenda first). Everything
+else is v5's (tools/train/v5_tail.py): data, views, split, Adam, L2-SP, the v4 head start.
+
+  v5      v5_tail's recipe with seed 20261204 (lambda 1e-3, 10 epochs, lr 1e-4)
+  S3      the tensor-by-tensor mean of v5 trained with seeds 20261204, 20261205, 20261206
+  D-LAM   conv_5's two residual blocks trained too (on the conv_45 cache), L2-SP lambda LAM on
+          every trained tensor; seed 20261204
+  S3D-LAM the three-seed soup of D-LAM
+
+A member is one seed of one recipe, trained twice: F on every trainable source, P without NUAA
+(the print probe). Members are saved, so the soups and v5 come from the same runs:
+
+    C="--feats /tmp/v3/feats.npz --c5 /tmp/v5/c5-v2.npy,/tmp/v5/c5-v1se.npy --c45 /tmp/v6/c45-v2.npy,/tmp/v6/c45-v1se.npy"
+    python tools/train/v6_select.py $C --check                      # conv_5 on conv_45 gives conv_5's cache; D's gradients
+    python tools/train/v6_select.py $C --member v5 --seed 20261204 --members /tmp/v6/m
+    python tools/train/v6_select.py $C --score --members /tmp/v6/m  # every candidate whose members exist; the pick
+    python tools/train/v6_select.py $C --cand S3 --train train --out DIR     # final (or --leave-out SOURCE)
+
+Score (pre-registered): mean of v4's score (worst validation AUC, print probe included) and
+1 - the worst per-source BPCER among balveer, trickyf0x, vishalkrishna and NUAA-val at the
+threshold tools/train/v3_threshold.py's rule gives on F's pooled float scores there (view 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import v3_head as h  # noqa: E402
+import v4_select  # noqa: E402
+import v5_tail as v5  # noqa: E402
+from v3_head import softmax  # noqa: E402
+from v3_threshold import threshold  # noqa: E402
+
+SEEDS = (20261204, 20261205, 20261206)
+V5 = dict(lam=1e-3, epochs=10, lr=1e-4)
+D_LAMS = (1e-3, 1e-2)
+V5_SEED = SEEDS[0]
+
+
+def recipe(name):
+    """(hyper-parameters, trains conv_5?) of a member recipe: "v5" or "D-<lambda>"."""
+    if name == "v5":
+        return V5, False
+    if name.startswith("D-") and float(name[2:]) in D_LAMS:
+        return {**V5, "lam": float(name[2:])}, True
+    raise SystemExit(f"unknown recipe {name!r}: v5, " + ", ".join(f"D-{lam:g}" for lam in D_LAMS))
+
+
+def candidate(name):
+    """(member recipe, seeds) of a candidate: v5, S3, D-LAM, S3D-LAM."""
+    if name == "S3":
+        return "v5", SEEDS
+    if name.startswith("S3D-"):
+        return "D-" + name[4:], SEEDS
+    return name, (V5_SEED,)
+
+
+# --- conv_5: two MobileFaceNet residual blocks (V1SE: the second with squeeze-excitation) -------
+
+def _fold(sd, bn):
+    k = sd[f"{bn}.weight"] / np.sqrt(sd[f"{bn}.running_var"] + h.BN_EPS)
+    return k, sd[f"{bn}.bias"] - sd[f"{bn}.running_mean"] * k
+
+
+class Conv5:
+    """conv_5 of one upstream network, batch norms folded in, on (B, 25, 128) maps (p = 5y + x).
+
+    Block b: u1 = Wa x + ba, z1 = prelu(u1); u2 = depthwise 3x3 (pad 1) of z1 + bdw, z2 = prelu(u2);
+    v = Wp z2 + bp; V1SE's second block: v *= sigmoid(F2 relu(F1 mean_p(v) + c1) + c2); out = x + v.
+    """
+
+    def __init__(self, upstream_dir, net):
+        from safetensors.numpy import load_file
+
+        sd = load_file(os.path.join(upstream_dir, h.UPSTREAM[net]))
+        self.se = []
+        init = {}
+        for b in (0, 1):
+            p = f"conv_5.model.{b}"
+            w = sd[f"{p}.conv.conv.weight"]
+            m, c = w.shape[:2]
+            k, bias = _fold(sd, f"{p}.conv.bn")
+            init[f"c5.{b}.Wa"], init[f"c5.{b}.ba"] = w.reshape(m, c) * k[:, None], bias
+            init[f"c5.{b}.aa"] = sd[f"{p}.conv.prelu.weight"].reshape(m)
+            k, bias = _fold(sd, f"{p}.conv_dw.bn")
+            init[f"c5.{b}.Wdw"] = sd[f"{p}.conv_dw.conv.weight"].reshape(m, 9) * k[:, None]
+            init[f"c5.{b}.bdw"] = bias
+            init[f"c5.{b}.adw"] = sd[f"{p}.conv_dw.prelu.weight"].reshape(m)
+            k, bias = _fold(sd, f"{p}.project.bn")
+            init[f"c5.{b}.Wp"] = sd[f"{p}.project.conv.weight"].reshape(c, m) * k[:, None]
+            init[f"c5.{b}.bp"] = bias
+            has_se = f"{p}.se_module.fc1.weight" in sd
+            self.se.append(has_se)
+            if has_se:
+                f1 = sd[f"{p}.se_module.fc1.weight"]
+                k, bias = _fold(sd, f"{p}.se_module.bn1")
+                init[f"c5.{b}.F1"], init[f"c5.{b}.c1"] = f1.reshape(f1.shape[0], c) * k[:, None], bias
+                k, bias = _fold(sd, f"{p}.se_module.bn2")
+                init[f"c5.{b}.F2"] = sd[f"{p}.se_module.fc2.weight"].reshape(c, -1) * k[:, None]
+                init[f"c5.{b}.c2"] = bias
+        self.init = {k: v.astype(np.float32) for k, v in init.items()}
+
+    def _block(self, P, b, x):
+        g = lambda n: P[f"c5.{b}.{n}"]  # noqa: E731
+        n = x.shape[0]
+        u1 = x @ g("Wa").T + g("ba")
+        n1 = u1 <= 0
+        z1 = np.where(n1, u1 * g("aa"), u1)
+        m = z1.shape[2]
+        zp = np.zeros((n, 7, 7, m), x.dtype)
+        zp[:, 1:6, 1:6] = z1.reshape(n, 5, 5, m)
+        u2 = np.zeros((n, 5, 5, m), x.dtype) + g("bdw")
+        wdw = g("Wdw")
+        for k in range(9):
+            ky, kx = divmod(k, 3)
+            u2 += zp[:, ky:ky + 5, kx:kx + 5] * wdw[:, k]
+        u2 = u2.reshape(n, 25, m)
+        n2 = u2 <= 0
+        z2 = np.where(n2, u2 * g("adw"), u2)
+        v = z2 @ g("Wp").T + g("bp")
+        saved = dict(x=x, u1=u1, n1=n1, zp=zp, u2=u2, n2=n2, z2=z2)
+        if self.se[b]:
+            s = v.mean(1)
+            q1 = s @ g("F1").T + g("c1")
+            r = np.maximum(q1, 0)
+            gate = 1 / (1 + np.exp(-(r @ g("F2").T + g("c2"))))
+            saved.update(v=v, s=s, q1=q1, r=r, gate=gate)
+            v = v * gate[:, None, :]
+        return x + v, saved
+
+    def _block_back(self, P, b, sv, dout):
+        g = lambda n: P[f"c5.{b}.{n}"]  # noqa: E731
+        gr = {}
+        dv = dout
+        if self.se[b]:
+            gate = sv["gate"]
+            dv = dout * gate[:, None, :]
+            dq2 = (dout * sv["v"]).sum(1) * gate * (1 - gate)
+            gr["F2"], gr["c2"] = dq2.T @ sv["r"], dq2.sum(0)
+            dq1 = (dq2 @ g("F2")) * (sv["q1"] > 0)
+            gr["F1"], gr["c1"] = dq1.T @ sv["s"], dq1.sum(0)
+            dv = dv + (dq1 @ g("F1"))[:, None, :] / 25
+        n, _, c = dv.shape
+        z2, u2, n2 = sv["z2"], sv["u2"], sv["n2"]
+        m = z2.shape[2]
+        gr["Wp"] = dv.reshape(-1, c).T @ z2.reshape(-1, m)
+        gr["bp"] = dv.sum((0, 1))
+        dz2 = dv @ g("Wp")
+        gr["adw"] = (dz2 * u2 * n2).sum((0, 1))
+        du2 = np.where(n2, dz2 * g("adw"), dz2).reshape(n, 5, 5, m)
+        gr["bdw"] = du2.sum((0, 1, 2))
+        zp, wdw = sv["zp"], g("Wdw")
+        dzp = np.zeros_like(zp)
+        dwdw = np.zeros_like(wdw)
+        for k in range(9):
+            ky, kx = divmod(k, 3)
+            dwdw[:, k] = (du2 * zp[:, ky:ky + 5, kx:kx + 5]).sum((0, 1, 2))
+            dzp[:, ky:ky + 5, kx:kx + 5] += du2 * wdw[:, k]
+        gr["Wdw"] = dwdw
+        dz1 = dzp[:, 1:6, 1:6].reshape(n, 25, m)
+        u1, n1 = sv["u1"], sv["n1"]
+        gr["aa"] = (dz1 * u1 * n1).sum((0, 1))
+        du1 = np.where(n1, dz1 * g("aa"), dz1)
+        gr["Wa"] = du1.reshape(-1, m).T @ sv["x"].reshape(-1, c)
+        gr["ba"] = du1.sum((0, 1))
+        dx = dout + du1 @ g("Wa")
+        return {f"c5.{b}.{k}": v.astype(dout.dtype) for k, v in gr.items()}, dx
+
+    def forward(self, P, x):
+        saved = []
+        for b in (0, 1):
+            x, s = self._block(P, b, x)
+            saved.append(s)
+        return x, saved
+
+    def backward(self, P, saved, dout):
+        out = {}
+        for b in (1, 0):
+            gr, dout = self._block_back(P, b, saved[b], dout)
+            out.update(gr)
+        return out
+
+    def tensors(self, P):
+        """Trained conv_5 as upstream state-dict tensors (BN as identity + bias, as v5's tail)."""
+        out = {}
+        for b in (0, 1):
+            p, g = f"conv_5.model.{b}", lambda n: P[f"c5.{b}.{n}"]  # noqa: E731
+            m, c = g("Wa").shape
+
+            def bn(name, bias):
+                n = len(bias)
+                out.update({f"{name}.weight": np.full(n, np.sqrt(1 + h.BN_EPS), np.float32),
+                            f"{name}.bias": bias, f"{name}.running_mean": np.zeros(n, np.float32),
+                            f"{name}.running_var": np.ones(n, np.float32)})
+
+            out[f"{p}.conv.conv.weight"] = g("Wa").reshape(m, c, 1, 1)
+            bn(f"{p}.conv.bn", g("ba"))
+            out[f"{p}.conv.prelu.weight"] = g("aa")
+            out[f"{p}.conv_dw.conv.weight"] = g("Wdw").reshape(m, 1, 3, 3)
+            bn(f"{p}.conv_dw.bn", g("bdw"))
+            out[f"{p}.conv_dw.prelu.weight"] = g("adw")
+            out[f"{p}.project.conv.weight"] = g("Wp").reshape(c, m, 1, 1)
+            bn(f"{p}.project.bn", g("bp"))
+            if self.se[b]:
+                out[f"{p}.se_module.fc1.weight"] = g("F1").reshape(-1, c, 1, 1)
+                bn(f"{p}.se_module.bn1", g("c1"))
+                out[f"{p}.se_module.fc2.weight"] = g("F2").reshape(c, -1, 1, 1)
+                bn(f"{p}.se_module.bn2", g("c2"))
+        return out
+
+
+# --- data, training, scoring ------------------------------------------------------------------
+
+def load(a, need_c5=True, need_c45=True):
+    d = v5.load(a.feats, a.c5.split(",")) if need_c5 else h.load(a.feats)
+    if need_c45:
+        d["c45"] = []
+        for p in a.c45.split(","):
+            c = np.load(p, mmap_mode="r")
+            if c.shape[0] != len(d["label"]):
+                raise SystemExit(f"{p}: {c.shape[0]} images, {a.feats} has {len(d['label'])}")
+            d["c45"].append(np.ascontiguousarray(np.asarray(c).transpose(0, 1, 3, 2)))
+    return d
+
+
+def trunks_for(name, upstream):
+    _, deep = recipe(name)
+    return {net: Conv5(upstream, net) for net in v5.NETS} if deep else None
+
+
+def train_soup(d, sources, name, upstream):
+    """Train the candidate's members on ``sources`` and average them tensor by tensor."""
+    rec, seeds = candidate(name)
+    hp, _ = recipe(rec)
+    trunks = trunks_for(rec, upstream)
+    members = [v5.train(d, sources, {**hp, "upstream": upstream}, seed=s, trunks=trunks) for s in seeds]
+    return soup(members), trunks
+
+
+def soup(members):
+    out = {}
+    for net in v5.NETS:
+        tails = [m[net][0] for m in members]
+        heads = [m[net][1] for m in members]
+        t = {k: np.mean([x[k] for x in tails], 0).astype(np.float32) for k in tails[0]}
+        out[net] = (t, tuple(np.mean([x[i] for x in heads], 0).astype(np.float32) for i in range(2)))
+    return out
+
+
+def scores(d, models, mask, trunks=None, view=0, chunk=2048):
+    s = 0
+    for j, net in enumerate(v5.NETS):
+        t, (W, bh) = models[net]
+        if any(k.startswith("c5.") for k in t):
+            x = d["c45"][j][mask, view]
+            x = np.concatenate([trunks[net].forward(t, x[i:i + chunk])[0] for i in range(0, len(x), chunk)])
+        else:
+            x = d["c5"][j][mask, view]
+        s = s + softmax(v5.embed_all(t, x) @ W.T + bh)[:, 1]
+    return s / 2
+
+
+def auc_on(d, models, mask, trunks):
+    s = scores(d, models, mask, trunks)
+    lab = d["label"][mask]
+    return h.auc(s[lab == 1], s[lab != 1])
+
+
+def evaluate(d, F, P, trunks):
+    """The pre-registered v6 score of one candidate from its F and P models."""
+    masks = v4_select.validation_masks(d)
+    per = {v: auc_on(d, F, masks[v], trunks) for v in h.VALIDATION}
+    per["nuaa-val(probe)"] = auc_on(d, P, masks["nuaa-val"], trunks)
+    v4_score = min(per.values())
+    names = list(h.VALIDATION) + ["nuaa-val"]
+    sc = {v: scores(d, F, masks[v], trunks) for v in names}
+    lab = {v: d["label"][masks[v]] for v in names}
+    thr = threshold(np.concatenate([sc[v][lab[v] != 1] for v in names]).tolist())
+    bpcer = {v: float((sc[v][lab[v] == 1] < thr).mean()) for v in names}
+    apcer = float(np.mean(np.concatenate([sc[v][lab[v] != 1] >= thr for v in names])))
+    worst = max(bpcer.values())
+    return {"score": round((v4_score + 1 - worst) / 2, 5), "v4_score": round(v4_score, 5),
+            "worst_bpcer": round(worst, 4), "threshold": round(thr, 3), "val_apcer": round(apcer, 4),
+            "bpcer": {k: round(v, 4) for k, v in bpcer.items()}, "auc": {k: round(v, 4) for k, v in per.items()}}
+
+
+def save_member(path, F, P):
+    arrays = {f"{which}/{net}/{k}": v for which, m in (("F", F), ("P", P)) for net, (t, (W, bh)) in m.items()
+              for k, v in {**t, "W": W, "bh": bh}.items()}
+    np.savez(path, **arrays)
+
+
+def load_member(path):
+    z = np.load(path)
+    out = {}
+    for which in ("F", "P"):
+        out[which] = {}
+        for net in v5.NETS:
+            pre = f"{which}/{net}/"
+            t = {k[len(pre):]: z[k] for k in z.files if k.startswith(pre) and k[len(pre):] not in ("W", "bh")}
+            out[which][net] = (t, (z[pre + "W"], z[pre + "bh"]))
+    return out
+
+
+def check(d, upstream):
+    """conv_5 in numpy on the conv_45 cache gives the conv_5 cache; D's gradients are right."""
+    for j, net in enumerate(v5.NETS):
+        tr = Conv5(upstream, net)
+        x = d["c45"][j][:512, 0]
+        y, _ = tr.forward(tr.init, x)
+        ref = d["c5"][j][:512, 0]
+        rel = np.abs(y - ref).max() / np.abs(ref).max()
+        print(f"{net}: conv_5(conv_45 cache) vs conv_5 cache: max rel diff {rel:.2e}")
+        if rel > 1e-4:
+            raise SystemExit("numpy conv_5 does not reproduce the ONNX graph")
+        # finite differences in float64 through conv_5, the tail and the head, one batch of 16
+        P = {k: v.astype(np.float64) for k, v in {**tr.init, **v5.upstream_tail(upstream, net)}.items()}
+        P["W"], P["bh"] = [t.astype(np.float64) for t in h.upstream_head(upstream, net)]
+        rng = np.random.default_rng(1)
+        pick = rng.choice(len(d["label"]), 16, replace=False)
+        x = d["c45"][j][pick, 0].astype(np.float64)
+        # true labels: with a random one the upstream model can give p ~ 1e-8, where the loss's
+        # log(p + 1e-12) differs from the analytic log(p) gradient by ~1e-4 relative
+        y_lab, w = d["label"][pick], rng.uniform(0.5, 1.5, 16)
+
+        def loss(P):
+            xo, _ = tr.forward(P, x)
+            return v5.grads(P, xo, y_lab, w)[0]
+
+        xo, saved = tr.forward(P, x)
+        _, gr, dxo = v5.grads(P, xo, y_lab, w, want_dx=True)
+        gr = tr.backward(P, saved, dxo)
+        per = {}
+        for k in sorted(gr):
+            flat = P[k].reshape(-1)
+            for i in rng.choice(flat.size, min(4, flat.size), replace=False):
+                old = flat[i]
+                flat[i] = old + 1e-5
+                lp = loss(P)
+                flat[i] = old - 1e-5
+                lm = loss(P)
+                flat[i] = old
+                num = (lp - lm) / 2e-5
+                an = gr[k].reshape(-1)[i]
+                err = abs(num - an) / max(1e-6, abs(num) + abs(an))
+                per[k] = max(per.get(k, 0.0), err)
+        worst = max(per.values())
+        print(f"{net}: {len(gr)} conv_5 tensors, finite differences vs analytic: worst relative error "
+              f"{worst:.1e} ({max(per, key=per.get)}; median tensor {np.median(list(per.values())):.1e})")
+        if worst > 1e-3:
+            raise SystemExit("conv_5 gradients do not match finite differences")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--feats", required=True)
+    ap.add_argument("--c5", required=True, help="v5_features.py conv_5 caches, V2 then V1SE")
+    ap.add_argument("--c45", required=True, help="v5_features.py --c45 caches, V2 then V1SE")
+    ap.add_argument("--upstream", default="../shared/models/upstream/minifasnet")
+    ap.add_argument("--veriframe", default="target/release/veriframe")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--member", help="train one member: v5 or D-<lambda> (with --seed, --members)")
+    ap.add_argument("--seed", type=int, default=V5_SEED)
+    ap.add_argument("--members", help="directory of member files")
+    ap.add_argument("--score", action="store_true", help="score every candidate whose members exist")
+    ap.add_argument("--cand", help="with --train/--leave-out: v5, S3, D-LAM, S3D-LAM")
+    ap.add_argument("--train", help='"train" = every trainable source')
+    ap.add_argument("--leave-out", help="LOSO fold: train on every trainable source but this one")
+    ap.add_argument("--hold-nuaa", default=",".join(v4_select.NUAA_VAL), help="accepted for v3_loso.sh; must be v4's")
+    ap.add_argument("--out")
+    a, _ = ap.parse_known_args()
+    if tuple(g for g in a.hold_nuaa.split(",") if g) != v4_select.NUAA_VAL:
+        raise SystemExit(f"--hold-nuaa must be {','.join(v4_select.NUAA_VAL)} (v4's protocol)")
+    if a.check:
+        check(load(a), a.upstream)
+        return 0
+    if a.member:
+        hp, deep = recipe(a.member)
+        d = load(a, need_c5=not deep, need_c45=deep)
+        trunks = trunks_for(a.member, a.upstream)
+        cand = {**hp, "upstream": a.upstream}
+        t0 = time.time()
+        F = v5.train(d, h.TRAINABLE, cand, seed=a.seed, trunks=trunks)
+        P = v5.train(d, [s for s in h.TRAINABLE if s != "nuaa"], cand, seed=a.seed, trunks=trunks)
+        os.makedirs(a.members, exist_ok=True)
+        save_member(os.path.join(a.members, f"{a.member}-{a.seed}.npz"), F, P)
+        print(json.dumps({"member": a.member, "seed": a.seed, "seconds": round(time.time() - t0)}), flush=True)
+        return 0
+    if a.score:
+        d = load(a)
+        trunks = {net: Conv5(a.upstream, net) for net in v5.NETS}
+        rows = []
+        for name in ["v5", "S3"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"S3D-{lam:g}" for lam in D_LAMS]:
+            rec, seeds = candidate(name)
+            files = [os.path.join(a.members, f"{rec}-{s}.npz") for s in seeds]
+            if not all(os.path.exists(f) for f in files):
+                print(json.dumps({"cand": name, "not_run": [f for f in files if not os.path.exists(f)]}))
+                continue
+            ms = [load_member(f) for f in files]
+            F, P = soup([m["F"] for m in ms]), soup([m["P"] for m in ms])
+            rows.append({"cand": name, **evaluate(d, F, P, trunks)})
+            print(json.dumps(rows[-1]), flush=True)
+        v5_row = next((r for r in rows if r["cand"] == "v5"), None)
+        if v5_row is not None:
+            best = max(rows, key=lambda r: r["score"])  # max keeps the first (simplest) of equals
+            print(json.dumps({"pick": best["cand"], "score": best["score"], "v5_score": v5_row["score"],
+                              "beats_v5_by_more_than_0.005": best["score"] > v5_row["score"] + 0.005}))
+        return 0
+    if not a.cand:
+        raise SystemExit("give --check, --member, --score or --cand with --train/--leave-out")
+    rec, _ = candidate(a.cand)
+    _, deep = recipe(rec)
+    d = load(a, need_c5=not deep, need_c45=deep)
+    if a.leave_out:
+        sources = h.fold_sources(a.leave_out)
+    elif a.train == "train":
+        sources = h.TRAINABLE
+    else:
+        raise SystemExit("give --train train or --leave-out SOURCE")
+    models, trunks = train_soup(d, sources, a.cand, a.upstream)
+    print(json.dumps({"trained_on": sources, "cand": a.cand}), file=sys.stderr)
+    if a.out:
+        extra = {net: {**v5.tail_tensors(t), **(trunks[net].tensors(t) if trunks else {})}
+                 for net, (t, _) in models.items()}
+        h.export({net: hd for net, (_, hd) in models.items()}, a.upstream, a.out, a.veriframe,
+                 extra=extra, recipe=f"tools/train/v6_select.py --cand {a.cand}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
