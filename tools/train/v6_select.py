@@ -18,6 +18,7 @@ A member is one seed of one recipe, trained twice: F on every trainable source, 
     python tools/train/v6_select.py $C --member v5 --seed 20261204 --members /tmp/v6/m
     python tools/train/v6_select.py $C --score --members /tmp/v6/m  # every candidate whose members exist; the pick
     python tools/train/v6_select.py $C --cand S3 --train train --out DIR     # final (or --leave-out SOURCE)
+    python tools/train/v6_select.py $C --cand S3 --train train --members /tmp/v6/m --out DIR  # final from the members' F
 
 Score (pre-registered): mean of v4's score (worst validation AUC, print probe included) and
 1 - the worst per-source BPCER among balveer, trickyf0x, vishalkrishna and NUAA-val at the
@@ -428,7 +429,13 @@ def main():
         sources = h.TRAINABLE
     else:
         raise SystemExit("give --train train or --leave-out SOURCE")
-    models, trunks = train_soup(d, sources, a.cand, a.upstream)
+    _, seeds = candidate(a.cand)
+    files = [os.path.join(a.members or "", f"{rec}-{s}.npz") for s in seeds]
+    if a.train == "train" and a.members and all(os.path.exists(f) for f in files):
+        # the members' F models were trained on exactly these sources: reuse them
+        models, trunks = soup([load_member(f)["F"] for f in files]), trunks_for(rec, a.upstream)
+    else:
+        models, trunks = train_soup(d, sources, a.cand, a.upstream)
     print(json.dumps({"trained_on": sources, "cand": a.cand}), file=sys.stderr)
     if a.out:
         extra = {net: {**v5.tail_tensors(t), **(trunks[net].tensors(t) if trunks else {})}
