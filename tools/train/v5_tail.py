@@ -259,6 +259,15 @@ def pick(rows):
     return {"pick": choice, "beats_v4": choice["score"] > V4_SCORE + 0.002}
 
 
+def training_sources(train_arg, leave_out):
+    """The sources of one model: every trainable one ("--train train") or a LOSO fold's."""
+    if leave_out:
+        return h.fold_sources(leave_out)
+    if train_arg == "train":
+        return h.TRAINABLE
+    raise SystemExit("give --train train or --leave-out SOURCE")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--feats", required=True, help="v3_features.py cache (labels, sources, v4 head input)")
@@ -300,12 +309,7 @@ def main():
             print(json.dumps({"row": k, **cand, **r, "seconds": round(time.time() - t0)}), flush=True)
         return 0
     cand = dict(lam=a.lam, epochs=a.epochs, lr=a.lr, upstream=a.upstream)
-    if a.leave_out:
-        sources = h.fold_sources(a.leave_out)
-    elif a.train == "train":
-        sources = h.TRAINABLE
-    else:
-        raise SystemExit("give --train train or --leave-out SOURCE")
+    sources = training_sources(a.train, a.leave_out)
     models = train(d, sources, cand)
     print(json.dumps({"trained_on": sources, "lam": a.lam, "epochs": a.epochs, "lr": a.lr}), file=sys.stderr)
     if a.out:

@@ -420,16 +420,10 @@ def main():
         return 0
     if not a.cand:
         raise SystemExit("give --check, --member, --score or --cand with --train/--leave-out")
-    rec, _ = candidate(a.cand)
+    rec, seeds = candidate(a.cand)
     _, deep = recipe(rec)
     d = load(a, need_c5=not deep, need_c45=deep)
-    if a.leave_out:
-        sources = h.fold_sources(a.leave_out)
-    elif a.train == "train":
-        sources = h.TRAINABLE
-    else:
-        raise SystemExit("give --train train or --leave-out SOURCE")
-    _, seeds = candidate(a.cand)
+    sources = v5.training_sources(a.train, a.leave_out)
     files = [os.path.join(a.members or "", f"{rec}-{s}.npz") for s in seeds]
     if a.train == "train" and a.members and all(os.path.exists(f) for f in files):
         # the members' F models were trained on exactly these sources: reuse them
