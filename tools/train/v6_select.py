@@ -272,20 +272,24 @@ def scores(d, models, mask, trunks=None, view=0, chunk=2048):
     return s / 2
 
 
-def auc_on(d, models, mask, trunks):
-    s = scores(d, models, mask, trunks)
-    lab = d["label"][mask]
-    return h.auc(s[lab == 1], s[lab != 1])
-
-
 def evaluate(d, F, P, trunks):
     """The pre-registered v6 score of one candidate from its F and P models."""
+    return evaluate_scores(d, lambda m: scores(d, F, m, trunks), lambda m: scores(d, P, m, trunks))
+
+
+def evaluate_scores(d, score_f, score_p):
+    """The v6 score from two functions mask -> real scores: F's and the print probe P's."""
     masks = v4_select.validation_masks(d)
-    per = {v: auc_on(d, F, masks[v], trunks) for v in h.VALIDATION}
-    per["nuaa-val(probe)"] = auc_on(d, P, masks["nuaa-val"], trunks)
-    v4_score = min(per.values())
+
+    def auc(s, mask):
+        lab = d["label"][mask]
+        return h.auc(s[lab == 1], s[lab != 1])
+
     names = list(h.VALIDATION) + ["nuaa-val"]
-    sc = {v: scores(d, F, masks[v], trunks) for v in names}
+    sc = {v: score_f(masks[v]) for v in names}
+    per = {v: auc(sc[v], masks[v]) for v in h.VALIDATION}
+    per["nuaa-val(probe)"] = auc(score_p(masks["nuaa-val"]), masks["nuaa-val"])
+    v4_score = min(per.values())
     lab = {v: d["label"][masks[v]] for v in names}
     thr = threshold(np.concatenate([sc[v][lab[v] != 1] for v in names]).tolist())
     bpcer = {v: float((sc[v][lab[v] == 1] < thr).mean()) for v in names}
