@@ -169,7 +169,10 @@ fn four_model_files_score_the_mean_of_both_pairs() {
         let full = open_oriented(&dir.join(img));
         let b = &v["bbox_xywh"];
         let bbox = [0, 1, 2, 3].map(|i| b[i].as_f64().expect("bbox") as f32);
-        let (s5, s6) = (v5.score(&full, bbox).unwrap(), v6.score(&full, bbox).unwrap());
+        let (s5, s6) = (
+            v5.score(&full, bbox).unwrap(),
+            v6.score(&full, bbox).unwrap(),
+        );
         let s = both.score(&full, bbox).expect("score");
         assert!(
             (s - (s5 + s6) / 2.0).abs() < 1e-5,
