@@ -10,6 +10,11 @@ DIR holds either `<source>.csv` files or `fold-<source>/scores.csv` (a leave-one
 each source scored by the model that did not see it). Pooled = every source's images together,
 each scored by its own fold's model, at the one threshold. No-face images carry score -1 and so
 count as rejected, as in `veriframe eval`.
+
+--oracle adds, per model, what a threshold tuned on the pooled left-out images themselves would
+give: the pooled BPCER at the smallest threshold with pooled APCER <= 5 %, and the lowest pooled
+ACER over all thresholds. These are a DIAGNOSTIC of ranking against calibration (could one
+threshold meet issue 13's goal with this model?), tuned on test: never a figure to ship or select by.
 """
 import csv
 import glob
@@ -48,9 +53,28 @@ def row(name, thr, real, attack):
             f"{bpcer:.1%} | {(apcer + bpcer) / 2:.1%} |")
 
 
+def oracle(name, real, attack):
+    """Test-tuned thresholds on pooled scores (diagnostic only; see the module text)."""
+    cands = sorted(set(real) | set(attack) | {1.01})
+    def at(t):
+        return sum(a >= t for a in attack) / len(attack), sum(r < t for r in real) / len(real)
+    t5 = next(t for t in cands if at(t)[0] <= 0.05)
+    a5, b5 = at(t5)
+    # min ACER: scan candidate thresholds with sorted arrays (O(n log n))
+    import bisect
+    ra, rr = sorted(attack), sorted(real)
+    best = min(((len(ra) - bisect.bisect_left(ra, t)) / len(ra) + bisect.bisect_left(rr, t) / len(rr), t)
+               for t in cands)
+    ab, bb = at(best[1])
+    return (f"| {name} | APCER <= 5 % at t = {t5:.3f}: APCER {a5:.1%}, BPCER {b5:.1%}, ACER {(a5 + b5) / 2:.1%} | "
+            f"lowest ACER {(ab + bb) / 2:.1%} at t = {best[1]:.3f} (APCER {ab:.1%}, BPCER {bb:.1%}) |")
+
+
 def main():
     args = sys.argv[1:]
     hold = ()
+    want_oracle = "--oracle" in args
+    args = [a for a in args if a != "--oracle"]
     if args[:1] == ["--hold-nuaa"]:
         hold, args = tuple(args[1].split(",")), args[2:]
     models = [a.split(":", 2) for a in args]
@@ -71,6 +95,14 @@ def main():
             print(row(f"{s} | {name} @ {thr}", float(thr), real, attack))
     for (name, thr), (real, attack) in pooled.items():
         print(row(f"**pooled** | {name} @ {thr}", float(thr), real, attack))
+    if want_oracle:
+        print("\n| model | test-tuned (diagnostic): pooled APCER <= 5 % | test-tuned: lowest pooled ACER |")
+        print("|---|---|---|")
+        seen = set()
+        for (name, _), (real, attack) in pooled.items():
+            if name not in seen:
+                seen.add(name)
+                print(oracle(name, real, attack))
 
 
 if __name__ == "__main__":
