@@ -16,6 +16,7 @@ give: the pooled BPCER at the smallest threshold with pooled APCER <= 5 %, and t
 ACER over all thresholds. These are a DIAGNOSTIC of ranking against calibration (could one
 threshold meet issue 13's goal with this model?), tuned on test: never a figure to ship or select by.
 """
+import bisect
 import csv
 import glob
 import os
@@ -39,7 +40,6 @@ def read(path, hold=()):
 def auc(real, attack):
     wins = 0.0
     rs = sorted(real)
-    import bisect
     for a in attack:
         lo, hi = bisect.bisect_left(rs, a), bisect.bisect_right(rs, a)
         wins += (len(rs) - hi) + 0.5 * (hi - lo)
@@ -55,19 +55,17 @@ def row(name, thr, real, attack):
 
 def oracle(name, real, attack):
     """Test-tuned thresholds on pooled scores (diagnostic only; see the module text)."""
-    cands = sorted(set(real) | set(attack) | {1.01})
-    def at(t):
-        return sum(a >= t for a in attack) / len(attack), sum(r < t for r in real) / len(real)
-    t5 = next(t for t in cands if at(t)[0] <= 0.05)
-    a5, b5 = at(t5)
-    # min ACER: scan candidate thresholds with sorted arrays (O(n log n))
-    import bisect
     ra, rr = sorted(attack), sorted(real)
-    best = min(((len(ra) - bisect.bisect_left(ra, t)) / len(ra) + bisect.bisect_left(rr, t) / len(rr), t)
-               for t in cands)
-    ab, bb = at(best[1])
+
+    def at(t):  # (APCER, BPCER) at threshold t, by bisection on the sorted scores
+        return (len(ra) - bisect.bisect_left(ra, t)) / len(ra), bisect.bisect_left(rr, t) / len(rr)
+
+    cands = sorted(set(real) | set(attack) | {1.01})
+    t5 = next(t for t in cands if at(t)[0] <= 0.05)
+    tb = min(cands, key=lambda t: sum(at(t)))
+    (a5, b5), (ab, bb) = at(t5), at(tb)
     return (f"| {name} | APCER <= 5 % at t = {t5:.3f}: APCER {a5:.1%}, BPCER {b5:.1%}, ACER {(a5 + b5) / 2:.1%} | "
-            f"lowest ACER {(ab + bb) / 2:.1%} at t = {best[1]:.3f} (APCER {ab:.1%}, BPCER {bb:.1%}) |")
+            f"lowest ACER {(ab + bb) / 2:.1%} at t = {tb:.3f} (APCER {ab:.1%}, BPCER {bb:.1%}) |")
 
 
 def main():

@@ -37,7 +37,6 @@ import v3_head as h  # noqa: E402
 import v5_tail as v5  # noqa: E402
 import v6_select as v6  # noqa: E402
 
-V6 = "D-0.001"
 CANDIDATES = {"v6": ("D-0.001",), "E56": ("v5", "D-0.001"), "EP6": ("pair", "D-0.001")}
 PAIR_FILES = ("models/minifasnet-v2.q8_0.gguf", "models/minifasnet-v1se.q8_0.gguf",
               "models/minifasnet-v2.f32.gguf", "models/minifasnet-v1se.f32.gguf")
