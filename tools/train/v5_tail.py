@@ -94,14 +94,17 @@ def embed_all(t, xs, chunk=2048):
     return np.concatenate([embed(t, xs[i:i + chunk]) for i in range(0, len(xs), chunk)])
 
 
-def grads(t, x, y, w, want_dx=False):
+def grads(t, x, y, w, want_dx=False, ce_out=None):
     """Loss mean(w * CE) and its gradient for one batch (parameters t: tail, head W (3, 512), bh);
     with ``want_dx`` also the gradient with respect to the input x (v6 trains what feeds it)."""
     e, (u, neg, z) = embed(t, x, keep=True)
     W = t["W"]
     p = softmax(e @ W.T + t["bh"])
     n = len(y)
-    loss = float((w * -np.log(p[np.arange(n), y] + 1e-12)).mean())
+    ce = -np.log(p[np.arange(n), y] + 1e-12)
+    loss = float((w * ce).mean())
+    if ce_out is not None:  # v8 group DRO: the per-image cross-entropy
+        ce_out.append(ce)
     g = p
     g[np.arange(n), y] -= 1
     g *= (w / n)[:, None]
@@ -142,17 +145,32 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed, trunk=None):
     vel = {k: np.zeros_like(v) for k, v in params.items()}
     rng = np.random.default_rng([seed, j])
     lam, lr, step = np.float32(cand["lam"]), cand["lr"], 0
+    eta = cand.get("dro", 0.0)  # v8: online group DRO over (source, class) cells; 0 = off
+    if eta:
+        key = np.char.add(d["source"][idx].astype(str), np.char.add("/", d["label"][idx].astype(str)))
+        cells, cell = np.unique(key, return_inverse=True)
+        n_c = np.bincount(cell).astype(np.float64)
+        q = np.full(len(cells), 1.0 / len(cells))
     for _ in range(cand["epochs"]):
         order = rng.permutation(len(pairs))
         for s in range(0, len(order), BATCH):
             bi = pairs[order[s:s + BATCH]]
             x = x_all[idx[bi[:, 0]], bi[:, 1]]
+            wb, ce = w_img[bi[:, 0]], None
+            if eta:  # weight q_c * N / n_c: uniform q gives the cell weights above
+                cb = cell[bi[:, 0]]
+                wb, ce = (q[cb] * len(idx) / n_c[cb]).astype(np.float32), []
             if trunk is None:
-                _, gr = grads(params, x, d["label"][idx[bi[:, 0]]], w_img[bi[:, 0]])
+                _, gr = grads(params, x, d["label"][idx[bi[:, 0]]], wb, ce_out=ce)
             else:
                 xo, saved = trunk.forward(params, x)
-                _, gr, dxo = grads(params, xo, d["label"][idx[bi[:, 0]]], w_img[bi[:, 0]], want_dx=True)
+                _, gr, dxo = grads(params, xo, d["label"][idx[bi[:, 0]]], wb, want_dx=True, ce_out=ce)
                 gr.update(trunk.backward(params, saved, dxo))
+            if eta:  # exponentiated-gradient step on q with this batch's per-cell mean loss
+                present = np.unique(cb)
+                lc = np.bincount(cb, weights=ce[0], minlength=len(cells))[present] / np.bincount(cb)[present]
+                q[present] *= np.exp(eta * lc)
+                q /= q.sum()
             for k in t0:
                 gr[k] += lam * (params[k] - t0[k])
             gr["W"] += np.float32(HEAD_L2) * (params["W"] - Wp) * sd2
@@ -166,6 +184,9 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed, trunk=None):
                 mh = mom[k] / (1 - 0.9 ** step)
                 vh = vel[k] / (1 - 0.999 ** step)
                 params[k] = (params[k] - lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+    if eta:
+        print(json.dumps({"net": NETS[j], "dro": eta, "q": {c: round(float(v), 4) for c, v in zip(cells, q)}}),
+              file=sys.stderr, flush=True)
     return {k: params[k] for k in t0}, (params["W"], params["bh"])
 
 

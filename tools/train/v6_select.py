@@ -9,6 +9,8 @@ else is v5's (tools/train/v5_tail.py): data, views, split, Adam, L2-SP, the v4 h
   D-LAM   conv_5's two residual blocks trained too (on the conv_45 cache), L2-SP lambda LAM on
           every trained tensor; seed 20261204
   S3D-LAM the three-seed soup of D-LAM
+  DG-ETA  v8: D-0.001 with online group DRO over (source, class) cells, step size ETA
+          (tools/train/v8-preregistration.md; v5_tail.train_net's ``dro``)
 
 A member is one seed of one recipe, trained twice: F on every trainable source, P without NUAA
 (the print probe). Members are saved, so the soups and v5 come from the same runs:
@@ -46,6 +48,7 @@ from v3_threshold import threshold  # noqa: E402
 SEEDS = (20261204, 20261205, 20261206)
 V5 = dict(lam=1e-3, epochs=10, lr=1e-4)
 D_LAMS = (1e-3, 1e-2)
+DRO_ETAS = (0.003, 0.03)  # v8 (tools/train/v8-preregistration.md): D-0.001 with group DRO
 V5_SEED = SEEDS[0]
 
 
@@ -55,7 +58,10 @@ def recipe(name):
         return V5, False
     if name.startswith("D-") and float(name[2:]) in D_LAMS:
         return {**V5, "lam": float(name[2:])}, True
-    raise SystemExit(f"unknown recipe {name!r}: v5, " + ", ".join(f"D-{lam:g}" for lam in D_LAMS))
+    if name.startswith("DG-") and float(name[3:]) in DRO_ETAS:
+        return {**V5, "lam": 1e-3, "dro": float(name[3:])}, True
+    raise SystemExit(f"unknown recipe {name!r}: v5, " + ", ".join(
+        [f"D-{lam:g}" for lam in D_LAMS] + [f"DG-{eta:g}" for eta in DRO_ETAS]))
 
 
 def candidate(name):
@@ -406,7 +412,8 @@ def main():
         d = load(a)
         trunks = {net: Conv5(a.upstream, net) for net in v5.NETS}
         rows = []
-        for name in ["v5", "S3"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"S3D-{lam:g}" for lam in D_LAMS]:
+        for name in (["v5", "S3"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"S3D-{lam:g}" for lam in D_LAMS]
+                     + [f"DG-{eta:g}" for eta in DRO_ETAS]):
             rec, seeds = candidate(name)
             files = [os.path.join(a.members, f"{rec}-{s}.npz") for s in seeds]
             if not all(os.path.exists(f) for f in files):
@@ -416,6 +423,12 @@ def main():
             F, P = soup([m["F"] for m in ms]), soup([m["P"] for m in ms])
             rows.append({"cand": name, **evaluate(d, F, P, trunks)})
             print(json.dumps(rows[-1]), flush=True)
+        v6_row = next((r for r in rows if r["cand"] == "D-0.001"), None)
+        dg = [r for r in rows if r["cand"].startswith("DG-")]
+        if v6_row is not None and dg:  # v8's rule: the best of v6 and the DG candidates
+            best = max([v6_row] + dg, key=lambda r: r["score"])  # max keeps v6 of equals
+            print(json.dumps({"v8_pick": best["cand"], "score": best["score"], "v6_score": v6_row["score"],
+                              "beats_v6_by_more_than_0.005": best["score"] > v6_row["score"] + 0.005}))
         v5_row = next((r for r in rows if r["cand"] == "v5"), None)
         if v5_row is not None:
             best = max(rows, key=lambda r: r["score"])  # max keeps the first (simplest) of equals
