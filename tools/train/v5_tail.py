@@ -122,6 +122,28 @@ def grads(t, x, y, w, want_dx=False, ce_out=None):
     return loss, gr
 
 
+def mixstyle(x, src, alpha, mode, rng):
+    """MixStyle (v9, tools/train/v9-preregistration.md) on a batch x (B, positions, channels):
+    each image's per-channel mean and standard deviation over the positions become a Beta(alpha,
+    alpha) mix of its own and a partner's; partners by a random permutation ("r") or drawn from the
+    batch's images of another source ("d"; an image whose batch holds no other source keeps its own)."""
+    b = len(x)
+    mu = x.mean(1, keepdims=True)
+    sig = np.sqrt(x.var(1, keepdims=True) + 1e-6)
+    lam = rng.beta(alpha, alpha, size=(b, 1, 1)).astype(np.float32)
+    if mode == "r":
+        part = rng.permutation(b)
+    else:
+        part = np.arange(b)
+        for i in range(b):
+            other = np.flatnonzero(src != src[i])
+            if len(other):
+                part[i] = other[rng.integers(len(other))]
+    mu2 = lam * mu + (1 - lam) * mu[part]
+    sig2 = lam * sig + (1 - lam) * sig[part]
+    return ((x - mu) / sig * sig2 + mu2).astype(np.float32)
+
+
 def train_net(d, j, m, cand, head0, prior_head, freeze, seed, trunk=None):
     """Fine-tune one network on images ``m`` (bool mask); returns (tail, (W, bh)).
 
@@ -151,11 +173,15 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed, trunk=None):
         cells, cell = np.unique(key, return_inverse=True)
         n_c = np.bincount(cell).astype(np.float64)
         q = np.full(len(cells), 1.0 / len(cells))
+    ms = cand.get("mixstyle")  # v9: (p, alpha, "r" random or "d" cross-source partners); None = off
+    ms_rng = np.random.default_rng([seed, j, 9])
     for _ in range(cand["epochs"]):
         order = rng.permutation(len(pairs))
         for s in range(0, len(order), BATCH):
             bi = pairs[order[s:s + BATCH]]
             x = x_all[idx[bi[:, 0]], bi[:, 1]]
+            if ms and ms_rng.random() < ms[0]:
+                x = mixstyle(x, d["source"][idx[bi[:, 0]]], ms[1], ms[2], ms_rng)
             wb, ce = w_img[bi[:, 0]], None
             if eta:  # weight q_c * N / n_c: uniform q gives the cell weights above
                 cb = cell[bi[:, 0]]

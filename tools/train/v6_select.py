@@ -11,6 +11,8 @@ else is v5's (tools/train/v5_tail.py): data, views, split, Adam, L2-SP, the v4 h
   S3D-LAM the three-seed soup of D-LAM
   DG-ETA  v8: D-0.001 with online group DRO over (source, class) cells, step size ETA
           (tools/train/v8-preregistration.md; v5_tail.train_net's ``dro``)
+  MS-r/-d v9: D-0.001 with MixStyle on conv_5's input, random or cross-source partners
+          (tools/train/v9-preregistration.md; v5_tail.mixstyle)
 
 A member is one seed of one recipe, trained twice: F on every trainable source, P without NUAA
 (the print probe). Members are saved, so the soups and v5 come from the same runs:
@@ -60,8 +62,10 @@ def recipe(name):
         return {**V5, "lam": float(name[2:])}, True
     if name.startswith("DG-") and float(name[3:]) in DRO_ETAS:
         return {**V5, "lam": 1e-3, "dro": float(name[3:])}, True
+    if name in ("MS-r", "MS-d"):  # v9 (tools/train/v9-preregistration.md)
+        return {**V5, "lam": 1e-3, "mixstyle": (0.5, 0.1, name[3])}, True
     raise SystemExit(f"unknown recipe {name!r}: v5, " + ", ".join(
-        [f"D-{lam:g}" for lam in D_LAMS] + [f"DG-{eta:g}" for eta in DRO_ETAS]))
+        [f"D-{lam:g}" for lam in D_LAMS] + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"]))
 
 
 def candidate(name):
@@ -413,7 +417,7 @@ def main():
         trunks = {net: Conv5(a.upstream, net) for net in v5.NETS}
         rows = []
         for name in (["v5", "S3"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"S3D-{lam:g}" for lam in D_LAMS]
-                     + [f"DG-{eta:g}" for eta in DRO_ETAS]):
+                     + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"]):
             rec, seeds = candidate(name)
             files = [os.path.join(a.members, f"{rec}-{s}.npz") for s in seeds]
             if not all(os.path.exists(f) for f in files):
@@ -424,11 +428,12 @@ def main():
             rows.append({"cand": name, **evaluate(d, F, P, trunks)})
             print(json.dumps(rows[-1]), flush=True)
         v6_row = next((r for r in rows if r["cand"] == "D-0.001"), None)
-        dg = [r for r in rows if r["cand"].startswith("DG-")]
-        if v6_row is not None and dg:  # v8's rule: the best of v6 and the DG candidates
-            best = max([v6_row] + dg, key=lambda r: r["score"])  # max keeps v6 of equals
-            print(json.dumps({"v8_pick": best["cand"], "score": best["score"], "v6_score": v6_row["score"],
-                              "beats_v6_by_more_than_0.005": best["score"] > v6_row["score"] + 0.005}))
+        for tag, pre in (("v8", "DG-"), ("v9", "MS-")):  # each: the best of v6 and its candidates
+            new = [r for r in rows if r["cand"].startswith(pre)]
+            if v6_row is not None and new:
+                best = max([v6_row] + new, key=lambda r: r["score"])  # max keeps v6 of equals
+                print(json.dumps({f"{tag}_pick": best["cand"], "score": best["score"], "v6_score": v6_row["score"],
+                                  "beats_v6_by_more_than_0.005": best["score"] > v6_row["score"] + 0.005}))
         v5_row = next((r for r in rows if r["cand"] == "v5"), None)
         if v5_row is not None:
             best = max(rows, key=lambda r: r["score"])  # max keeps the first (simplest) of equals
