@@ -37,6 +37,7 @@ import v3_features as v3  # noqa: E402
 VIEWS = 7
 C5 = "/conv_5/model/model.1/Add_output_0"  # conv_6_sep's input in both upstream ONNX graphs
 C45 = "/conv_45/project/conv/Conv_output_0"  # conv_5's input (v6 D), BN folded by the ONNX export
+C4 = "/conv_4/model/model.5/Add_output_0"  # conv_45's input (v10 D45), 128 x 10 x 10
 
 
 def photometric(c: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarray:
@@ -63,16 +64,20 @@ def main() -> int:
     ap.add_argument("--net", type=int, choices=(0, 1), required=True, help="0 = V2 (2.7), 1 = V1SE (4.0)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--c45", help="also write conv_45's output (conv_5's input, for v6 D) here, same layout")
+    ap.add_argument("--c4", help="also write conv_4's output (conv_45's input, for v10 D45) here, "
+                    "as (N, 7, 100, 128) float32: positions 10y + x, channels last")
     ap.add_argument("--seed", type=int, default=20261203)
     a = ap.parse_args()
     boxes = json.load(open(a.boxes))
     kept = [s for s in v3.list_samples(a.shared) if boxes.get(s[0]) is not None]
     onnx_file, scale = v3.NETS[a.net]
-    sess = v3.session(os.path.join(a.shared, "models/upstream/minifasnet", onnx_file), (C5, C45))
+    outs = (C5, C45) + ((C4,) if a.c4 else ())
+    sess = v3.session(os.path.join(a.shared, "models/upstream/minifasnet", onnx_file), outs)
     rng = np.random.default_rng(a.seed)  # v3's exposure draws: one per (image, net), image-major
     prng = np.random.default_rng([a.seed, 5, a.net])  # v5's photometric views
     out = np.zeros((len(kept), VIEWS, 128, 25), np.float32)
     out45 = np.zeros_like(out) if a.c45 else None
+    out4 = np.lib.format.open_memmap(a.c4, "w+", np.float32, (len(kept), VIEWS, 100, 128)) if a.c4 else None
     t0 = time.time()
     for i, (rel, _, _, _) in enumerate(kept):
         img = faces.read_bgr(os.path.join(a.shared, rel))
@@ -87,15 +92,19 @@ def main() -> int:
         views = [c, c[:, ::-1], exp] + [photometric(c, k, prng) for k in range(3, VIEWS)]
         for v, img_v in enumerate(views):
             x = np.ascontiguousarray(img_v).astype(np.float32).transpose(2, 0, 1)[None]
-            r5, r45 = sess.run([C5, C45], {"input": x})
-            out[i, v] = r5.reshape(128, 25)
+            r = sess.run(list(outs), {"input": x})
+            out[i, v] = r[0].reshape(128, 25)
             if out45 is not None:
-                out45[i, v] = r45.reshape(128, 25)
+                out45[i, v] = r[1].reshape(128, 25)
+            if out4 is not None:
+                out4[i, v] = r[2].reshape(128, 100).T
         if i % 1000 == 0:
             print(f"{i}/{len(kept)} {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     np.save(a.out, out)
     if out45 is not None:
         np.save(a.c45, out45)
+    if out4 is not None:
+        out4.flush()
     print(f"wrote {a.out}: {len(kept)} images x {VIEWS} views in {time.time() - t0:.0f} s", file=sys.stderr)
     return 0
 

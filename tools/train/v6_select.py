@@ -64,8 +64,11 @@ def recipe(name):
         return {**V5, "lam": 1e-3, "dro": float(name[3:])}, True
     if name in ("MS-r", "MS-d"):  # v9 (tools/train/v9-preregistration.md)
         return {**V5, "lam": 1e-3, "mixstyle": (0.5, 0.1, name[3])}, True
+    if name.startswith("D45-") and float(name[4:]) in D_LAMS:  # v10: conv_45 trained too
+        return {**V5, "lam": float(name[4:])}, "45"
     raise SystemExit(f"unknown recipe {name!r}: v5, " + ", ".join(
-        [f"D-{lam:g}" for lam in D_LAMS] + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"]))
+        [f"D-{lam:g}" for lam in D_LAMS] + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"]
+        + [f"D45-{lam:g}" for lam in D_LAMS]))
 
 
 def candidate(name):
@@ -233,8 +236,111 @@ class Conv5:
 
 # --- data, training, scoring ------------------------------------------------------------------
 
-def load(a, need_c5=True, need_c45=True):
+class Conv45(Conv5):
+    """v10 D45: conv_45 (1x1 expand 128 -> m + PReLU, depthwise 3x3 stride 2 pad 1 + PReLU, 1x1
+    project m -> 128, no residual, no SE), batch norms folded, on (B, 100, 128) maps (p = 10y + x),
+    then conv_5 (Conv5). Trains on the conv_4 cache ``d["c4"]``."""
+
+    cache = "c4"
+
+    def __init__(self, upstream_dir, net):
+        from safetensors.numpy import load_file
+
+        super().__init__(upstream_dir, net)
+        sd = load_file(os.path.join(upstream_dir, h.UPSTREAM[net]))
+        p, init = "conv_45", {}
+        w = sd[f"{p}.conv.conv.weight"]
+        m, c = w.shape[:2]
+        k, bias = _fold(sd, f"{p}.conv.bn")
+        init["c45.Wa"], init["c45.ba"] = w.reshape(m, c) * k[:, None], bias
+        init["c45.aa"] = sd[f"{p}.conv.prelu.weight"].reshape(m)
+        k, bias = _fold(sd, f"{p}.conv_dw.bn")
+        init["c45.Wdw"], init["c45.bdw"] = sd[f"{p}.conv_dw.conv.weight"].reshape(m, 9) * k[:, None], bias
+        init["c45.adw"] = sd[f"{p}.conv_dw.prelu.weight"].reshape(m)
+        k, bias = _fold(sd, f"{p}.project.bn")
+        init["c45.Wp"], init["c45.bp"] = sd[f"{p}.project.conv.weight"].reshape(c, m) * k[:, None], bias
+        self.init.update({k: v.astype(np.float32) for k, v in init.items()})
+
+    def forward(self, P, x):
+        g = lambda n: P[f"c45.{n}"]  # noqa: E731
+        n = x.shape[0]
+        u1 = x @ g("Wa").T + g("ba")
+        n1 = u1 <= 0
+        z1 = np.where(n1, u1 * g("aa"), u1)
+        m = z1.shape[2]
+        zp = np.zeros((n, 12, 12, m), x.dtype)
+        zp[:, 1:11, 1:11] = z1.reshape(n, 10, 10, m)
+        u2 = np.zeros((n, 5, 5, m), x.dtype) + g("bdw")
+        wdw = g("Wdw")
+        for k in range(9):
+            ky, kx = divmod(k, 3)
+            u2 += zp[:, ky:ky + 9:2, kx:kx + 9:2] * wdw[:, k]
+        u2 = u2.reshape(n, 25, m)
+        n2 = u2 <= 0
+        z2 = np.where(n2, u2 * g("adw"), u2)
+        v = z2 @ g("Wp").T + g("bp")
+        out, s5 = super().forward(P, v)
+        return out, (dict(x=x, u1=u1, n1=n1, zp=zp, u2=u2, n2=n2, z2=z2), s5)
+
+    def backward(self, P, saved, dout):
+        g = lambda n: P[f"c45.{n}"]  # noqa: E731
+        sv, s5 = saved
+        out = {}
+        for b in (1, 0):
+            gr, dout = self._block_back(P, b, s5[b], dout)
+            out.update(gr)
+        dv = dout  # conv_45's output gradient (no residual)
+        n, _, c = dv.shape
+        z2, u2, n2 = sv["z2"], sv["u2"], sv["n2"]
+        m = z2.shape[2]
+        gr = {"Wp": dv.reshape(-1, c).T @ z2.reshape(-1, m), "bp": dv.sum((0, 1))}
+        dz2 = dv @ g("Wp")
+        gr["adw"] = (dz2 * u2 * n2).sum((0, 1))
+        du2 = np.where(n2, dz2 * g("adw"), dz2).reshape(n, 5, 5, m)
+        gr["bdw"] = du2.sum((0, 1, 2))
+        zp, wdw = sv["zp"], g("Wdw")
+        dzp = np.zeros_like(zp)
+        dwdw = np.zeros_like(wdw)
+        for k in range(9):
+            ky, kx = divmod(k, 3)
+            dwdw[:, k] = (du2 * zp[:, ky:ky + 9:2, kx:kx + 9:2]).sum((0, 1, 2))
+            dzp[:, ky:ky + 9:2, kx:kx + 9:2] += du2 * wdw[:, k]
+        gr["Wdw"] = dwdw
+        dz1 = dzp[:, 1:11, 1:11].reshape(n, 100, m)
+        u1, n1 = sv["u1"], sv["n1"]
+        gr["aa"] = (dz1 * u1 * n1).sum((0, 1))
+        du1 = np.where(n1, dz1 * g("aa"), dz1)
+        gr["Wa"] = du1.reshape(-1, m).T @ sv["x"].reshape(-1, c)
+        gr["ba"] = du1.sum((0, 1))
+        out.update({f"c45.{k}": v.astype(dout.dtype) for k, v in gr.items()})
+        return out
+
+    def tensors(self, P):
+        out = super().tensors(P)
+        g = lambda n: P[f"c45.{n}"]  # noqa: E731
+        m, c = g("Wa").shape
+        for name, bias in (("conv_45.conv.bn", g("ba")), ("conv_45.conv_dw.bn", g("bdw")),
+                           ("conv_45.project.bn", g("bp"))):
+            n = len(bias)
+            out.update({f"{name}.weight": np.full(n, np.sqrt(1 + h.BN_EPS), np.float32), f"{name}.bias": bias,
+                        f"{name}.running_mean": np.zeros(n, np.float32), f"{name}.running_var": np.ones(n, np.float32)})
+        out["conv_45.conv.conv.weight"] = g("Wa").reshape(m, c, 1, 1)
+        out["conv_45.conv.prelu.weight"] = g("aa")
+        out["conv_45.conv_dw.conv.weight"] = g("Wdw").reshape(m, 1, 3, 3)
+        out["conv_45.conv_dw.prelu.weight"] = g("adw")
+        out["conv_45.project.conv.weight"] = g("Wp").reshape(c, m, 1, 1)
+        return out
+
+
+def load(a, need_c5=True, need_c45=True, need_c4=False):
     d = v5.load(a.feats, a.c5.split(",")) if need_c5 else h.load(a.feats)
+    if need_c4:  # v10: already (N, 7, 100, 128); memory-mapped, so processes share the page cache
+        if not getattr(a, "c4", None):
+            raise SystemExit("D45 needs --c4 (v5_features.py --c4 caches, V2 then V1SE)")
+        d["c4"] = [np.load(p, mmap_mode="r") for p in a.c4.split(",")]
+        for p, c in zip(a.c4.split(","), d["c4"]):
+            if c.shape[0] != len(d["label"]):
+                raise SystemExit(f"{p}: {c.shape[0]} images, {a.feats} has {len(d['label'])}")
     if need_c45:
         d["c45"] = []
         for p in a.c45.split(","):
@@ -247,7 +353,14 @@ def load(a, need_c5=True, need_c45=True):
 
 def trunks_for(name, upstream):
     _, deep = recipe(name)
+    if deep == "45":
+        return {net: Conv45(upstream, net) for net in v5.NETS}
     return {net: Conv5(upstream, net) for net in v5.NETS} if deep else None
+
+
+def load_for(a, deep):
+    """The caches a recipe trains on: conv_5 (v5), conv_45 (D) or conv_4 (D45)."""
+    return load(a, need_c5=not deep, need_c45=deep is True, need_c4=deep == "45")
 
 
 def train_soup(d, sources, name, upstream):
@@ -274,7 +387,7 @@ def scores(d, models, mask, trunks=None, view=0, chunk=2048):
     for j, net in enumerate(v5.NETS):
         t, (W, bh) = models[net]
         if any(k.startswith("c5.") for k in t):
-            x = d["c45"][j][mask, view]
+            x = d["c4" if any(k.startswith("c45.") for k in t) else "c45"][j][mask, view]
             x = np.concatenate([trunks[net].forward(t, x[i:i + chunk])[0] for i in range(0, len(x), chunk)])
         else:
             x = d["c5"][j][mask, view]
@@ -328,15 +441,18 @@ def load_member(path):
     return out
 
 
-def check(d, upstream):
-    """conv_5 in numpy on the conv_45 cache gives the conv_5 cache; D's gradients are right."""
+def check(d, upstream, cls=None):
+    """conv_5 in numpy on the conv_45 cache gives the conv_5 cache; D's gradients are right
+    (``cls`` Conv45: conv_45 + conv_5 on the conv_4 cache, v10's D45)."""
+    cls = cls or Conv5
+    key = getattr(cls, "cache", "c45")
     for j, net in enumerate(v5.NETS):
-        tr = Conv5(upstream, net)
-        x = d["c45"][j][:512, 0]
+        tr = cls(upstream, net)
+        x = np.asarray(d[key][j][:512, 0])
         y, _ = tr.forward(tr.init, x)
         ref = d["c5"][j][:512, 0]
         rel = np.abs(y - ref).max() / np.abs(ref).max()
-        print(f"{net}: conv_5(conv_45 cache) vs conv_5 cache: max rel diff {rel:.2e}")
+        print(f"{net}: {cls.__name__}({key} cache) vs conv_5 cache: max rel diff {rel:.2e}")
         if rel > 1e-4:
             raise SystemExit("numpy conv_5 does not reproduce the ONNX graph")
         # finite differences in float64 through conv_5, the tail and the head, one batch of 16
@@ -344,7 +460,7 @@ def check(d, upstream):
         P["W"], P["bh"] = [t.astype(np.float64) for t in h.upstream_head(upstream, net)]
         rng = np.random.default_rng(1)
         pick = rng.choice(len(d["label"]), 16, replace=False)
-        x = d["c45"][j][pick, 0].astype(np.float64)
+        x = np.asarray(d[key][j][pick, 0]).astype(np.float64)
         # true labels: with a random one the upstream model can give p ~ 1e-8, where the loss's
         # log(p + 1e-12) differs from the analytic log(p) gradient by ~1e-4 relative
         y_lab, w = d["label"][pick], rng.uniform(0.5, 1.5, 16)
@@ -371,7 +487,7 @@ def check(d, upstream):
                 err = abs(num - an) / max(1e-6, abs(num) + abs(an))
                 per[k] = max(per.get(k, 0.0), err)
         worst = max(per.values())
-        print(f"{net}: {len(gr)} conv_5 tensors, finite differences vs analytic: worst relative error "
+        print(f"{net}: {len(gr)} trunk tensors, finite differences vs analytic: worst relative error "
               f"{worst:.1e} ({max(per, key=per.get)}; median tensor {np.median(list(per.values())):.1e})")
         if worst > 1e-3:
             raise SystemExit("conv_5 gradients do not match finite differences")
@@ -382,6 +498,7 @@ def main():
     ap.add_argument("--feats", required=True)
     ap.add_argument("--c5", required=True, help="v5_features.py conv_5 caches, V2 then V1SE")
     ap.add_argument("--c45", required=True, help="v5_features.py --c45 caches, V2 then V1SE")
+    ap.add_argument("--c4", help="v5_features.py --c4 caches, V2 then V1SE (v10 D45 only)")
     ap.add_argument("--upstream", default="../shared/models/upstream/minifasnet")
     ap.add_argument("--veriframe", default="target/release/veriframe")
     ap.add_argument("--check", action="store_true")
@@ -398,11 +515,14 @@ def main():
     if tuple(g for g in a.hold_nuaa.split(",") if g) != v4_select.NUAA_VAL:
         raise SystemExit(f"--hold-nuaa must be {','.join(v4_select.NUAA_VAL)} (v4's protocol)")
     if a.check:
-        check(load(a), a.upstream)
+        if a.c4:  # v10: D45's trunk on the conv_4 cache
+            check(load(a, need_c45=False, need_c4=True), a.upstream, Conv45)
+        else:
+            check(load(a), a.upstream)
         return 0
     if a.member:
         hp, deep = recipe(a.member)
-        d = load(a, need_c5=not deep, need_c45=deep)
+        d = load_for(a, deep)
         trunks = trunks_for(a.member, a.upstream)
         cand = {**hp, "upstream": a.upstream}
         t0 = time.time()
@@ -417,7 +537,7 @@ def main():
         trunks = {net: Conv5(a.upstream, net) for net in v5.NETS}
         rows = []
         for name in (["v5", "S3"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"S3D-{lam:g}" for lam in D_LAMS]
-                     + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"]):
+                     + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"] + [f"D45-{lam:g}" for lam in D_LAMS]):
             rec, seeds = candidate(name)
             files = [os.path.join(a.members, f"{rec}-{s}.npz") for s in seeds]
             if not all(os.path.exists(f) for f in files):
@@ -428,7 +548,7 @@ def main():
             rows.append({"cand": name, **evaluate(d, F, P, trunks)})
             print(json.dumps(rows[-1]), flush=True)
         v6_row = next((r for r in rows if r["cand"] == "D-0.001"), None)
-        for tag, pre in (("v8", "DG-"), ("v9", "MS-")):  # each: the best of v6 and its candidates
+        for tag, pre in (("v8", "DG-"), ("v9", "MS-"), ("v10", "D45-")):  # each: the best of v6 and its own
             new = [r for r in rows if r["cand"].startswith(pre)]
             if v6_row is not None and new:
                 best = max([v6_row] + new, key=lambda r: r["score"])  # max keeps v6 of equals
@@ -444,7 +564,7 @@ def main():
         raise SystemExit("give --check, --member, --score or --cand with --train/--leave-out")
     rec, seeds = candidate(a.cand)
     _, deep = recipe(rec)
-    d = load(a, need_c5=not deep, need_c45=deep)
+    d = load_for(a, deep)
     sources = v5.training_sources(a.train, a.leave_out)
     files = [os.path.join(a.members or "", f"{rec}-{s}.npz") for s in seeds]
     if a.train == "train" and a.members and all(os.path.exists(f) for f in files):
