@@ -533,7 +533,7 @@ def main():
         print(json.dumps({"member": a.member, "seed": a.seed, "seconds": round(time.time() - t0)}), flush=True)
         return 0
     if a.score:
-        d = load(a)
+        d = load(a, need_c4=bool(a.c4))
         trunks = {net: Conv5(a.upstream, net) for net in v5.NETS}
         rows = []
         for name in (["v5", "S3"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"S3D-{lam:g}" for lam in D_LAMS]
@@ -545,7 +545,10 @@ def main():
                 continue
             ms = [load_member(f) for f in files]
             F, P = soup([m["F"] for m in ms]), soup([m["P"] for m in ms])
-            rows.append({"cand": name, **evaluate(d, F, P, trunks)})
+            if recipe(rec)[1] == "45" and "c4" not in d:
+                print(json.dumps({"cand": name, "not_run": "needs --c4"}))
+                continue
+            rows.append({"cand": name, **evaluate(d, F, P, trunks_for(rec, a.upstream) or trunks)})
             print(json.dumps(rows[-1]), flush=True)
         v6_row = next((r for r in rows if r["cand"] == "D-0.001"), None)
         for tag, pre in (("v8", "DG-"), ("v9", "MS-"), ("v10", "D45-")):  # each: the best of v6 and its own
