@@ -13,6 +13,8 @@ else is v5's (tools/train/v5_tail.py): data, views, split, Adam, L2-SP, the v4 h
           (tools/train/v8-preregistration.md; v5_tail.train_net's ``dro``)
   MS-r/-d v9: D-0.001 with MixStyle on conv_5's input, random or cross-source partners
           (tools/train/v9-preregistration.md; v5_tail.mixstyle)
+  D45-LAM v10: conv_45 trained too (Conv45, on the conv_4 cache of v5_features.py --c4; give
+          --c4 to --check, --member and --score), L2-SP lambda LAM (tools/train/v10-preregistration.md)
 
 A member is one seed of one recipe, trained twice: F on every trainable source, P without NUAA
 (the print probe). Members are saved, so the soups and v5 come from the same runs:
