@@ -89,6 +89,62 @@ def _fold(sd, bn):
     return k, sd[f"{bn}.bias"] - sd[f"{bn}.running_mean"] * k
 
 
+def _dw_forward(g, x, side, stride):
+    """One Depth_Wise block without SE or residual, batch norms folded, on (n, side*side, c) maps:
+    u1 = Wa x + ba, z1 = prelu(u1); u2 = depthwise 3x3 (pad 1, ``stride``) of z1 + bdw, z2 = prelu(u2);
+    v = Wp z2 + bp. ``g(name)`` gives a parameter. Returns v and what _dw_backward needs."""
+    n = x.shape[0]
+    u1 = x @ g("Wa").T + g("ba")
+    n1 = u1 <= 0
+    z1 = np.where(n1, u1 * g("aa"), u1)
+    m = z1.shape[2]
+    zp = np.zeros((n, side + 2, side + 2, m), x.dtype)
+    zp[:, 1:side + 1, 1:side + 1] = z1.reshape(n, side, side, m)
+    o = side // stride
+    span = stride * (o - 1) + 1
+    u2 = np.zeros((n, o, o, m), x.dtype) + g("bdw")
+    wdw = g("Wdw")
+    for k in range(9):
+        ky, kx = divmod(k, 3)
+        u2 += zp[:, ky:ky + span:stride, kx:kx + span:stride] * wdw[:, k]
+    u2 = u2.reshape(n, o * o, m)
+    n2 = u2 <= 0
+    z2 = np.where(n2, u2 * g("adw"), u2)
+    v = z2 @ g("Wp").T + g("bp")
+    return v, dict(x=x, u1=u1, n1=n1, zp=zp, u2=u2, n2=n2, z2=z2)
+
+
+def _dw_backward(g, sv, dv, side, stride, gr):
+    """Gradients of _dw_forward's parameters into ``gr`` from dv (the gradient of v); returns the
+    gradient of u1 (the caller's input gradient is du1 @ Wa)."""
+    n, _, c = dv.shape
+    z2, u2, n2 = sv["z2"], sv["u2"], sv["n2"]
+    m = z2.shape[2]
+    o = side // stride
+    span = stride * (o - 1) + 1
+    gr["Wp"] = dv.reshape(-1, c).T @ z2.reshape(-1, m)
+    gr["bp"] = dv.sum((0, 1))
+    dz2 = dv @ g("Wp")
+    gr["adw"] = (dz2 * u2 * n2).sum((0, 1))
+    du2 = np.where(n2, dz2 * g("adw"), dz2).reshape(n, o, o, m)
+    gr["bdw"] = du2.sum((0, 1, 2))
+    zp, wdw = sv["zp"], g("Wdw")
+    dzp = np.zeros_like(zp)
+    dwdw = np.zeros_like(wdw)
+    for k in range(9):
+        ky, kx = divmod(k, 3)
+        dwdw[:, k] = (du2 * zp[:, ky:ky + span:stride, kx:kx + span:stride]).sum((0, 1, 2))
+        dzp[:, ky:ky + span:stride, kx:kx + span:stride] += du2 * wdw[:, k]
+    gr["Wdw"] = dwdw
+    dz1 = dzp[:, 1:side + 1, 1:side + 1].reshape(n, side * side, m)
+    u1, n1 = sv["u1"], sv["n1"]
+    gr["aa"] = (dz1 * u1 * n1).sum((0, 1))
+    du1 = np.where(n1, dz1 * g("aa"), dz1)
+    gr["Wa"] = du1.reshape(-1, m).T @ sv["x"].reshape(-1, c)
+    gr["ba"] = du1.sum((0, 1))
+    return du1
+
+
 class Conv5:
     """conv_5 of one upstream network, batch norms folded in, on (B, 25, 128) maps (p = 5y + x).
 
@@ -129,23 +185,7 @@ class Conv5:
 
     def _block(self, P, b, x):
         g = lambda n: P[f"c5.{b}.{n}"]  # noqa: E731
-        n = x.shape[0]
-        u1 = x @ g("Wa").T + g("ba")
-        n1 = u1 <= 0
-        z1 = np.where(n1, u1 * g("aa"), u1)
-        m = z1.shape[2]
-        zp = np.zeros((n, 7, 7, m), x.dtype)
-        zp[:, 1:6, 1:6] = z1.reshape(n, 5, 5, m)
-        u2 = np.zeros((n, 5, 5, m), x.dtype) + g("bdw")
-        wdw = g("Wdw")
-        for k in range(9):
-            ky, kx = divmod(k, 3)
-            u2 += zp[:, ky:ky + 5, kx:kx + 5] * wdw[:, k]
-        u2 = u2.reshape(n, 25, m)
-        n2 = u2 <= 0
-        z2 = np.where(n2, u2 * g("adw"), u2)
-        v = z2 @ g("Wp").T + g("bp")
-        saved = dict(x=x, u1=u1, n1=n1, zp=zp, u2=u2, n2=n2, z2=z2)
+        v, saved = _dw_forward(g, x, 5, 1)
         if self.se[b]:
             s = v.mean(1)
             q1 = s @ g("F1").T + g("c1")
@@ -167,29 +207,7 @@ class Conv5:
             dq1 = (dq2 @ g("F2")) * (sv["q1"] > 0)
             gr["F1"], gr["c1"] = dq1.T @ sv["s"], dq1.sum(0)
             dv = dv + (dq1 @ g("F1"))[:, None, :] / 25
-        n, _, c = dv.shape
-        z2, u2, n2 = sv["z2"], sv["u2"], sv["n2"]
-        m = z2.shape[2]
-        gr["Wp"] = dv.reshape(-1, c).T @ z2.reshape(-1, m)
-        gr["bp"] = dv.sum((0, 1))
-        dz2 = dv @ g("Wp")
-        gr["adw"] = (dz2 * u2 * n2).sum((0, 1))
-        du2 = np.where(n2, dz2 * g("adw"), dz2).reshape(n, 5, 5, m)
-        gr["bdw"] = du2.sum((0, 1, 2))
-        zp, wdw = sv["zp"], g("Wdw")
-        dzp = np.zeros_like(zp)
-        dwdw = np.zeros_like(wdw)
-        for k in range(9):
-            ky, kx = divmod(k, 3)
-            dwdw[:, k] = (du2 * zp[:, ky:ky + 5, kx:kx + 5]).sum((0, 1, 2))
-            dzp[:, ky:ky + 5, kx:kx + 5] += du2 * wdw[:, k]
-        gr["Wdw"] = dwdw
-        dz1 = dzp[:, 1:6, 1:6].reshape(n, 25, m)
-        u1, n1 = sv["u1"], sv["n1"]
-        gr["aa"] = (dz1 * u1 * n1).sum((0, 1))
-        du1 = np.where(n1, dz1 * g("aa"), dz1)
-        gr["Wa"] = du1.reshape(-1, m).T @ sv["x"].reshape(-1, c)
-        gr["ba"] = du1.sum((0, 1))
+        du1 = _dw_backward(g, sv, dv, 5, 1, gr)
         dx = dout + du1 @ g("Wa")
         return {f"c5.{b}.{k}": v.astype(dout.dtype) for k, v in gr.items()}, dx
 
@@ -264,56 +282,18 @@ class Conv45(Conv5):
         self.init.update({k: v.astype(np.float32) for k, v in init.items()})
 
     def forward(self, P, x):
-        g = lambda n: P[f"c45.{n}"]  # noqa: E731
-        n = x.shape[0]
-        u1 = x @ g("Wa").T + g("ba")
-        n1 = u1 <= 0
-        z1 = np.where(n1, u1 * g("aa"), u1)
-        m = z1.shape[2]
-        zp = np.zeros((n, 12, 12, m), x.dtype)
-        zp[:, 1:11, 1:11] = z1.reshape(n, 10, 10, m)
-        u2 = np.zeros((n, 5, 5, m), x.dtype) + g("bdw")
-        wdw = g("Wdw")
-        for k in range(9):
-            ky, kx = divmod(k, 3)
-            u2 += zp[:, ky:ky + 9:2, kx:kx + 9:2] * wdw[:, k]
-        u2 = u2.reshape(n, 25, m)
-        n2 = u2 <= 0
-        z2 = np.where(n2, u2 * g("adw"), u2)
-        v = z2 @ g("Wp").T + g("bp")
+        v, sv = _dw_forward(lambda n: P[f"c45.{n}"], x, 10, 2)
         out, s5 = super().forward(P, v)
-        return out, (dict(x=x, u1=u1, n1=n1, zp=zp, u2=u2, n2=n2, z2=z2), s5)
+        return out, (sv, s5)
 
     def backward(self, P, saved, dout):
-        g = lambda n: P[f"c45.{n}"]  # noqa: E731
         sv, s5 = saved
         out = {}
         for b in (1, 0):
             gr, dout = self._block_back(P, b, s5[b], dout)
             out.update(gr)
-        dv = dout  # conv_45's output gradient (no residual)
-        n, _, c = dv.shape
-        z2, u2, n2 = sv["z2"], sv["u2"], sv["n2"]
-        m = z2.shape[2]
-        gr = {"Wp": dv.reshape(-1, c).T @ z2.reshape(-1, m), "bp": dv.sum((0, 1))}
-        dz2 = dv @ g("Wp")
-        gr["adw"] = (dz2 * u2 * n2).sum((0, 1))
-        du2 = np.where(n2, dz2 * g("adw"), dz2).reshape(n, 5, 5, m)
-        gr["bdw"] = du2.sum((0, 1, 2))
-        zp, wdw = sv["zp"], g("Wdw")
-        dzp = np.zeros_like(zp)
-        dwdw = np.zeros_like(wdw)
-        for k in range(9):
-            ky, kx = divmod(k, 3)
-            dwdw[:, k] = (du2 * zp[:, ky:ky + 9:2, kx:kx + 9:2]).sum((0, 1, 2))
-            dzp[:, ky:ky + 9:2, kx:kx + 9:2] += du2 * wdw[:, k]
-        gr["Wdw"] = dwdw
-        dz1 = dzp[:, 1:11, 1:11].reshape(n, 100, m)
-        u1, n1 = sv["u1"], sv["n1"]
-        gr["aa"] = (dz1 * u1 * n1).sum((0, 1))
-        du1 = np.where(n1, dz1 * g("aa"), dz1)
-        gr["Wa"] = du1.reshape(-1, m).T @ sv["x"].reshape(-1, c)
-        gr["ba"] = du1.sum((0, 1))
+        gr = {}
+        _dw_backward(lambda n: P[f"c45.{n}"], sv, dout, 10, 2, gr)  # conv_45 has no residual
         out.update({f"c45.{k}": v.astype(dout.dtype) for k, v in gr.items()})
         return out
 
