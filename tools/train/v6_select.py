@@ -145,12 +145,22 @@ def _dw_backward(g, sv, dv, side, stride, gr):
     return du1
 
 
+def _identity_bn(out, name, bias):
+    """A folded batch norm written back as upstream state-dict tensors: identity scale, ``bias``."""
+    n = len(bias)
+    out.update({f"{name}.weight": np.full(n, np.sqrt(1 + h.BN_EPS), np.float32),
+                f"{name}.bias": bias, f"{name}.running_mean": np.zeros(n, np.float32),
+                f"{name}.running_var": np.ones(n, np.float32)})
+
+
 class Conv5:
     """conv_5 of one upstream network, batch norms folded in, on (B, 25, 128) maps (p = 5y + x).
 
     Block b: u1 = Wa x + ba, z1 = prelu(u1); u2 = depthwise 3x3 (pad 1) of z1 + bdw, z2 = prelu(u2);
     v = Wp z2 + bp; V1SE's second block: v *= sigmoid(F2 relu(F1 mean_p(v) + c1) + c2); out = x + v.
     """
+
+    cache = "c45"  # the cache its input comes from (trainers and scores read d[cache])
 
     def __init__(self, upstream_dir, net):
         from safetensors.numpy import load_file
@@ -231,13 +241,7 @@ class Conv5:
         for b in (0, 1):
             p, g = f"conv_5.model.{b}", lambda n: P[f"c5.{b}.{n}"]  # noqa: E731
             m, c = g("Wa").shape
-
-            def bn(name, bias):
-                n = len(bias)
-                out.update({f"{name}.weight": np.full(n, np.sqrt(1 + h.BN_EPS), np.float32),
-                            f"{name}.bias": bias, f"{name}.running_mean": np.zeros(n, np.float32),
-                            f"{name}.running_var": np.ones(n, np.float32)})
-
+            bn = lambda name, bias: _identity_bn(out, name, bias)  # noqa: E731
             out[f"{p}.conv.conv.weight"] = g("Wa").reshape(m, c, 1, 1)
             bn(f"{p}.conv.bn", g("ba"))
             out[f"{p}.conv.prelu.weight"] = g("aa")
@@ -303,9 +307,7 @@ class Conv45(Conv5):
         m, c = g("Wa").shape
         for name, bias in (("conv_45.conv.bn", g("ba")), ("conv_45.conv_dw.bn", g("bdw")),
                            ("conv_45.project.bn", g("bp"))):
-            n = len(bias)
-            out.update({f"{name}.weight": np.full(n, np.sqrt(1 + h.BN_EPS), np.float32), f"{name}.bias": bias,
-                        f"{name}.running_mean": np.zeros(n, np.float32), f"{name}.running_var": np.ones(n, np.float32)})
+            _identity_bn(out, name, bias)
         out["conv_45.conv.conv.weight"] = g("Wa").reshape(m, c, 1, 1)
         out["conv_45.conv.prelu.weight"] = g("aa")
         out["conv_45.conv_dw.conv.weight"] = g("Wdw").reshape(m, 1, 3, 3)
@@ -369,7 +371,7 @@ def scores(d, models, mask, trunks=None, view=0, chunk=2048):
     for j, net in enumerate(v5.NETS):
         t, (W, bh) = models[net]
         if any(k.startswith("c5.") for k in t):
-            x = d["c4" if any(k.startswith("c45.") for k in t) else "c45"][j][mask, view]
+            x = d[trunks[net].cache][j][mask, view]
             x = np.concatenate([trunks[net].forward(t, x[i:i + chunk])[0] for i in range(0, len(x), chunk)])
         else:
             x = d["c5"][j][mask, view]
@@ -427,7 +429,7 @@ def check(d, upstream, cls=None):
     """conv_5 in numpy on the conv_45 cache gives the conv_5 cache; D's gradients are right
     (``cls`` Conv45: conv_45 + conv_5 on the conv_4 cache, v10's D45)."""
     cls = cls or Conv5
-    key = getattr(cls, "cache", "c45")
+    key = cls.cache
     for j, net in enumerate(v5.NETS):
         tr = cls(upstream, net)
         x = np.asarray(d[key][j][:512, 0])
@@ -516,7 +518,6 @@ def main():
         return 0
     if a.score:
         d = load(a, need_c4=bool(a.c4))
-        trunks = {net: Conv5(a.upstream, net) for net in v5.NETS}
         rows = []
         for name in (["v5", "S3"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"S3D-{lam:g}" for lam in D_LAMS]
                      + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"] + [f"D45-{lam:g}" for lam in D_LAMS]):
@@ -530,7 +531,7 @@ def main():
             if recipe(rec)[1] == "45" and "c4" not in d:
                 print(json.dumps({"cand": name, "not_run": "needs --c4"}))
                 continue
-            rows.append({"cand": name, **evaluate(d, F, P, trunks_for(rec, a.upstream) or trunks)})
+            rows.append({"cand": name, **evaluate(d, F, P, trunks_for(rec, a.upstream))})
             print(json.dumps(rows[-1]), flush=True)
         v6_row = next((r for r in rows if r["cand"] == "D-0.001"), None)
         for tag, pre in (("v8", "DG-"), ("v9", "MS-"), ("v10", "D45-")):  # each: the best of v6 and its own
