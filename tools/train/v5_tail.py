@@ -94,9 +94,11 @@ def embed_all(t, xs, chunk=2048):
     return np.concatenate([embed(t, xs[i:i + chunk]) for i in range(0, len(xs), chunk)])
 
 
-def grads(t, x, y, w, want_dx=False, ce_out=None):
+def grads(t, x, y, w, want_dx=False, ce_out=None, align=None):
     """Loss mean(w * CE) and its gradient for one batch (parameters t: tail, head W (3, 512), bh);
-    with ``want_dx`` also the gradient with respect to the input x (v6 trains what feeds it)."""
+    with ``want_dx`` also the gradient with respect to the input x (v6 trains what feeds it).
+    ``align`` (v11 RA): (beta, per-image source) adds beta/512 sum_s (n_s/n_r) |mu_s - mu|^2 over
+    the batch's real images (mu_s: mean embedding of source s's reals, mu: of all n_r reals)."""
     e, (u, neg, z) = embed(t, x, keep=True)
     W = t["W"]
     p = softmax(e @ W.T + t["bh"])
@@ -110,6 +112,8 @@ def grads(t, x, y, w, want_dx=False, ce_out=None):
     g *= (w / n)[:, None]
     gr = {"W": g.T @ e, "bh": g.sum(0)}
     de = g @ W  # (B, 512)
+    if align is not None:
+        loss += _align(e, y, align, de)
     gr["Wd"] = np.einsum("bc,bpc->cp", de, z, optimize=True)
     gr["b2"] = de.sum(0)
     dz = (de[:, None, :] * t["Wd"].T[None]).reshape(-1, 512)  # (B*25, 512)
@@ -120,6 +124,25 @@ def grads(t, x, y, w, want_dx=False, ce_out=None):
     if want_dx:
         return loss, gr, (du @ t["W1"]).reshape(x.shape)
     return loss, gr
+
+
+def _align(e, y, align, de):
+    """v11 RA's single-side alignment of real embeddings across sources: adds its gradient
+    2 beta / (512 n_r) (mu_s - mu) to ``de`` in place (the term through mu sums to zero) and
+    returns its value."""
+    beta, src = align
+    r = np.flatnonzero(y == 1)
+    if not len(r):
+        return 0.0
+    er = e[r]
+    mu = er.mean(0)
+    _, inv = np.unique(src[r], return_inverse=True)
+    sums = np.zeros((inv.max() + 1, e.shape[1]), e.dtype)
+    np.add.at(sums, inv, er)
+    cnt = np.bincount(inv)
+    diff = sums / cnt[:, None].astype(e.dtype) - mu
+    de[r] += (2 * beta / (e.shape[1] * len(r))) * diff[inv]
+    return float(beta / e.shape[1] * (cnt / len(r) * (diff.astype(np.float64) ** 2).sum(1)).sum())
 
 
 def mixstyle(x, src, alpha, mode, rng):
@@ -183,14 +206,16 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed, trunk=None):
             if ms and ms_rng.random() < ms[0]:
                 x = mixstyle(x, d["source"][idx[bi[:, 0]]], ms[1], ms[2], ms_rng)
             wb, ce = w_img[bi[:, 0]], None
+            al = None if not cand.get("align") else (np.float32(cand["align"]), d["source"][idx[bi[:, 0]]])
             if eta:  # weight q_c * N / n_c: uniform q gives the cell weights above
                 cb = cell[bi[:, 0]]
                 wb, ce = (q[cb] * len(idx) / n_c[cb]).astype(np.float32), []
             if trunk is None:
-                _, gr = grads(params, x, d["label"][idx[bi[:, 0]]], wb, ce_out=ce)
+                _, gr = grads(params, x, d["label"][idx[bi[:, 0]]], wb, ce_out=ce, align=al)
             else:
                 xo, saved = trunk.forward(params, x)
-                _, gr, dxo = grads(params, xo, d["label"][idx[bi[:, 0]]], wb, want_dx=True, ce_out=ce)
+                _, gr, dxo = grads(params, xo, d["label"][idx[bi[:, 0]]], wb, want_dx=True, ce_out=ce,
+                                   align=al)
                 gr.update(trunk.backward(params, saved, dxo))
             if eta:  # exponentiated-gradient step on q with this batch's per-cell mean loss
                 present = np.unique(cb)

@@ -15,6 +15,8 @@ else is v5's (tools/train/v5_tail.py): data, views, split, Adam, L2-SP, the v4 h
           (tools/train/v9-preregistration.md; v5_tail.mixstyle)
   D45-LAM v10: conv_45 trained too (Conv45, on the conv_4 cache of v5_features.py --c4; give
           --c4 to --check, --member and --score), L2-SP lambda LAM (tools/train/v10-preregistration.md)
+  RA-BETA v11: D-0.001 with real faces' mean embeddings aligned across sources, weight BETA
+          (tools/train/v11-preregistration.md addendum 1; v5_tail.grads's ``align``)
 
 A member is one seed of one recipe, trained twice: F on every trainable source, P without NUAA
 (the print probe). Members are saved, so the soups and v5 come from the same runs:
@@ -53,6 +55,7 @@ SEEDS = (20261204, 20261205, 20261206)
 V5 = dict(lam=1e-3, epochs=10, lr=1e-4)
 D_LAMS = (1e-3, 1e-2)
 DRO_ETAS = (0.003, 0.03)  # v8 (tools/train/v8-preregistration.md): D-0.001 with group DRO
+RA_BETAS = (0.1, 1.0)  # v11 (tools/train/v11-preregistration.md): D-0.001 with real alignment
 V5_SEED = SEEDS[0]
 
 
@@ -68,9 +71,13 @@ def recipe(name):
         return {**V5, "lam": 1e-3, "mixstyle": (0.5, 0.1, name[3])}, True
     if name.startswith("D45-") and float(name[4:]) in D_LAMS:  # v10: conv_45 trained too
         return {**V5, "lam": float(name[4:])}, "45"
-    raise SystemExit(f"unknown recipe {name!r}: v5, " + ", ".join(
-        [f"D-{lam:g}" for lam in D_LAMS] + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"]
-        + [f"D45-{lam:g}" for lam in D_LAMS]))
+    if name.startswith("RA-") and float(name[3:]) in RA_BETAS:  # v11: real alignment across sources
+        return {**V5, "lam": 1e-3, "align": float(name[3:])}, True
+    raise SystemExit(f"unknown recipe {name!r}: " + ", ".join(RECIPES))
+
+
+RECIPES = (["v5"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"]
+           + [f"D45-{lam:g}" for lam in D_LAMS] + [f"RA-{b:g}" for b in RA_BETAS])
 
 
 def candidate(name):
@@ -520,7 +527,7 @@ def main():
         d = load(a, need_c4=bool(a.c4))
         rows = []
         for name in (["v5", "S3"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"S3D-{lam:g}" for lam in D_LAMS]
-                     + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"] + [f"D45-{lam:g}" for lam in D_LAMS]):
+                     + [r for r in RECIPES if r != "v5" and not r.startswith("D-")]):
             rec, seeds = candidate(name)
             files = [os.path.join(a.members, f"{rec}-{s}.npz") for s in seeds]
             if not all(os.path.exists(f) for f in files):
