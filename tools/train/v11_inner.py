@@ -43,15 +43,15 @@ INNER = ("neonipun", "jtboing")  # the two training replay-sets sources with the
 SEED = v6.V5_SEED
 ALPHAS = (0.5, 0.75)
 MARGIN = 0.02  # the pre-registered bar over v6's score11
-TRAINED = ("D-0.001", "v5") + tuple(f"RA-{b:g}" for b in v6.RA_BETAS)  # RA: addendum 1
+TRAINED = ("D-0.001", "v5") + tuple(f"RA-{b:g}" for b in v6.RA_BETAS) + ("D-0.01",)  # RA: addendum 1; D-0.01: 2
 
 
 def inner_sources(full=False):
     return list(h.TRAINABLE) if full else [s for s in h.TRAINABLE if s not in INNER]
 
 
-def member_path(members, rec, full=False):
-    return os.path.join(members, f"{'full' if full else 'inner'}-{rec}-{SEED}.npz")
+def member_path(members, rec, full=False, seed=SEED):
+    return os.path.join(members, f"{'full' if full else 'inner'}-{rec}-{seed}.npz")
 
 
 def save(path, F):
@@ -123,6 +123,7 @@ def main():
     ap.add_argument("--members", required=True, help="directory of the inner models")
     ap.add_argument("--train", help="train one inner model: v5 or D-0.001")
     ap.add_argument("--full", action="store_true", help="with --train: on every training source (the check)")
+    ap.add_argument("--seed", type=int, default=SEED, help="with --train (addendum 2: D-0.001 seeds for S3D)")
     ap.add_argument("--score", action="store_true", help="score11 of every candidate")
     a = ap.parse_args()
     if a.train:
@@ -132,10 +133,10 @@ def main():
         d = v6.load_for(a, deep)
         sources = inner_sources(a.full)
         t0 = time.time()
-        F = v5.train(d, sources, {**hp, "upstream": a.upstream}, seed=SEED,
+        F = v5.train(d, sources, {**hp, "upstream": a.upstream}, seed=a.seed,
                      trunks=v6.trunks_for(a.train, a.upstream))
         os.makedirs(a.members, exist_ok=True)
-        path = member_path(a.members, a.train, a.full)
+        path = member_path(a.members, a.train, a.full, a.seed)
         save(path, F)
         print(json.dumps({"trained": a.train, "sources": sources, "out": path,
                           "seconds": round(time.time() - t0)}), flush=True)
@@ -155,11 +156,18 @@ def main():
     cands = {"v6": s6, "v5": s5, "E56": lambda m: (s5(m) + s6(m)) / 2, "EP6": lambda m: (sp(m) + s6(m)) / 2}
     for alpha in ALPHAS:
         cands[f"W-{alpha:g}"] = (lambda w: lambda m: v6.scores(d, w, m, conv5))(interpolate(m0, m6, alpha))
+    on_conv5 = lambda w: lambda m: v6.scores(d, w, m, conv5)  # noqa: E731
     for rec in TRAINED[2:]:
         if os.path.exists(member_path(a.members, rec)):
-            cands[rec] = (lambda w: lambda m: v6.scores(d, w, m, conv5))(load_model(member_path(a.members, rec)))
+            cands[rec] = on_conv5(load_model(member_path(a.members, rec)))
         else:
             print(json.dumps({"cand": rec, "not_run": member_path(a.members, rec)}), flush=True)
+    seeds = [member_path(a.members, "D-0.001", seed=s) for s in v6.SEEDS]  # addendum 2
+    for p in seeds[1:]:
+        if os.path.exists(p):
+            cands["v6 seed " + p.rsplit("-", 1)[1][:-4]] = on_conv5(load_model(p))
+    if all(os.path.exists(p) for p in seeds):
+        cands["S3D"] = on_conv5(v6.soup([load_model(p) for p in seeds]))
     # checks (pre-registered): W-1 is v6, W-0 is the starting point
     ref = v4_select.validation_masks(d)["vishalkrishna"]
     for alpha, want in ((1.0, s6(ref)), (0.0, v6.scores(d, m0, ref, conv5))):
