@@ -90,6 +90,24 @@ def interpolate(m0, m1, alpha):
     return out
 
 
+def fit_hf(x, y, w, iters=50):
+    """Addendum 3's HF model: logistic regression of real (1) vs attack on standardised features,
+    weights ``w`` scaled to mean 1, objective mean(w * log loss) + |beta|^2 / (2 n) (C = 1, as
+    scikit-learn's); Newton's method. Returns P(real) as a function of raw features."""
+    mu, sd = x.mean(0), x.std(0) + 1e-12
+    z = np.c_[(x - mu) / sd, np.ones(len(x))]
+    w = w / w.mean()
+    n = len(x)
+    beta = np.zeros(z.shape[1])
+    reg = np.r_[np.ones(z.shape[1] - 1), 0.0] / n  # the intercept is not penalised
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-z @ beta))
+        g = z.T @ (w * (p - y)) / n + reg * beta
+        hess = (z * (w * p * (1 - p))[:, None]).T @ z / n + np.diag(reg)
+        beta -= np.linalg.solve(hess, g)
+    return lambda xr: 1 / (1 + np.exp(-(np.c_[(xr - mu) / sd, np.ones(len(xr))] @ beta)))
+
+
 def metrics(d, score_fn):
     """score11 and its parts for one candidate (``score_fn(mask)`` -> real scores)."""
     val = v4_select.validation_masks(d)
@@ -125,6 +143,7 @@ def main():
     ap.add_argument("--full", action="store_true", help="with --train: on every training source (the check)")
     ap.add_argument("--seed", type=int, default=SEED, help="with --train (addendum 2: D-0.001 seeds for S3D)")
     ap.add_argument("--score", action="store_true", help="score11 of every candidate")
+    ap.add_argument("--hf", help="with --score: v11_hf.py's features (addendum 3's HF and D+HF rows)")
     a = ap.parse_args()
     if a.train:
         if a.train not in TRAINED:
@@ -168,6 +187,12 @@ def main():
             cands["v6 seed " + p.rsplit("-", 1)[1][:-4]] = on_conv5(load_model(p))
     if all(os.path.exists(p) for p in seeds):
         cands["S3D"] = on_conv5(v6.soup([load_model(p) for p in seeds]))
+    if a.hf:  # addendum 3
+        x = np.load(a.hf)
+        m = h.trainable_mask(d, inner_sources(), v4_select.NUAA_VAL)
+        hf = fit_hf(x[m], (d["label"][m] == 1).astype(np.float64), h.weights(d["label"][m], d["source"][m]))
+        cands["HF"] = lambda mask: hf(x[mask])
+        cands["D+HF"] = lambda mask: (s6(mask) + hf(x[mask])) / 2
     # checks (pre-registered): W-1 is v6, W-0 is the starting point
     ref = v4_select.validation_masks(d)["vishalkrishna"]
     for alpha, want in ((1.0, s6(ref)), (0.0, v6.scores(d, m0, ref, conv5))):
