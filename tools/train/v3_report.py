@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-source and pooled PAD figures from `veriframe eval --scores` CSVs (markdown rows).
 
-    python tools/train/v3_report.py [--hold-nuaa 0001,0002,0003] NAME:THRESHOLD:DIR [...]
+    python tools/train/v3_report.py [--hold-nuaa 0001,0002,0003] [--without S1,S2] NAME:THRESHOLD:DIR [...]
 
 --hold-nuaa drops those NUAA subjects' rows (the v4 protocol's NUAA validation subjects), so a
 model scored on all of NUAA is compared on the same NUAA test images as the v4 folds.
@@ -10,6 +10,9 @@ DIR holds either `<source>.csv` files or `fold-<source>/scores.csv` (a leave-one
 each source scored by the model that did not see it). Pooled = every source's images together,
 each scored by its own fold's model, at the one threshold. No-face images carry score -1 and so
 count as rejected, as in `veriframe eval`.
+
+--without adds a second pooled row per model without those sources (v11: the sources its
+selection signal used).
 
 --oracle adds, per model, what a threshold tuned on the pooled left-out images themselves would
 give: the pooled BPCER at the smallest threshold with pooled APCER <= 5 %, and the lowest pooled
@@ -75,10 +78,13 @@ def main():
     args = [a for a in args if a != "--oracle"]
     if args[:1] == ["--hold-nuaa"]:
         hold, args = tuple(args[1].split(",")), args[2:]
+    without = ()
+    if args[:1] == ["--without"]:
+        without, args = tuple(args[1].split(",")), args[2:]
     models = [a.split(":", 2) for a in args]
     print("| source | model @ threshold | real / attack | AUC | APCER | BPCER | ACER |")
     print("|---|---|---|---|---|---|---|")
-    pooled = {}
+    pooled, pooled_without = {}, {}
     for s in SOURCES:
         for name, thr, d in models:
             f = os.path.join(d, f"{s}.csv")
@@ -90,9 +96,15 @@ def main():
             pr, pa = pooled.setdefault((name, thr), ([], []))
             pr.extend(real)
             pa.extend(attack)
+            if without and s not in without:
+                wr, wa = pooled_without.setdefault((name, thr), ([], []))
+                wr.extend(real)
+                wa.extend(attack)
             print(row(f"{s} | {name} @ {thr}", float(thr), real, attack))
     for (name, thr), (real, attack) in pooled.items():
         print(row(f"**pooled** | {name} @ {thr}", float(thr), real, attack))
+    for (name, thr), (real, attack) in pooled_without.items():
+        print(row(f"pooled without {', '.join(without)} | {name} @ {thr}", float(thr), real, attack))
     if want_oracle:
         print("\n| model | test-tuned (diagnostic): pooled APCER <= 5 % | test-tuned: lowest pooled ACER |")
         print("|---|---|---|")
