@@ -17,6 +17,8 @@ else is v5's (tools/train/v5_tail.py): data, views, split, Adam, L2-SP, the v4 h
           --c4 to --check, --member and --score), L2-SP lambda LAM (tools/train/v10-preregistration.md)
   RA-BETA v11: D-0.001 with real faces' mean embeddings aligned across sources, weight BETA
           (tools/train/v11-preregistration.md addendum 1; v5_tail.grads's ``align``)
+  v5L-0.01, v5E-3, v5E-30, v5R-3e-4  v12: v5 with L2-SP lambda 1e-2, 3 or 30 epochs, or lr 3e-4
+          (tools/train/v12-preregistration.md)
 
 A member is one seed of one recipe, trained twice: F on every trainable source, P without NUAA
 (the print probe). Members are saved, so the soups and v5 come from the same runs:
@@ -56,6 +58,8 @@ V5 = dict(lam=1e-3, epochs=10, lr=1e-4)
 D_LAMS = (1e-3, 1e-2)
 DRO_ETAS = (0.003, 0.03)  # v8 (tools/train/v8-preregistration.md): D-0.001 with group DRO
 RA_BETAS = (0.1, 1.0)  # v11 (tools/train/v11-preregistration.md): D-0.001 with real alignment
+V12 = {"v5L-0.01": {"lam": 1e-2}, "v5E-3": {"epochs": 3},  # v12 (tools/train/v12-preregistration.md)
+       "v5E-30": {"epochs": 30}, "v5R-3e-4": {"lr": 3e-4}}  # v12 addendum 1
 V5_SEED = SEEDS[0]
 
 
@@ -73,11 +77,13 @@ def recipe(name):
         return {**V5, "lam": float(name[4:])}, "45"
     if name.startswith("RA-") and float(name[3:]) in RA_BETAS:  # v11: real alignment across sources
         return {**V5, "lam": 1e-3, "align": float(name[3:])}, True
+    if name in V12:  # v12: v5's recipe (tail and head only) held closer to upstream
+        return {**V5, **V12[name]}, False
     raise SystemExit(f"unknown recipe {name!r}: " + ", ".join(RECIPES))
 
 
 RECIPES = (["v5"] + [f"D-{lam:g}" for lam in D_LAMS] + [f"DG-{eta:g}" for eta in DRO_ETAS] + ["MS-r", "MS-d"]
-           + [f"D45-{lam:g}" for lam in D_LAMS] + [f"RA-{b:g}" for b in RA_BETAS])
+           + [f"D45-{lam:g}" for lam in D_LAMS] + [f"RA-{b:g}" for b in RA_BETAS] + list(V12))
 
 
 def candidate(name):
