@@ -490,13 +490,18 @@ def check(d, upstream, cls=None):
             raise SystemExit("conv_5 gradients do not match finite differences")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def cache_args(ap):
+    """The inputs every v6-family tool reads: v3's cache, the conv_5 and conv_45 caches, upstream."""
     ap.add_argument("--feats", required=True)
     ap.add_argument("--c5", required=True, help="v5_features.py conv_5 caches, V2 then V1SE")
     ap.add_argument("--c45", required=True, help="v5_features.py --c45 caches, V2 then V1SE")
-    ap.add_argument("--c4", help="v5_features.py --c4 caches, V2 then V1SE (v10 D45 only)")
     ap.add_argument("--upstream", default="../shared/models/upstream/minifasnet")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cache_args(ap)
+    ap.add_argument("--c4", help="v5_features.py --c4 caches, V2 then V1SE (v10 D45 only)")
     ap.add_argument("--veriframe", default="target/release/veriframe")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--member", help="train one member: v5 or D-<lambda> (with --seed, --members)")
