@@ -10,7 +10,8 @@ threshold the shipping rule (tools/train/v3_threshold.py) gives on the validatio
 
 Candidates: v6 (D-0.001), v5, E56 (v5 + v6), EP6 (upstream pair + v6), W-0.5 / W-0.75 (v6
 interpolated towards its starting point, WiSE-FT), RA-0.1 / RA-1 (v6 with real faces aligned across
-sources, addendum 1) and the upstream pair as a reference row.
+sources, addendum 1) and the upstream pair as a reference row. v12 (tools/train/v12-preregistration.md)
+adds v5's recipe regularised (v5L-0.01, v5E-3, v5E-30, v5R-3e-4, E55), picked by the inner AUC.
 
     C="--feats /tmp/v3/feats.npz --c5 /tmp/v5/c5-v2.npy,/tmp/v5/c5-v1se.npy --c45 /tmp/v6/c45-v2.npy,/tmp/v6/c45-v1se.npy"
     python tools/train/v11_inner.py $C --train D-0.001 --members /tmp/v11/m   # v5, RA-0.1, RA-1 (one per core)
@@ -171,25 +172,23 @@ def main():
     m0 = start_point(d, inner_sources(), a.upstream, conv5)
     pair = {net: (v5.upstream_tail(a.upstream, net),
                   tuple(x.astype(np.float32) for x in h.upstream_head(a.upstream, net))) for net in v5.NETS}
-    s6 = lambda m: v6.scores(d, m6, m, conv5)  # noqa: E731
-    s5 = lambda m: v6.scores(d, m5, m)  # noqa: E731
-    sp = lambda m: v6.scores(d, pair, m)  # noqa: E731
+    on_conv5 = lambda w: lambda m: v6.scores(d, w, m, conv5)  # noqa: E731  (v6's family)
+    on_c5 = lambda w: lambda m: v6.scores(d, w, m)  # noqa: E731  (v5's family, the pair)
+    s6, s5, sp = on_conv5(m6), on_c5(m5), on_c5(pair)
     cands = {"v6": s6, "v5": s5, "E56": lambda m: (s5(m) + s6(m)) / 2, "EP6": lambda m: (sp(m) + s6(m)) / 2}
     for alpha in ALPHAS:
-        cands[f"W-{alpha:g}"] = (lambda w: lambda m: v6.scores(d, w, m, conv5))(interpolate(m0, m6, alpha))
-    on_conv5 = lambda w: lambda m: v6.scores(d, w, m, conv5)  # noqa: E731
+        cands[f"W-{alpha:g}"] = on_conv5(interpolate(m0, m6, alpha))
     for rec in TRAINED[2:]:
         if os.path.exists(member_path(a.members, rec)):
             cands[rec] = on_conv5(load_model(member_path(a.members, rec)))
         else:
             print(json.dumps({"cand": rec, "not_run": member_path(a.members, rec)}), flush=True)
-    seeds = [member_path(a.members, "D-0.001", seed=s) for s in v6.SEEDS]  # addendum 2
-    for p in seeds[1:]:
-        if os.path.exists(p):
-            cands["v6 seed " + p.rsplit("-", 1)[1][:-4]] = on_conv5(load_model(p))
-    if all(os.path.exists(p) for p in seeds):
-        cands["S3D"] = on_conv5(v6.soup([load_model(p) for p in seeds]))
-    on_c5 = lambda w: lambda m: v6.scores(d, w, m)  # noqa: E731
+    seeds = {s: member_path(a.members, "D-0.001", seed=s) for s in v6.SEEDS}  # addendum 2
+    for s in v6.SEEDS[1:]:
+        if os.path.exists(seeds[s]):
+            cands[f"v6 seed {s}"] = on_conv5(load_model(seeds[s]))
+    if all(os.path.exists(p) for p in seeds.values()):
+        cands["S3D"] = on_conv5(v6.soup([load_model(p) for p in seeds.values()]))
     for rec in V12:  # v12
         if os.path.exists(member_path(a.members, rec)):
             cands[rec] = on_c5(load_model(member_path(a.members, rec)))
@@ -197,7 +196,7 @@ def main():
     if os.path.exists(p5):
         m55 = load_model(p5)
         cands["v5 seed " + str(v6.SEEDS[1])] = on_c5(m55)
-        cands["E55"] = lambda m: (s5(m) + v6.scores(d, m55, m)) / 2
+        cands["E55"] = lambda m: (s5(m) + on_c5(m55)(m)) / 2
     m4 = {net: (v5.upstream_tail(a.upstream, net), m0[net][1]) for net in v5.NETS}
     cands["v4 (start)"] = on_c5(m4)
     if a.hf:  # addendum 3
