@@ -49,12 +49,19 @@ V12 = tuple(v6.V12)  # tools/train/v12-preregistration.md: v5's recipe regularis
 V12_MARGIN = 0.01
 
 
-def inner_sources(full=False):
-    return list(h.TRAINABLE) if full else [s for s in h.TRAINABLE if s not in INNER]
+DATA = {"plus-val": list(h.VALIDATION), "less-aksultan": ["-aksultan"]}  # v12 addendum 3 (a diagnostic)
 
 
-def member_path(members, rec, full=False, seed=SEED):
-    return os.path.join(members, f"{'full' if full else 'inner'}-{rec}-{seed}.npz")
+def inner_sources(full=False, data=None):
+    """The inner models' training sources (``full``: every training source; ``data``: a DATA key)."""
+    out = list(h.TRAINABLE) if full else [s for s in h.TRAINABLE if s not in INNER]
+    for s in DATA.get(data, []):
+        out = [x for x in out if x != s[1:]] if s.startswith("-") else out + [s]
+    return out
+
+
+def member_path(members, rec, full=False, seed=SEED, data=None):
+    return os.path.join(members, f"{'full' if full else 'inner'}{'-' + data if data else ''}-{rec}-{seed}.npz")
 
 
 def save(path, F):
@@ -145,6 +152,7 @@ def main():
     ap.add_argument("--train", help="train one inner model: " + ", ".join(TRAINED + V12))
     ap.add_argument("--full", action="store_true", help="with --train: on every training source (the check)")
     ap.add_argument("--seed", type=int, default=SEED, help="with --train (addendum 2: D-0.001 seeds for S3D)")
+    ap.add_argument("--data", choices=sorted(DATA), help="with --train v5: v12 addendum 3's other training sets")
     ap.add_argument("--score", action="store_true", help="score11 of every candidate")
     ap.add_argument("--hf", help="with --score: v11_hf.py's features (addendum 3's HF and D+HF rows)")
     a = ap.parse_args()
@@ -153,12 +161,12 @@ def main():
             raise SystemExit(f"v11 and v12 train {', '.join(TRAINED + V12)}")
         hp, deep = v6.recipe(a.train)
         d = v6.load_for(a, deep)
-        sources = inner_sources(a.full)
+        sources = inner_sources(a.full, a.data)
         t0 = time.time()
         F = v5.train(d, sources, {**hp, "upstream": a.upstream}, seed=a.seed,
                      trunks=v6.trunks_for(a.train, a.upstream))
         os.makedirs(a.members, exist_ok=True)
-        path = member_path(a.members, a.train, a.full, a.seed)
+        path = member_path(a.members, a.train, a.full, a.seed, a.data)
         save(path, F)
         print(json.dumps({"trained": a.train, "sources": sources, "out": path,
                           "seconds": round(time.time() - t0)}), flush=True)
@@ -197,6 +205,10 @@ def main():
         m55 = load_model(p5)
         cands["v5 seed " + str(v6.SEEDS[1])] = on_c5(m55)
         cands["E55"] = lambda m: (s5(m) + on_c5(m55)(m)) / 2
+    for key in DATA:  # v12 addendum 3: read by the inner AUC only
+        p = member_path(a.members, "v5", data=key)
+        if os.path.exists(p):
+            cands[f"v5 trained {key} (diagnostic)"] = on_c5(load_model(p))
     m4 = {net: (v5.upstream_tail(a.upstream, net), m0[net][1]) for net in v5.NETS}
     cands["v4 (start)"] = on_c5(m4)
     if a.hf:  # addendum 3
