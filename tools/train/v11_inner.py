@@ -17,6 +17,7 @@ adds v5's recipe regularised (v5L-0.01, v5E-3, v5E-30, v5R-3e-4, E55), picked by
     python tools/train/v11_inner.py $C --train D-0.001 --members /tmp/v11/m   # v5, RA-0.1, RA-1 (one per core)
     python tools/train/v11_inner.py $C --score --members /tmp/v11/m
     python tools/train/v11_inner.py $C --train D-0.001 --full --members /tmp/v11/m   # check: = the v6 member's F
+    python tools/train/v11_inner.py $C --train v5 --data plus-val --members /tmp/v11/m  # v12 addendum 3 (or less-aksultan)
 
 Images without a face box are not in the caches (the runtime rejects them); they shift every
 candidate's inner BPCER and APCER alike, so the ranking is unaffected.
@@ -159,6 +160,8 @@ def main():
     if a.train:
         if a.train not in TRAINED + V12:
             raise SystemExit(f"v11 and v12 train {', '.join(TRAINED + V12)}")
+        if a.data and (a.train != "v5" or a.full or a.seed != SEED):
+            raise SystemExit("--data is v12 addendum 3's diagnostic: only with --train v5, its seed, no --full")
         hp, deep = v6.recipe(a.train)
         d = v6.load_for(a, deep)
         sources = inner_sources(a.full, a.data)
