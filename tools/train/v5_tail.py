@@ -241,12 +241,23 @@ def train_net(d, j, m, cand, head0, prior_head, freeze, seed, trunk=None):
     return {k: params[k] for k in t0}, (params["W"], params["bh"])
 
 
+def training_mask(d, sources, held_groups=NUAA_VAL):
+    """The images a fine-tune trains on: those of ``sources`` (h.trainable_mask) and, where v13's
+    renderings are appended to the caches (``d["origin"]``: the real image each was rendered
+    from, -1 for the originals), the renderings of exactly those real images."""
+    m = h.trainable_mask(d, sources, held_groups)
+    if "origin" in d:
+        o = d["origin"]
+        m |= (o >= 0) & m[np.maximum(o, 0)]
+    return m
+
+
 def train(d, sources, cand, held_groups=NUAA_VAL, seed=20261204, trunks=None):
     """Both networks: the v4 head on upstream embeddings first, then the joint fine-tune
     (``trunks``: per network, v6 D's trained blocks; see train_net)."""
     heads = h.train(d, sources, HEAD_L2, prior_dir=cand["upstream"], freeze_absent=True,
                     held_groups=held_groups)
-    m = h.trainable_mask(d, sources, held_groups)
+    m = training_mask(d, sources, held_groups)
     out = {}
     for j, net in enumerate(NETS):
         prior = h.upstream_head(cand["upstream"], net)
