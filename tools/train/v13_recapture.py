@@ -37,8 +37,9 @@ import v5_tail as v5  # noqa: E402
 import v6_select as v6  # noqa: E402
 import v11_inner as v11  # noqa: E402
 
-CANDIDATES = {"v5+RC": "v5", "D+RC": "D-0.001"}  # candidate -> the v6_select recipe it extends
 KINDS = ((0, "print"), (2, "screen"))  # (label, rendering) in v4_recapture's draw order
+# candidate -> (the v6_select recipe it extends, the renderings it trains on); addendum 2: one kind
+CANDIDATES = {"v5+RC": ("v5", (0, 1)), "D+RC": ("D-0.001", (0, 1)), "v5+RCs": ("v5", (1,)), "v5+RCp": ("v5", (0,))}
 V5_INNER_AUC = 0.9444  # v5's inner AUC (v12 addendum 1), the bar's base
 MARGIN = 0.01
 
@@ -87,23 +88,24 @@ def render(a):
     print(json.dumps({"rendered": len(idx), "net": net, "seconds": round(time.time() - t0)}), flush=True)
 
 
-def extend(d, rc, upstream, deep):
-    """``d`` with the renderings appended as rows: labels print (0) / screen (2), sources
-    recapture-0 / recapture-2, ``origin`` the real image each was rendered from (-1 for the
-    originals), ``feats`` the upstream embeddings of views 0-2 (for v5's head standardisation)."""
+def extend(d, rc, upstream, deep, kinds=(0, 1)):
+    """``d`` with the renderings of ``kinds`` (indices into KINDS) appended as rows: labels print
+    (0) / screen (2), sources recapture-0 / recapture-2, ``origin`` the real image each was
+    rendered from (-1 for the originals), ``feats`` the upstream embeddings of views 0-2 (for v5's
+    head standardisation)."""
     idx = np.load(os.path.join(rc, "idx.npy"))
     if not (d["label"][idx] == 1).all():
         raise SystemExit(f"{rc}: idx.npy does not index real images of this --feats cache")
-    n, m = len(d["label"]), len(idx)
+    n, m, k = len(d["label"]), len(idx), len(kinds)
     out = dict(d)
-    out["origin"] = np.r_[np.full(n, -1), idx, idx]
-    out["label"] = np.r_[d["label"], np.full(m, KINDS[0][0]), np.full(m, KINDS[1][0])]
-    out["source"] = np.r_[d["source"], np.full(m, f"recapture-{KINDS[0][0]}"),
-                          np.full(m, f"recapture-{KINDS[1][0]}")].astype(d["source"].dtype)
-    out["group"] = np.r_[d["group"], d["group"][idx], d["group"][idx]]
-    out["path"] = np.r_[d["path"], d["path"][idx], d["path"][idx]]
+    out["origin"] = np.r_[np.full(n, -1), np.tile(idx, k)]
+    out["label"] = np.r_[d["label"], np.repeat([KINDS[i][0] for i in kinds], m)]
+    out["source"] = np.r_[d["source"], np.repeat([f"recapture-{KINDS[i][0]}" for i in kinds], m)].astype(
+        d["source"].dtype)
+    out["group"] = np.r_[d["group"], np.tile(d["group"][idx], k)]
+    out["path"] = np.r_[d["path"], np.tile(d["path"][idx], k)]
     cache = "c45" if deep else "c5"
-    feats = np.zeros((2 * m,) + d["feats"].shape[1:], np.float32)
+    feats = np.zeros((k * m,) + d["feats"].shape[1:], np.float32)
     out[cache] = list(d[cache])
     for j, net in enumerate(v5.NETS):
         extra = {}
@@ -111,8 +113,8 @@ def extend(d, rc, upstream, deep):
             x = np.load(os.path.join(rc, f"{key}-{net}.npy"), mmap_mode="r")
             if x.shape[0] != m:
                 raise SystemExit(f"{rc}/{key}-{net}.npy: {x.shape[0]} renderings, idx.npy has {m}")
-            # (M, kind, view, 128, 25) -> (2M, view, 25, 128): kind-major, as the labels above
-            extra[key] = np.asarray(x).transpose(1, 0, 2, 4, 3).reshape(2 * m, x.shape[2], 25, 128)
+            # (M, kind, view, 128, 25) -> (k M, view, 25, 128): kind-major, as the labels above
+            extra[key] = np.concatenate([np.asarray(x[:, i]).transpose(0, 1, 3, 2) for i in kinds])
         t = v5.upstream_tail(upstream, net)
         for v in range(feats.shape[2]):
             feats[:, j, v] = v5.embed_all(t, extra["c5"][:, v])
@@ -144,9 +146,9 @@ def main():
     if not (a.c5 and a.c45 and a.members):
         raise SystemExit("--train and --score need --c5, --c45 and --members")
     if a.train:
-        rec = CANDIDATES[a.train]
+        rec, kinds = CANDIDATES[a.train]
         hp, deep = v6.recipe(rec)
-        d = extend(v6.load_for(a, deep), a.rc, a.upstream, deep)
+        d = extend(v6.load_for(a, deep), a.rc, a.upstream, deep, kinds)
         sources = v11.inner_sources()
         t0 = time.time()
         F = v5.train(d, sources, {**hp, "upstream": a.upstream}, seed=v11.SEED, trunks=v6.trunks_for(rec, a.upstream))
@@ -163,20 +165,25 @@ def main():
     d = v6.load(a)
     conv5 = v6.trunks_for("D-0.001", a.upstream)
     rows = {"v5": (v11.member_path(a.members, "v5"), None), "v6": (v11.member_path(a.members, "D-0.001"), conv5),
-            "v5+RC": (v11.member_path(a.members, "v5+RC"), None), "D+RC": (v11.member_path(a.members, "D+RC"), conv5)}
+            **{c: (v11.member_path(a.members, c), conv5 if CANDIDATES[c][0] != "v5" else None) for c in CANDIDATES}}
     out = {}
     for name, (path, trunks) in rows.items():
         if not os.path.exists(path):
             print(json.dumps({"cand": name, "not_run": path}), flush=True)
             continue
-        r = v11.metrics(d, lambda m, w=v11.load_model(path), t=trunks: v6.scores(d, w, m, t))
-        out[name] = r["inner_auc"]
-        print(json.dumps({"cand": name, "inner_auc": r["inner_auc"],
-                          **{s: r["per_source"][s]["auc"] for s in v11.INNER}}), flush=True)
+        w = v11.load_model(path)
+        for tta in (False, True):  # addendum 1: the mean over the crop and its mirror (views 0, 1)
+            fn = ((lambda m, w=w, t=trunks: (v6.scores(d, w, m, t) + v6.scores(d, w, m, t, view=1)) / 2)
+                  if tta else (lambda m, w=w, t=trunks: v6.scores(d, w, m, t)))
+            r = v11.metrics(d, fn)
+            key = name + (" TTA" if tta else "")
+            out[key] = r["inner_auc"]
+            print(json.dumps({"cand": key, "inner_auc": r["inner_auc"],
+                              **{s: r["per_source"][s]["auc"] for s in v11.INNER}}), flush=True)
     if out.get("v5") != V5_INNER_AUC:
         raise SystemExit(f"v5's inner model scores {out.get('v5')}, v12 measured {V5_INNER_AUC}: not the same model")
-    rc = {k: v for k, v in out.items() if k in CANDIDATES}
-    if len(rc) == len(CANDIDATES):
+    rc = {k: v for k, v in out.items() if k.split(" ")[0] in CANDIDATES or k.endswith(" TTA")}
+    if len(rc) == 2 * len(CANDIDATES) + 2:
         best = max(rc, key=rc.get)
         print(json.dumps({"v13_pick": best, "inner_auc": rc[best], "v5_inner_auc": V5_INNER_AUC,
                           f"beats_v5_by_more_than_{MARGIN}": rc[best] > V5_INNER_AUC + MARGIN}))
