@@ -16,8 +16,12 @@ screen); a model trains on the renderings of exactly the real images in its trai
     C="--feats /tmp/v3/feats.npz --c5 /tmp/v5/c5-v2.npy,/tmp/v5/c5-v1se.npy --c45 /tmp/v6/c45-v2.npy,/tmp/v6/c45-v1se.npy"
     python3 tools/train/v13_recapture.py $C --rc /tmp/v13 --train v5+RC --members /tmp/v11/m
     python3 tools/train/v13_recapture.py $C --rc /tmp/v13 --train D+RC --members /tmp/v11/m
-    # 3. score13 = the inner AUC of every candidate, and the pre-registered rule
+    # 3. score13 = the inner AUC of every candidate (and its mirror-TTA row), and the rule
     python3 tools/train/v13_recapture.py $C --rc /tmp/v13 --score --members /tmp/v11/m
+    # 4. only for a candidate that passed: the final model, and LOSO folds through v3_loso.sh
+    python3 tools/train/v13_recapture.py $C --rc /tmp/v13 --cand CAND --final --out DIR
+    HOLD_NUAA="0001 0002 0003" TRAINER=tools/train/v13_recapture.py HEAD_ARGS="$C --rc /tmp/v13 --cand CAND" \
+        tools/train/v3_loso.sh /tmp/v3/feats.npz DIR THRESHOLD
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import v3_head as h  # noqa: E402
+import v4_select  # noqa: E402
 import v5_tail as v5  # noqa: E402
 import v6_select as v6  # noqa: E402
 import v11_inner as v11  # noqa: E402
@@ -137,14 +142,37 @@ def main():
     ap.add_argument("--members", help="directory of the inner models (v11's)")
     ap.add_argument("--train", choices=sorted(CANDIDATES), help="train one candidate's inner model")
     ap.add_argument("--score", action="store_true", help="score13 of every candidate and the rule")
+    ap.add_argument("--cand", choices=sorted(c for c, (r, _) in CANDIDATES.items() if r == "v5"),
+                    help="a final (--final) or LOSO fold (--leave-out, as tools/train/v3_loso.sh calls it) model")
+    ap.add_argument("--final", action="store_true", help="with --cand: trained on every training source")
+    ap.add_argument("--leave-out", help="with --cand: a LOSO fold, every training source but this one")
+    ap.add_argument("--out", help="with --cand: the model directory (Q8_0 GGUF via --veriframe)")
+    ap.add_argument("--veriframe", default="target/release/veriframe")
+    ap.add_argument("--hold-nuaa", default=",".join(v4_select.NUAA_VAL), help="accepted for v3_loso.sh")
     a = ap.parse_args()
     if a.render:
         if a.net is None or not a.boxes:
             raise SystemExit("--render needs --net and --boxes")
         render(a)
         return 0
-    if not (a.c5 and a.c45 and a.members):
-        raise SystemExit("--train and --score need --c5, --c45 and --members")
+    if not (a.c5 and a.c45):
+        raise SystemExit("give --c5 and --c45 (v5_features.py caches)")
+    if a.cand:  # only if the candidate passed its bar (pre-registration): v5 family, exported as v5's
+        if not a.out or bool(a.final) == bool(a.leave_out):
+            raise SystemExit("--cand needs --out and one of --final, --leave-out SOURCE")
+        if tuple(g for g in a.hold_nuaa.split(",") if g) != v4_select.NUAA_VAL:
+            raise SystemExit("--hold-nuaa must be v4's")
+        rec, kinds = CANDIDATES[a.cand]
+        hp, _ = v6.recipe(rec)
+        d = extend(v6.load_for(a, False), a.rc, a.upstream, False, kinds)
+        sources = v5.training_sources("train" if a.final else None, a.leave_out)
+        models = v5.train(d, sources, {**hp, "upstream": a.upstream}, seed=v11.SEED)
+        v5.export(models, a.upstream, a.out, a.veriframe, f"tools/train/v13_recapture.py --cand {a.cand} "
+                  + ("--final" if a.final else f"--leave-out {a.leave_out}"))
+        print(json.dumps({"cand": a.cand, "trained_on": sources, "out": a.out}), file=sys.stderr)
+        return 0
+    if not a.members:
+        raise SystemExit("--train and --score need --members")
     if a.train:
         rec, kinds = CANDIDATES[a.train]
         hp, deep = v6.recipe(rec)
