@@ -65,6 +65,17 @@ def member_path(members, rec, full=False, seed=SEED, data=None):
     return os.path.join(members, f"{'full' if full else 'inner'}{'-' + data if data else ''}-{rec}-{seed}.npz")
 
 
+def train_inner(d, rec, sources, path, upstream, seed=SEED):
+    """Train one selection-only model of recipe ``rec`` (v6_select.recipe) on ``sources`` of the
+    caches ``d``, save it at ``path``; returns the seconds it took."""
+    hp, _ = v6.recipe(rec)
+    t0 = time.time()
+    F = v5.train(d, sources, {**hp, "upstream": upstream}, seed=seed, trunks=v6.trunks_for(rec, upstream))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save(path, F)
+    return round(time.time() - t0)
+
+
 def save(path, F):
     np.savez(path, **{f"{net}/{k}": v for net, (t, (W, bh)) in F.items()
                       for k, v in {**t, "W": W, "bh": bh}.items()})
@@ -162,17 +173,12 @@ def main():
             raise SystemExit(f"v11 and v12 train {', '.join(TRAINED + V12)}")
         if a.data and (a.train != "v5" or a.full or a.seed != SEED):
             raise SystemExit("--data is v12 addendum 3's diagnostic: only with --train v5, its seed, no --full")
-        hp, deep = v6.recipe(a.train)
+        _, deep = v6.recipe(a.train)
         d = v6.load_for(a, deep)
         sources = inner_sources(a.full, a.data)
-        t0 = time.time()
-        F = v5.train(d, sources, {**hp, "upstream": a.upstream}, seed=a.seed,
-                     trunks=v6.trunks_for(a.train, a.upstream))
-        os.makedirs(a.members, exist_ok=True)
         path = member_path(a.members, a.train, a.full, a.seed, a.data)
-        save(path, F)
-        print(json.dumps({"trained": a.train, "sources": sources, "out": path,
-                          "seconds": round(time.time() - t0)}), flush=True)
+        seconds = train_inner(d, a.train, sources, path, a.upstream, a.seed)
+        print(json.dumps({"trained": a.train, "sources": sources, "out": path, "seconds": seconds}), flush=True)
         return 0
     if not a.score:
         raise SystemExit("give --train RECIPE or --score")

@@ -175,18 +175,14 @@ def main():
         raise SystemExit("--train and --score need --members")
     if a.train:
         rec, kinds = CANDIDATES[a.train]
-        hp, deep = v6.recipe(rec)
+        _, deep = v6.recipe(rec)
         d = extend(v6.load_for(a, deep), a.rc, a.upstream, deep, kinds)
         sources = v11.inner_sources()
-        t0 = time.time()
-        F = v5.train(d, sources, {**hp, "upstream": a.upstream}, seed=v11.SEED, trunks=v6.trunks_for(rec, a.upstream))
         path = v11.member_path(a.members, a.train)
-        os.makedirs(a.members, exist_ok=True)
-        v11.save(path, F)
+        seconds = v11.train_inner(d, rec, sources, path, a.upstream)
         m = v5.training_mask(d, sources)
         print(json.dumps({"trained": a.train, "sources": sources, "out": path, "images": int(m.sum()),
-                          "renderings": int((m & (d["origin"] >= 0)).sum()),
-                          "seconds": round(time.time() - t0)}), flush=True)
+                          "renderings": int((m & (d["origin"] >= 0)).sum()), "seconds": seconds}), flush=True)
         return 0
     if not a.score:
         raise SystemExit("give --render, --train CANDIDATE or --score")
