@@ -36,7 +36,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import v3_head as h  # noqa: E402
 import v4_select  # noqa: E402
 import v5_tail as v5  # noqa: E402
 import v6_select as v6  # noqa: E402
