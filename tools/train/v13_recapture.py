@@ -50,8 +50,6 @@ MARGIN = 0.01
 
 def render(a):
     """Write RC/idx.npy and RC/c5-NET.npy, RC/c45-NET.npy: (M, 2 kinds, 7 views, 128, 25) float32."""
-    import cv2  # noqa: F401  (v4_recapture and faces need it; fail here, before the long loop)
-
     import faces
     import v3_features as v3
     from v4_recapture import print_attack, screen_attack
