@@ -30,6 +30,12 @@ A member is one seed of one recipe, trained twice: F on every trainable source, 
     python tools/train/v6_select.py $C --cand S3 --train train --out DIR     # final (or --leave-out SOURCE)
     python tools/train/v6_select.py $C --cand S3 --train train --members /tmp/v6/m --out DIR  # final from the members' F
 
+v15 (tools/train/v15-preregistration.md), a site-calibration simulation: a LOSO fold that also
+trains on the left-out source's first half of blocks, and the link tree of its test half:
+
+    python tools/train/v6_select.py $C --cand D-0.001 --leave-out aksultan --calibrate --out DIR
+    python tools/train/v6_select.py $C --leave-out aksultan --site-tree /tmp/v15/test-aksultan
+
 Score (pre-registered): mean of v4's score (worst validation AUC, print probe included) and
 1 - the worst per-source BPCER among balveer, trickyf0x, vishalkrishna and NUAA-val at the
 threshold tools/train/v3_threshold.py's rule gives on F's pooled float scores there (view 0).
@@ -498,6 +504,22 @@ def cache_args(ap):
     ap.add_argument("--upstream", default="../shared/models/upstream/minifasnet")
 
 
+def site_split(d, site):
+    """v15 (tools/train/v15-preregistration.md): each image of ``site`` as "calibrate" (the first
+    half of its class's blocks in name order), "guard" (the next block) or "test" (the rest);
+    other sources' images as "". The halves are by block, never by frame."""
+    part = np.full(len(d["label"]), "", dtype=object)
+    for real in (True, False):
+        m = (d["source"] == site) & ((d["label"] == 1) == real)
+        blocks = sorted(set(d["group"][m]))
+        if len(blocks) < 3:
+            raise SystemExit(f"{site}: {len(blocks)} blocks of one class; a site split needs 3 or more")
+        half = len(blocks) // 2
+        for k, b in enumerate(blocks):
+            part[m & (d["group"] == b)] = "calibrate" if k < half else "guard" if k == half else "test"
+    return part
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cache_args(ap)
@@ -512,8 +534,21 @@ def main():
     ap.add_argument("--train", help='"train" = every trainable source')
     ap.add_argument("--leave-out", help="LOSO fold: train on every trainable source but this one")
     ap.add_argument("--hold-nuaa", default=",".join(v4_select.NUAA_VAL), help="accepted for v3_loso.sh; must be v4's")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="v15: with --leave-out S, also train on S's calibration blocks (site_split)")
+    ap.add_argument("--site-tree", help="v15: with --leave-out S, link S's test half into DIR/{real,attack}")
     ap.add_argument("--out")
     a, _ = ap.parse_known_args()
+    if a.site_tree:
+        d = h.load(a.feats)
+        part = site_split(d, a.leave_out)
+        for i in np.flatnonzero(part == "test"):
+            rel = str(d["path"][i])
+            cls = "real" if d["label"][i] == 1 else "attack"
+            os.makedirs(os.path.join(a.site_tree, cls, str(d["group"][i])), exist_ok=True)
+            os.symlink(os.path.realpath(os.path.join("../shared", rel)),
+                       os.path.join(a.site_tree, cls, str(d["group"][i]), os.path.basename(rel)))
+        return 0
     if tuple(g for g in a.hold_nuaa.split(",") if g) != v4_select.NUAA_VAL:
         raise SystemExit(f"--hold-nuaa must be {','.join(v4_select.NUAA_VAL)} (v4's protocol)")
     if a.check:
@@ -570,6 +605,12 @@ def main():
     _, deep = recipe(rec)
     d = load_for(a, deep)
     sources = v5.training_sources(a.train, a.leave_out)
+    if a.calibrate:
+        if not a.leave_out:
+            raise SystemExit("--calibrate needs --leave-out SITE")
+        part = site_split(d, a.leave_out)
+        d["source"] = np.where(part == "calibrate", f"{a.leave_out}-site", d["source"])
+        sources = sources + [f"{a.leave_out}-site"]
     files = [os.path.join(a.members or "", f"{rec}-{s}.npz") for s in seeds]
     if a.train == "train" and a.members and all(os.path.exists(f) for f in files):
         # the members' F models were trained on exactly these sources: reuse them
