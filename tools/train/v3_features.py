@@ -60,6 +60,36 @@ def list_samples(shared: str):
     return out
 
 
+def list_site(root: str):
+    """(path relative to ``root``, label, "site", session) for a site calibration's captures:
+    ``root/real/<session>/*``, ``root/attack/<session>/*`` or ``root/screen/<session>/*`` (screen
+    replays), ``root/print/<session>/*`` (print attacks), as docs/training.md lays them out."""
+    out = []
+    for cls, label in (("real", REAL), ("attack", SCREEN), ("screen", SCREEN), ("print", PRINT)):
+        base = os.path.join(root, cls)
+        for p in faces.list_images(base) if os.path.isdir(base) else []:
+            parts = os.path.relpath(p, base).split(os.sep)
+            out.append((os.path.relpath(p, root), label, "site", f"{cls}/{parts[0]}" if len(parts) > 1 else cls))
+    if not out:
+        raise SystemExit(f"{root}: no images under real/, attack/, screen/ or print/")
+    return out
+
+
+def site_boxes(root: str, samples, boxes: dict) -> dict:
+    """``boxes`` keyed by the samples' paths relative to ``root``. `veriframe faces` resolves
+    symbolic links, so a linked image's entry is under its real path (relative to the resolved
+    root when inside it, else absolute)."""
+    real_root = os.path.realpath(root)
+    out = {}
+    for rel, *_ in samples:
+        real = os.path.realpath(os.path.join(root, rel))
+        for key in (rel, os.path.relpath(real, real_root), real):
+            if key in boxes:
+                out[rel] = boxes[key]
+                break
+    return out
+
+
 def session(path: str, output: str | tuple[str, ...] = FEATURE):
     """One-thread ONNX Runtime session that also returns the internal tensor(s) ``output``."""
     import onnx
@@ -87,9 +117,14 @@ def main() -> int:
     ap.add_argument("--boxes", required=True, help="`veriframe faces --root SHARED` output")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=20261203)
+    ap.add_argument("--site", help="a site's captures (list_site) instead of the shared data; "
+                    "--boxes then from `veriframe faces --root SITE SITE`")
     a = ap.parse_args()
     boxes = json.load(open(a.boxes))
-    samples = list_samples(a.shared)
+    samples = list_site(a.site) if a.site else list_samples(a.shared)
+    root = a.site or a.shared
+    if a.site:
+        boxes = site_boxes(a.site, samples, boxes)
     missing = [s[0] for s in samples if s[0] not in boxes]
     if missing:
         raise SystemExit(f"{len(missing)} images have no entry in {a.boxes}, e.g. {missing[0]}")
@@ -101,7 +136,7 @@ def main() -> int:
     feats = np.zeros((len(kept), len(NETS), 3, 512), np.float32)
     t0 = time.time()
     for i, (rel, _, _, _) in enumerate(kept):
-        img = faces.read_bgr(os.path.join(a.shared, rel))
+        img = faces.read_bgr(os.path.join(root, rel))
         if img is None:
             raise SystemExit(f"cannot decode {rel}")
         for j, (sess, scale) in enumerate(sessions):

@@ -67,9 +67,14 @@ def main() -> int:
     ap.add_argument("--c4", help="also write conv_4's output (conv_45's input, for v10 D45) here, "
                     "as (N, 7, 100, 128) float32: positions 10y + x, channels last")
     ap.add_argument("--seed", type=int, default=20261203)
+    ap.add_argument("--site", help="a site's captures (v3_features.list_site) instead of the shared data")
     a = ap.parse_args()
     boxes = json.load(open(a.boxes))
-    kept = [s for s in v3.list_samples(a.shared) if boxes.get(s[0]) is not None]
+    samples = v3.list_site(a.site) if a.site else v3.list_samples(a.shared)
+    if a.site:
+        boxes = v3.site_boxes(a.site, samples, boxes)
+    kept = [s for s in samples if boxes.get(s[0]) is not None]
+    root = a.site or a.shared
     onnx_file, scale = v3.NETS[a.net]
     outs = (C5, C45) + ((C4,) if a.c4 else ())
     sess = v3.session(os.path.join(a.shared, "models/upstream/minifasnet", onnx_file), outs)
@@ -80,7 +85,7 @@ def main() -> int:
     out4 = np.lib.format.open_memmap(a.c4, "w+", np.float32, (len(kept), VIEWS, 100, 128)) if a.c4 else None
     t0 = time.time()
     for i, (rel, _, _, _) in enumerate(kept):
-        img = faces.read_bgr(os.path.join(a.shared, rel))
+        img = faces.read_bgr(os.path.join(root, rel))
         if img is None:
             raise SystemExit(f"cannot decode {rel}")
         c = faces.crop(img, boxes[rel], scale)

@@ -504,6 +504,13 @@ def cache_args(ap):
     ap.add_argument("--upstream", default="../shared/models/upstream/minifasnet")
 
 
+def export(models, trunks, upstream, out, veriframe, recipe):
+    """A trained candidate as safetensors and Q8_0 / F32 GGUF files (v3_head.export)."""
+    extra = {net: {**v5.tail_tensors(t), **(trunks[net].tensors(t) if trunks else {})}
+             for net, (t, _) in models.items()}
+    h.export({net: hd for net, (_, hd) in models.items()}, upstream, out, veriframe, extra=extra, recipe=recipe)
+
+
 def site_split(d, site):
     """v15 (tools/train/v15-preregistration.md): each image of ``site`` as "calibrate" (the first
     half of its class's blocks in name order), "guard" (the next block) or "test" (the rest);
@@ -619,10 +626,7 @@ def main():
         models, trunks = train_soup(d, sources, a.cand, a.upstream)
     print(json.dumps({"trained_on": sources, "cand": a.cand}), file=sys.stderr)
     if a.out:
-        extra = {net: {**v5.tail_tensors(t), **(trunks[net].tensors(t) if trunks else {})}
-                 for net, (t, _) in models.items()}
-        h.export({net: hd for net, (_, hd) in models.items()}, a.upstream, a.out, a.veriframe,
-                 extra=extra, recipe=f"tools/train/v6_select.py --cand {a.cand}")
+        export(models, trunks, a.upstream, a.out, a.veriframe, f"tools/train/v6_select.py --cand {a.cand}")
     return 0
 
 
