@@ -87,16 +87,6 @@ def merge(shared, site):
     return d
 
 
-def link_tree(site_dir, samples, groups, out):
-    """Link the site images of ``groups`` (no-face ones too) into OUT/{real,attack}/<session>/."""
-    for rel, label, _, g in samples:
-        if g not in groups:
-            continue
-        d = os.path.join(out, "real" if label == 1 else "attack", g.replace("/", "-"))
-        os.makedirs(d, exist_ok=True)
-        os.symlink(os.path.realpath(os.path.join(site_dir, rel)), os.path.join(d, os.path.basename(rel)))
-
-
 def evaluate(veriframe, config, tree, scores):
     """`veriframe eval` of the images in ``tree`` with ``config`` (None: the built-in defaults)."""
     cmd = [veriframe, "eval", "--real", os.path.join(tree, "real"), "--attack", os.path.join(tree, "attack"),
@@ -156,7 +146,7 @@ def main() -> int:
         shutil.copyfile(os.path.join(build, f"minifasnet-v3-{net}.q8_0.gguf"), dst)
         files.append(os.path.abspath(dst))
     tree = os.path.join(a.out, "val")
-    link_tree(a.site, samples, val, tree)
+    v3.link_tree(a.site, [smp for smp in samples if smp[3] in val], tree)  # no-face images too
     scores = os.path.join(a.out, "val-scores.csv")
     config = os.path.join(a.out, "site.toml")
     write_config(config, files)  # the model files only, for the validation scores

@@ -90,6 +90,15 @@ def site_boxes(root: str, samples, boxes: dict) -> dict:
     return out
 
 
+def link_tree(root: str, samples, out: str) -> None:
+    """Link each sample's image (paths relative to ``root``) into OUT/{real,attack}/<group>/, the
+    layout `veriframe eval --real --attack` reads."""
+    for rel, label, _, group in samples:
+        d = os.path.join(out, "real" if label == REAL else "attack", group.replace("/", "-"))
+        os.makedirs(d, exist_ok=True)
+        os.symlink(os.path.realpath(os.path.join(root, rel)), os.path.join(d, os.path.basename(rel)))
+
+
 def session(path: str, output: str | tuple[str, ...] = FEATURE):
     """One-thread ONNX Runtime session that also returns the internal tensor(s) ``output``."""
     import onnx

@@ -53,6 +53,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import v3_features as v3  # noqa: E402
 import v3_head as h  # noqa: E402
 import v4_select  # noqa: E402
 import v5_tail as v5  # noqa: E402
@@ -548,13 +549,9 @@ def main():
     a, _ = ap.parse_known_args()
     if a.site_tree:
         d = h.load(a.feats)
-        part = site_split(d, a.leave_out)
-        for i in np.flatnonzero(part == "test"):
-            rel = str(d["path"][i])
-            cls = "real" if d["label"][i] == 1 else "attack"
-            os.makedirs(os.path.join(a.site_tree, cls, str(d["group"][i])), exist_ok=True)
-            os.symlink(os.path.realpath(os.path.join("../shared", rel)),
-                       os.path.join(a.site_tree, cls, str(d["group"][i]), os.path.basename(rel)))
+        test = np.flatnonzero(site_split(d, a.leave_out) == "test")
+        v3.link_tree("../shared", [(str(d["path"][i]), d["label"][i], "", str(d["group"][i])) for i in test],
+                     a.site_tree)
         return 0
     if tuple(g for g in a.hold_nuaa.split(",") if g) != v4_select.NUAA_VAL:
         raise SystemExit(f"--hold-nuaa must be {','.join(v4_select.NUAA_VAL)} (v4's protocol)")
