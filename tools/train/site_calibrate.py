@@ -33,7 +33,6 @@ site/model/site.toml` before deploying. `--exclude SOURCE` leaves shared sources
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -151,9 +150,7 @@ def main() -> int:
     config = os.path.join(a.out, "site.toml")
     write_config(config, files)  # the model files only, for the validation scores
     metrics = evaluate(a.veriframe, config, tree, scores)
-    rows = list(csv.DictReader(open(scores)))
-    attack = [float(r["score"]) for r in rows if r["class"] != "real"]
-    real = [float(r["score"]) for r in rows if r["class"] == "real"]
+    real, attack = v3_threshold.read_scores([scores])
     t = eer_threshold(real, attack) if a.rule == "eer" else v3_threshold.threshold(attack)
     if len(attack) < 20:
         print(f"warning: {len(attack)} validation attack images; the 5 % rule needs 20 or more to mean much",
@@ -162,8 +159,7 @@ def main() -> int:
                  f"# tools/train/site_calibrate.py: v6's recipe + {a.site}; threshold by the {a.rule} rule on\n"
                  f"# {len(real)} real / {len(attack)} attack validation images ({', '.join(sorted(val))})\n")
     shipped = evaluate(a.veriframe, None, tree, os.path.join(a.out, "val-scores-shipped.csv"))
-    apcer = sum(x >= t for x in attack) / len(attack)
-    bpcer = sum(x < t for x in real) / len(real)
+    apcer, bpcer = v3_threshold.rates(real, attack, t)
     print(json.dumps({"site_toml": os.path.join(a.out, "site.toml"), "threshold": round(t, 3),
                       "val": {"n_real": len(real), "n_attack": len(attack), "auc": metrics["auc"],
                               "apcer": apcer, "bpcer": bpcer},

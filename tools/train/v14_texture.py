@@ -164,11 +164,7 @@ def fused_rows(scores, index, tex, model):
 
 
 def rates(rows, k, t):
-    real = [r[k] for r in rows if r[0] == "real"]
-    att = [r[k] for r in rows if r[0] != "real"]
-    apcer = sum(x >= t for x in att) / len(att)
-    bpcer = sum(x < t for x in real) / len(real)
-    return apcer, bpcer
+    return v3_threshold.rates([r[k] for r in rows if r[0] == "real"], [r[k] for r in rows if r[0] != "real"], t)
 
 
 def auc_of(rows, k):

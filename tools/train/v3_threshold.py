@@ -21,14 +21,24 @@ def threshold(attack):
     return math.floor(t * 1000) / 1000 + 0.001
 
 
-def main():
+def read_scores(files):
+    """(real scores, attack scores) of `veriframe eval --scores` CSVs."""
     real, attack = [], []
-    for f in sys.argv[1:]:
+    for f in files:
         for row in csv.DictReader(open(f)):
             (real if row["class"] == "real" else attack).append(float(row["score"]))
+    return real, attack
+
+
+def rates(real, attack, t):
+    """(APCER, BPCER) at threshold ``t``: attacks scoring >= t, reals scoring < t."""
+    return sum(a >= t for a in attack) / len(attack), sum(r < t for r in real) / len(real)
+
+
+def main():
+    real, attack = read_scores(sys.argv[1:])
     t = threshold(attack)
-    apcer = sum(a >= t for a in attack) / len(attack)
-    bpcer = sum(r < t for r in real) / len(real)
+    apcer, bpcer = rates(real, attack, t)
     print(json.dumps({"threshold": round(t, 3), "val_apcer": apcer, "val_bpcer": bpcer, "val_acer": (apcer + bpcer) / 2,
                       "n_real": len(real), "n_attack": len(attack)}))
 
