@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::capture::synthetic::Synthetic;
 use crate::decide::{Decision, Verdict};
 use crate::frame::{Frame, PixelFormat, SourceInfo};
+use crate::seal::build::{ChainPos, Device, StoredFile};
 use crate::seal::fsio::RealFs;
 use crate::seal::keys::{self, DeviceKey};
 use crate::seal::policy::PolicyKind;
@@ -443,17 +444,23 @@ fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, 
     let identity = crate::frame::identity::SourceIdentity::not_a_camera();
     let input = SealInput::unanalysed(&frame, &decision, &identity);
     let m = crate::seal::build_manifest(
-        &c2pa.key,
-        "bench",
-        "bench",
-        0,
-        None,
-        "every",
+        Device {
+            key: &*c2pa.key,
+            device_id: "bench",
+            boot_id: "bench",
+        },
+        ChainPos {
+            seq: 0,
+            prev: None,
+            policy: "every".into(),
+        },
         &input,
-        jpeg,
-        "image/jpeg",
-        "jpg",
-        "source",
+        StoredFile {
+            bytes: jpeg,
+            media_type: "image/jpeg",
+            ext: "jpg",
+            encoding: "source",
+        },
     );
     let bytes = m
         .to_canonical()
