@@ -142,3 +142,115 @@ fn openssl_generated_key_is_accepted() {
     let pk = keys::parse_public_key(&out.stdout).unwrap();
     assert_eq!(pk, key.public());
 }
+
+/// ES256 (ECDSA P-256, SHA-256): a signature in the stored form (`r || s`, 64 bytes) verifies
+/// with OpenSSL alone, converting to DER with `openssl asn1parse -genconf` exactly as
+/// docs/capture-format.md §6 shows; and a key made by `openssl genpkey` loads with the same
+/// public key and key id.
+#[test]
+fn openssl_verifies_an_es256_signature_following_the_recipe() {
+    use veriframe::seal::sigalg::{
+        es256_der_to_raw, es256_raw_to_der, Es256Key, PublicKey, SigAlg,
+    };
+    if !openssl_available() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // A P-256 key made by openssl (PKCS#8 DER), as an operator might import one. (`genpkey
+    // -outform DER` writes SEC1 for EC keys; `pkcs8 -topk8` makes it PKCS#8.)
+    let pem = t.path().join("k.pem");
+    let k = t.path().join("k.der");
+    let st = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&pem)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(&k)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let key = Es256Key::from_pkcs8(&std::fs::read(&k).unwrap()).unwrap();
+    let out = Command::new("openssl")
+        .args(["pkey", "-inform", "DER", "-pubout", "-in"])
+        .arg(&k)
+        .output()
+        .unwrap();
+    let pk = PublicKey::parse(&out.stdout).unwrap();
+    assert_eq!(&pk, key.public());
+    assert_eq!(pk.alg(), SigAlg::Es256);
+    // Our PEM is what openssl reads.
+    let pub_path = t.path().join("K.pub");
+    std::fs::write(&pub_path, pk.to_pem()).unwrap();
+
+    let doc = t.path().join("000000000003.json");
+    std::fs::write(&doc, br#"{"format":"test","seq":3}"#).unwrap();
+    let sig_path = t.path().join("000000000003.sig");
+    for round in 0..8 {
+        let raw = key.sign(&std::fs::read(&doc).unwrap()).unwrap();
+        std::fs::write(&sig_path, raw).unwrap();
+        // The recipe from §6, verbatim apart from file names.
+        let script = r#"
+set -e
+r=$(head -c 32 000000000003.sig | od -An -v -tx1 | tr -d ' \n')
+s=$(tail -c 32 000000000003.sig | od -An -v -tx1 | tr -d ' \n')
+printf 'asn1=SEQUENCE:sig\n[sig]\nr=INTEGER:0x%s\ns=INTEGER:0x%s\n' "$r" "$s" > sig.cnf
+openssl asn1parse -genconf sig.cnf -out 000000000003.sig.der -noout
+openssl dgst -sha256 -verify K.pub -signature 000000000003.sig.der 000000000003.json
+"#;
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(t.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "round {round}: {text}");
+        assert!(text.contains("Verified OK"), "{text}");
+        // openssl's DER is exactly ours.
+        let der = std::fs::read(t.path().join("000000000003.sig.der")).unwrap();
+        assert_eq!(der, es256_raw_to_der(&raw));
+    }
+    // A tampered document fails in openssl too.
+    std::fs::write(&doc, br#"{"format":"test","seq":4}"#).unwrap();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pub_path)
+        .arg("-signature")
+        .arg(t.path().join("000000000003.sig.der"))
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    // And the other direction: an openssl signature (DER) converts to r || s that we accept.
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&k)
+        .args(["-keyform", "DER"])
+        .arg(&doc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raw = es256_der_to_raw(&out.stdout).unwrap();
+    assert!(pk.verify(&std::fs::read(&doc).unwrap(), &raw));
+}

@@ -60,6 +60,10 @@ pub struct BenchSealArgs {
     /// `seal::fsio::RealFs`): models a slow SD card's cache flush.
     #[arg(long, default_value_t = 0)]
     pub fsync_delay_ms: u64,
+    /// Sleep this long in every signature the sealer makes (manifests, chain state, C2PA
+    /// claims): models a slow hardware signer (a TPM signs ECDSA P-256 in 100–600 ms).
+    #[arg(long, default_value_t = 0)]
+    pub sign_delay_ms: u64,
 }
 
 pub fn keygen(args: &KeygenArgs) -> Result<Outcome, SealError> {
@@ -316,7 +320,14 @@ impl BenchC2pa {
     }
 }
 
-fn bench_sealer(dir: &Path, fsync: bool, delay: Duration) -> Result<ChainSealer, SealError> {
+/// The delays `bench-seal` injects: after every sync, and in every signature.
+#[derive(Debug, Clone, Copy)]
+struct Delays {
+    fsync: Duration,
+    sign: Duration,
+}
+
+fn bench_sealer(dir: &Path, fsync: bool, delay: Delays) -> Result<ChainSealer, SealError> {
     bench_sealer_with(dir, fsync, delay, None)
 }
 
@@ -324,10 +335,10 @@ fn bench_sealer(dir: &Path, fsync: bool, delay: Duration) -> Result<ChainSealer,
 fn bench_sealer_with(
     dir: &Path,
     fsync: bool,
-    delay: Duration,
+    delay: Delays,
     c2pa: Option<&BenchC2pa>,
 ) -> Result<ChainSealer, SealError> {
-    let fs = RealFs::with_delay(fsync, delay);
+    let fs = RealFs::with_delay(fsync, delay.fsync);
     let (cfg, key) = match c2pa {
         Some(c) => (
             SealConfig {
@@ -338,6 +349,11 @@ fn bench_sealer_with(
             c.key.clone(),
         ),
         None => (bench_config(fsync), Arc::new(DeviceKey::generate()?.0)),
+    };
+    let key: Arc<dyn Signer> = if delay.sign.is_zero() {
+        key
+    } else {
+        Arc::new(crate::seal::sigalg::DelayedSigner::new(key, delay.sign))
     };
     ChainSealer::with_fs(&cfg, key, dir, "bench", Box::new(fs))
 }
@@ -350,7 +366,7 @@ fn bench_burst(
     frames: usize,
     rounds: usize,
     fps: f64,
-    delay: Duration,
+    delay: Delays,
     jpeg: &[u8],
 ) -> Result<BurstRun, SealError> {
     let mut sealer = bench_sealer(dir, true, delay)?;
@@ -483,7 +499,7 @@ fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, 
 fn bench_store(
     dir: &Path,
     fsync: bool,
-    delay: Duration,
+    delay: Delays,
     n: usize,
     jpeg: &[u8],
     c2pa: Option<&BenchC2pa>,
@@ -592,7 +608,10 @@ struct Sealing {
 
 /// Every sealing run, each under its own subdirectory of `scratch`.
 fn bench_sealing(args: &BenchSealArgs, scratch: &Path, jpeg: &[u8]) -> Result<Sealing, SealError> {
-    let delay = Duration::from_millis(args.fsync_delay_ms);
+    let delay = Delays {
+        fsync: Duration::from_millis(args.fsync_delay_ms),
+        sign: Duration::from_millis(args.sign_delay_ms),
+    };
     let c2pa = BenchC2pa::new(scratch)?;
     let (sign_c2pa, credential_bytes) = bench_c2pa_sign(&c2pa, args.n, jpeg)?;
     let store = |sub: &str, fsync: bool, c2pa: Option<&BenchC2pa>| {
@@ -665,6 +684,7 @@ impl Report {
             "jpeg_bytes": self.jpeg_len,
             "dir": args.dir,
             "fsync_delay_ms": args.fsync_delay_ms,
+            "sign_delay_ms": args.sign_delay_ms,
             "results": self.rows,
             // The burst sealed with fsync on, all frames queued at once.
             "fsyncs_per_capture": once.fsyncs_per_capture,

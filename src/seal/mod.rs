@@ -27,6 +27,7 @@ pub mod keys;
 pub mod manifest;
 pub mod policy;
 pub mod sealer;
+pub mod sigalg;
 pub mod store;
 pub mod verify;
 
@@ -293,17 +294,27 @@ pub fn c2pa_chain_path(cfg: &SealConfig, data_dir: &Path) -> PathBuf {
 
 /// The device key: `seal.key`, or `<data_dir>/keys/device.key` (created on first use).
 pub fn device_key(cfg: &SealConfig, data_dir: &Path) -> Result<DeviceKey, SealError> {
-    Ok(match &cfg.key {
-        Some(p) => keys::load_key(p)?,
+    let (k, path) = match &cfg.key {
+        Some(p) => (keys::load_key(p)?, p.clone()),
         None => {
             let p = data_dir.join("keys").join("device.key");
             let (k, created) = keys::load_or_create(&p)?;
             if created {
                 tracing::info!(path = %p.display(), key_id = %k.id(), "created device key");
             }
-            k
+            (k, p)
         }
-    })
+    };
+    // Said at every start: whoever can read this file (e.g. from the SD card) can sign as
+    // this device, forever.
+    tracing::warn!(
+        backend = "file",
+        alg = "Ed25519",
+        path = %path.display(),
+        key_id = %k.id(),
+        "signing with a key FILE: anyone who copies it can sign captures, alerts and credentials as this device; use a hardware key to prevent that"
+    );
+    Ok(k)
 }
 
 /// The boot id (`/proc/sys/kernel/random/boot_id`), or `unknown`.

@@ -10,7 +10,7 @@ use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
 
 use super::build::{build_manifest, stored_image, ChainPos, Device, StoredFile};
-use super::keys::{self, DeviceKey};
+use super::keys;
 use super::manifest::Manifest;
 use super::policy::{self, FrameFacts, PolicyParams, PolicyState, Step};
 use super::store::{self, Batch, Pending, Store};
@@ -30,7 +30,7 @@ struct Held {
 
 /// The real sealer: policy, manifest, signature, atomic store.
 pub struct ChainSealer {
-    key: Arc<DeviceKey>,
+    key: Arc<dyn Signer>,
     store: Store,
     device_id: String,
     boot_id: String,
@@ -62,7 +62,7 @@ pub struct C2paCounts {
 impl std::fmt::Debug for ChainSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChainSealer")
-            .field("key", &self.key)
+            .field("key_id", &self.key.key_id())
             .field("store", &self.store.dir())
             .finish_non_exhaustive()
     }
@@ -77,7 +77,7 @@ impl ChainSealer {
 
     pub fn with_key(
         cfg: &SealConfig,
-        key: Arc<DeviceKey>,
+        key: Arc<dyn Signer>,
         data_dir: &Path,
         device_id: &str,
     ) -> Result<Self, SealError> {
@@ -94,14 +94,14 @@ impl ChainSealer {
     /// sync delay there, tests a power-cut model).
     pub fn with_fs(
         cfg: &SealConfig,
-        key: Arc<DeviceKey>,
+        key: Arc<dyn Signer>,
         data_dir: &Path,
         device_id: &str,
         fs: Box<dyn fsio::Fs>,
     ) -> Result<Self, SealError> {
         let store = Store::open_with(
             &data_dir.join("captures"),
-            &key,
+            &*key,
             device_id,
             cfg.retention(),
             fs,
@@ -120,7 +120,7 @@ impl ChainSealer {
         };
         let (next, _) = store.next();
         tracing::info!(
-            key_id = %key.id(),
+            key_id = %key.key_id(),
             store = %store.dir().display(),
             next_seq = next,
             policy = ?cfg.policy,
@@ -191,7 +191,7 @@ impl ChainSealer {
         self.c2pa_todo.clear();
         let mut batch = self.store.begin();
         let sealed = self.stage(&mut batch, input, reason)?;
-        self.store.commit(&self.key, batch)?;
+        self.store.commit(&*self.key, batch)?;
         self.make_credentials();
         Ok(sealed)
     }
@@ -356,7 +356,7 @@ impl Sealer for ChainSealer {
                 }
             }
         }
-        match self.store.commit(&self.key, batch) {
+        match self.store.commit(&*self.key, batch) {
             Ok(_) => {
                 for (i, s) in staged {
                     results[i] = Ok(Some(s));
@@ -375,7 +375,7 @@ impl Sealer for ChainSealer {
 
 impl Drop for ChainSealer {
     fn drop(&mut self) {
-        if let Err(e) = self.store.checkpoint(&self.key) {
+        if let Err(e) = self.store.checkpoint(&*self.key) {
             tracing::warn!(error = %e, "final chain checkpoint failed");
         }
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::sync::Arc;
 
 use super::fsio::{self, io_err, Fs, IoCounters, RealFs};
-use super::keys::{self, DeviceKey};
+use super::keys;
 use super::manifest::{ChainState, Manifest, CHAIN_FORMAT};
 use super::{SealError, Signer};
 
@@ -255,7 +255,7 @@ impl Store {
     /// Open (creating) the chain directory for `key` under `captures`.
     pub fn open(
         captures: &Path,
-        key: &DeviceKey,
+        key: &dyn Signer,
         device_id: &str,
         retention: Retention,
         fsync: bool,
@@ -272,12 +272,12 @@ impl Store {
     /// [`Store::open`] doing its writes through `fs`.
     pub fn open_with(
         captures: &Path,
-        key: &DeviceKey,
+        key: &dyn Signer,
         device_id: &str,
         retention: Retention,
         fs: Box<dyn Fs>,
     ) -> Result<Self, SealError> {
-        let dir = chain_dir(captures, key.id());
+        let dir = chain_dir(captures, &key.key_id());
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let (manifests, others) = scan_chain_dir(&dir)?;
         let Loaded {
@@ -289,7 +289,7 @@ impl Store {
         let state = fs::read(dir.join("chain.json"))
             .ok()
             .and_then(|b| ChainState::parse(&b).ok())
-            .filter(|c| c.key_id == key.id());
+            .filter(|c| c.key_id == key.key_id());
         let mut empty_first = (0, None);
         if let Some(c) = &state {
             if let (Some(l), Some(h)) = (c.last_seq, &c.last_sha256) {
@@ -411,7 +411,7 @@ impl Store {
     /// Make the staged captures durable together ([`plan_commit`]: two syncs). On success they
     /// are stored and the chain head is the batch's last capture; returns their manifest paths in
     /// order. On error none of them remains and the chain head is unchanged.
-    pub fn commit(&mut self, key: &DeviceKey, batch: Batch) -> Result<Vec<PathBuf>, SealError> {
+    pub fn commit(&mut self, key: &dyn Signer, batch: Batch) -> Result<Vec<PathBuf>, SealError> {
         if batch.staged.is_empty() {
             return Ok(Vec::new());
         }
@@ -476,7 +476,7 @@ impl Store {
     }
 
     /// Write the signed chain-state record.
-    pub fn checkpoint(&mut self, key: &DeviceKey) -> Result<(), SealError> {
+    pub fn checkpoint(&mut self, key: &dyn Signer) -> Result<(), SealError> {
         let (first_seq, first_prev) = match self.entries.front() {
             Some(e) => (e.seq, e.prev.clone()),
             None => self.empty_first.clone(),
@@ -485,7 +485,7 @@ impl Store {
             format: CHAIN_FORMAT.into(),
             device_id: self.device_id.clone(),
             key_id: key.key_id(),
-            public_key: keys::public_key_b64(&key.public()),
+            public_key: keys::public_key_b64(&key.public_key()),
             first_seq,
             // A manifest that failed to parse has no known prev; record the chain as starting
             // after it would be wrong, so fall back to what the state said before.
@@ -540,7 +540,7 @@ impl Store {
 
     /// Delete the oldest captures beyond the limits (always keeping the newest). Returns how
     /// many were deleted.
-    fn apply_retention(&mut self, key: &DeviceKey) -> Result<usize, SealError> {
+    fn apply_retention(&mut self, key: &dyn Signer) -> Result<usize, SealError> {
         let cutoff = self
             .retention
             .max_age

@@ -26,7 +26,7 @@ use cbor::Value;
 use embed::Kind;
 
 use super::cert::CertChain;
-use super::keys::{self, DeviceKey};
+use super::keys;
 use super::manifest::Manifest;
 use super::Signer;
 
@@ -58,14 +58,14 @@ pub enum C2paError {
 
 /// Signs credentials with the device key and its certificate chain.
 pub struct C2paSigner {
-    key: Arc<DeviceKey>,
+    key: Arc<dyn Signer>,
     chain: CertChain,
 }
 
 impl std::fmt::Debug for C2paSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("C2paSigner")
-            .field("key", &self.key)
+            .field("key_id", &self.key.key_id())
             .field("certs", &self.chain.certs.len())
             .finish()
     }
@@ -73,15 +73,15 @@ impl std::fmt::Debug for C2paSigner {
 
 impl C2paSigner {
     /// A signer for `key` with `chain`, whose leaf must certify `key`.
-    pub fn new(key: Arc<DeviceKey>, chain: CertChain) -> Result<Self, C2paError> {
+    pub fn new(key: Arc<dyn Signer>, chain: CertChain) -> Result<Self, C2paError> {
         chain
-            .check_leaf_key(&key.public())
+            .check_leaf_key(&key.public_key())
             .map_err(C2paError::Cert)?;
         Ok(Self { key, chain })
     }
 
     /// A signer for `key` with the chain in the PEM file `path`.
-    pub fn load(key: Arc<DeviceKey>, path: &Path) -> Result<Self, C2paError> {
+    pub fn load(key: Arc<dyn Signer>, path: &Path) -> Result<Self, C2paError> {
         let pem = std::fs::read(path).map_err(|source| C2paError::Io {
             path: path.to_path_buf(),
             source,
@@ -415,6 +415,7 @@ pub fn write_credential(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seal::keys::DeviceKey;
 
     fn manifest(image: &[u8], media_type: &str) -> Manifest {
         serde_json::from_value(serde_json::json!({
