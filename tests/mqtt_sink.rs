@@ -119,7 +119,7 @@ fn every_message_kind_is_delivered_with_its_schema() {
         .filter(|m| m.topic == "veriframe/booth-1/alert")
     {
         assert!(!m.retain);
-        let r = alert::verify(&m.payload, Some(&signer.public_key())).unwrap();
+        let r = alert::verify(&m.payload, Some(&signer.verifying_key())).unwrap();
         assert_eq!(
             r.check,
             SigCheck::Valid,
@@ -167,7 +167,7 @@ fn every_message_kind_is_delivered_with_its_schema() {
     assert_eq!(pk["schema"], "veriframe.pubkey/1");
     assert_eq!(
         alert::parse_public_key_pem(pk["public_key_pem"].as_str().unwrap()).unwrap(),
-        signer.public_key()
+        signer.verifying_key()
     );
     let stats = last("/stats").json();
     assert_eq!(stats["schema"], "veriframe.stats/1");

@@ -77,6 +77,10 @@ pub struct PinRecord {
     pub reason: String,
     /// SHA-256 of the pin record this one replaced.
     pub prev: Option<String>,
+    /// Signature algorithm of `pin.sig` (`Ed25519` or `ES256`); absent in records written
+    /// before it was recorded, which are Ed25519.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig_alg: Option<String>,
 }
 
 /// Result of comparing the camera in use with what it should be.
@@ -175,12 +179,23 @@ impl PinStore {
         };
         let sig_path = self.dir.join("pin.sig");
         let sig = std::fs::read(&sig_path).map_err(|e| io(&sig_path, e))?;
-        if !keys::verify_signature(&self.signer.public_key(), &bytes, &sig) {
-            return Err(io(&path, "signature is not valid for this device's key"));
-        }
+        // Parsed before the signature is checked, only to name a mismatched algorithm.
         let rec: PinRecord = serde_json::from_slice(&bytes).map_err(|e| io(&path, e))?;
         if manifest::canonical(&rec).map_err(|e| io(&path, e))? != bytes {
             return Err(io(&path, "not in canonical form"));
+        }
+        let alg = rec.sig_alg.as_deref().unwrap_or("Ed25519");
+        if alg != self.signer.sig_alg().name() {
+            return Err(io(
+                &path,
+                format!(
+                    "sig_alg {alg} is not this device key's ({})",
+                    self.signer.sig_alg()
+                ),
+            ));
+        }
+        if !self.signer.verifying_key().verify(&bytes, &sig) {
+            return Err(io(&path, "signature is not valid for this device's key"));
         }
         if rec.format != PIN_FORMAT || !rec.fingerprint.consistent() {
             return Err(io(&path, "wrong format or inconsistent fingerprint"));
@@ -214,6 +229,7 @@ impl PinStore {
             pinned_unix_us: now_unix_us.min(manifest::MAX_INT),
             reason: reason.into(),
             prev,
+            sig_alg: Some(self.signer.sig_alg().name().into()),
         };
         let bytes = manifest::canonical(&rec).map_err(|e| io(&self.path(), e))?;
         let sig = self.signer.sign(&bytes);
@@ -337,6 +353,40 @@ mod tests {
         s.pin("/dev/video0", &uvc_webcam("B"), "operator", 2)
             .unwrap();
         assert!(s.load().unwrap().is_some());
+    }
+
+    #[test]
+    fn es256_pin_records_say_so_and_an_ed25519_key_refuses_them() {
+        let d = tempfile::tempdir().unwrap();
+        let k: Arc<dyn Signer> = Arc::new(crate::seal::sigalg::Es256Key::generate().unwrap().0);
+        let s = PinStore::new(d.path(), k.clone(), "booth-1", false);
+        let (r, _) = s
+            .pin("/dev/video0", &uvc_webcam("A"), "first_use", 1)
+            .unwrap();
+        assert_eq!(r.sig_alg.as_deref(), Some("ES256"));
+        assert_eq!(r.key_id, k.key_id());
+        assert_eq!(s.load().unwrap().unwrap().0, r);
+        assert_eq!(
+            std::fs::read(d.path().join("camera/pin.sig"))
+                .unwrap()
+                .len(),
+            64
+        );
+        let (ed, _) = store(d.path());
+        let e = ed.load().unwrap_err().to_string();
+        assert!(e.contains("ES256"), "{e}");
+        // An Ed25519 record written before `sig_alg` existed still loads.
+        let d2 = tempfile::tempdir().unwrap();
+        let (s2, key) = store(d2.path());
+        let (mut old, _) = s2
+            .pin("/dev/video0", &uvc_webcam("A"), "first_use", 1)
+            .unwrap();
+        old.sig_alg = None;
+        let bytes = manifest::canonical(&old).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("sig_alg"));
+        std::fs::write(s2.path(), &bytes).unwrap();
+        std::fs::write(d2.path().join("camera/pin.sig"), key.sign(&bytes)).unwrap();
+        assert_eq!(s2.load().unwrap().unwrap().0, old);
     }
 
     #[test]

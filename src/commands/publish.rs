@@ -163,7 +163,12 @@ pub fn watch(args: &WatchArgs) -> Result<Outcome, PublishError> {
 }
 
 /// Print one received alert; false when it is malformed or its signature is bad.
-fn print_alert(topic: &str, payload: &[u8], pubkey: Option<&[u8; 32]>, json: bool) -> bool {
+fn print_alert(
+    topic: &str,
+    payload: &[u8],
+    pubkey: Option<&crate::seal::sigalg::PublicKey>,
+    json: bool,
+) -> bool {
     match alert::verify(payload, pubkey) {
         Err(e) => {
             if json {

@@ -3,7 +3,7 @@
 //! Wire form (topic `<prefix>alert`, schema `veriframe.alert/1`, see docs/mqtt.md):
 //!
 //! ```text
-//! {"alert":<canonical JSON of the alert object>,"key_id":"<hex sha256 of public key>","sig":"<base64 Ed25519>"}
+//! {"alert":<canonical JSON of the alert object>,"key_id":"<hex sha256 of public key>","sig":"<base64 signature>","sig_alg":"Ed25519"|"ES256"}
 //! ```
 //!
 //! The signature covers exactly the bytes of the `alert` value as transmitted. Those bytes are
@@ -14,12 +14,12 @@
 //! `json.JSONDecoder().raw_decode(s, 9)` returns its end) or re-encode the parsed object with
 //! sorted keys and compact separators.
 
-use ring::signature;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{AlertRequest, PublishError};
 use crate::alert::{AlertKind, Severity};
+use crate::seal::sigalg::{PublicKey, SigAlg};
 use crate::seal::Signer;
 
 /// Schema identifier carried in every alert.
@@ -166,6 +166,8 @@ pub fn sign(alert: &Alert, signer: &dyn Signer) -> Result<Vec<u8>, PublishError>
             .encode(sig)
             .as_bytes(),
     );
+    out.extend_from_slice(b"\",\"sig_alg\":\"");
+    out.extend_from_slice(signer.sig_alg().name().as_bytes());
     out.extend_from_slice(b"\"}");
     Ok(out)
 }
@@ -198,7 +200,7 @@ pub enum PayloadError {
 
 /// Parse and (when `pubkey` is given) verify an alert payload. The signature is checked over the
 /// raw bytes of the `alert` member, never over a re-encoding.
-pub fn verify(payload: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Received, PayloadError> {
+pub fn verify(payload: &[u8], pubkey: Option<&PublicKey>) -> Result<Received, PayloadError> {
     let bad = |m: &str| PayloadError::Malformed(m.to_string());
     const PREFIX: &[u8] = b"{\"alert\":";
     if !payload.starts_with(PREFIX) {
@@ -216,6 +218,9 @@ pub fn verify(payload: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Received, Pay
         alert: Alert,
         key_id: String,
         sig: String,
+        /// Absent in payloads from versions before ES256: Ed25519.
+        #[serde(default)]
+        sig_alg: Option<String>,
     }
     let w: Wire = serde_json::from_slice(payload).map_err(|e| bad(&e.to_string()))?;
     use base64::Engine;
@@ -225,8 +230,9 @@ pub fn verify(payload: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Received, Pay
     let check = match pubkey {
         None => SigCheck::Unchecked,
         Some(pk) => {
-            let key = signature::UnparsedPublicKey::new(&signature::ED25519, pk);
-            if key.verify(raw, &sig).is_ok() {
+            let alg = w.sig_alg.as_deref().unwrap_or(SigAlg::Ed25519.name());
+            // The recorded algorithm must be the key's: a payload cannot pick another one.
+            if alg == pk.alg().name() && pk.verify(raw, &sig) {
                 SigCheck::Valid
             } else {
                 SigCheck::Bad
@@ -240,18 +246,13 @@ pub fn verify(payload: &[u8], pubkey: Option<&[u8; 32]>) -> Result<Received, Pay
     })
 }
 
-/// Key id of a raw Ed25519 public key: lowercase hex SHA-256.
-pub fn key_id_of(pk: &[u8; 32]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, pk).as_ref())
+/// Key id of a public key: lowercase hex SHA-256 of the raw key.
+pub fn key_id_of(pk: &PublicKey) -> String {
+    pk.key_id()
 }
 
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the raw key follows.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
-/// Parse a PEM `PUBLIC KEY` (Ed25519 SubjectPublicKeyInfo) into the raw 32-byte key.
-pub fn parse_public_key_pem(text: &str) -> Result<[u8; 32], PublishError> {
+/// Parse a PEM `PUBLIC KEY` (Ed25519 or P-256 SubjectPublicKeyInfo).
+pub fn parse_public_key_pem(text: &str) -> Result<PublicKey, PublishError> {
     let b64: String = text
         .lines()
         .map(str::trim)
@@ -263,25 +264,12 @@ pub fn parse_public_key_pem(text: &str) -> Result<[u8; 32], PublishError> {
     let der = base64::engine::general_purpose::STANDARD
         .decode(b64.as_bytes())
         .map_err(|_| PublishError::Key("public key PEM is not valid base64".into()))?;
-    if der.len() != 44 || der[..12] != ED25519_SPKI_PREFIX {
-        return Err(PublishError::Key(
-            "not an Ed25519 SubjectPublicKeyInfo (PEM `PUBLIC KEY`)".into(),
-        ));
-    }
-    let mut pk = [0u8; 32];
-    pk.copy_from_slice(&der[12..]);
-    Ok(pk)
+    PublicKey::from_spki_der(&der).map_err(|e| PublishError::Key(format!("{e} (PEM `PUBLIC KEY`)")))
 }
 
-/// PEM `PUBLIC KEY` text of a raw Ed25519 public key.
-pub fn public_key_pem(pk: &[u8; 32]) -> String {
-    let mut der = ED25519_SPKI_PREFIX.to_vec();
-    der.extend_from_slice(pk);
-    use base64::Engine;
-    format!(
-        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(der)
-    )
+/// PEM `PUBLIC KEY` text of a public key.
+pub fn public_key_pem(pk: &PublicKey) -> String {
+    pk.to_pem()
 }
 
 #[cfg(test)]
@@ -310,7 +298,7 @@ mod tests {
         let k = crate::seal::keys::DeviceKey::generate().unwrap().0;
         let a = build(&req(), "booth-1", std::time::SystemTime::now());
         let p = sign(&a, &k).unwrap();
-        let r = verify(&p, Some(&k.public_key())).unwrap();
+        let r = verify(&p, Some(&k.verifying_key())).unwrap();
         assert_eq!(r.check, SigCheck::Valid);
         assert_eq!(r.alert, a);
         assert_eq!(r.key_id, k.key_id());
@@ -332,17 +320,56 @@ mod tests {
             .unwrap()
             .replace("\"critical\"", "\"info\"");
         assert_eq!(
-            verify(tampered.as_bytes(), Some(&k.public_key()))
+            verify(tampered.as_bytes(), Some(&k.verifying_key()))
                 .unwrap()
                 .check,
             SigCheck::Bad
         );
         assert_eq!(
-            verify(&p, Some(&other.public_key())).unwrap().check,
+            verify(&p, Some(&other.verifying_key())).unwrap().check,
             SigCheck::Bad
         );
         assert_eq!(verify(&p, None).unwrap().check, SigCheck::Unchecked);
         assert!(verify(b"{\"x\":1}", None).is_err());
+    }
+
+    #[test]
+    fn es256_alerts_verify_and_record_their_algorithm() {
+        let (k, _) = crate::seal::sigalg::Es256Key::generate().unwrap();
+        let a = build(&req(), "booth-1", std::time::SystemTime::now());
+        let p = sign(&a, &k).unwrap();
+        let v: Value = serde_json::from_slice(&p).unwrap();
+        assert_eq!(v["sig_alg"], "ES256");
+        let pk = k.verifying_key();
+        assert_eq!(verify(&p, Some(&pk)).unwrap().check, SigCheck::Valid);
+        assert_eq!(verify(&p, Some(&pk)).unwrap().key_id, pk.key_id());
+        // The PEM the device publishes parses back to the same key.
+        assert_eq!(parse_public_key_pem(&public_key_pem(&pk)).unwrap(), pk);
+        // Relabelled as Ed25519, or checked with an Ed25519 key: not valid.
+        let relabelled = String::from_utf8(p.clone())
+            .unwrap()
+            .replace("\"sig_alg\":\"ES256\"", "\"sig_alg\":\"Ed25519\"");
+        assert_eq!(
+            verify(relabelled.as_bytes(), Some(&pk)).unwrap().check,
+            SigCheck::Bad
+        );
+        let ed = crate::seal::keys::DeviceKey::generate().unwrap().0;
+        assert_eq!(
+            verify(&p, Some(&ed.verifying_key())).unwrap().check,
+            SigCheck::Bad
+        );
+        // An Ed25519 payload from a version without `sig_alg` still verifies.
+        let q = sign(&a, &ed).unwrap();
+        let old = String::from_utf8(q)
+            .unwrap()
+            .replace(",\"sig_alg\":\"Ed25519\"", "");
+        assert!(!old.contains("sig_alg"));
+        assert_eq!(
+            verify(old.as_bytes(), Some(&ed.verifying_key()))
+                .unwrap()
+                .check,
+            SigCheck::Valid
+        );
     }
 
     #[test]
@@ -357,8 +384,8 @@ mod tests {
     #[test]
     fn pem_round_trip_and_key_id() {
         let k = crate::seal::keys::DeviceKey::generate().unwrap().0;
-        let pem = public_key_pem(&k.public_key());
-        assert_eq!(parse_public_key_pem(&pem).unwrap(), k.public_key());
+        let pem = public_key_pem(&k.verifying_key());
+        assert_eq!(parse_public_key_pem(&pem).unwrap(), k.verifying_key());
         assert_eq!(k.key_id().len(), 64);
         assert!(parse_public_key_pem(
             "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
@@ -381,8 +408,8 @@ mod tests {
         let p = dir.path().join("k").join("device.key");
         let a = crate::seal::keys::load_or_create(&p).unwrap().0;
         let b = crate::seal::keys::load_or_create(&p).unwrap().0;
-        assert_eq!(a.public_key(), b.public_key());
+        assert_eq!(a.verifying_key(), b.verifying_key());
         let pem = std::fs::read_to_string(dir.path().join("k").join("device.key.pub")).unwrap();
-        assert_eq!(parse_public_key_pem(&pem).unwrap(), a.public_key());
+        assert_eq!(parse_public_key_pem(&pem).unwrap(), a.verifying_key());
     }
 }

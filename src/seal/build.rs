@@ -76,7 +76,7 @@ pub fn build_manifest(
         format: MANIFEST_FORMAT.into(),
         device_id: dev.device_id.into(),
         key_id: dev.key.key_id(),
-        public_key: keys::public_key_b64(&dev.key.public_key()),
+        public_key: dev.key.verifying_key().to_b64(),
         image: ImageInfo {
             file: format!("{}.{}", store::stem(pos.seq), image.ext),
             media_type: image.media_type.into(),

@@ -132,8 +132,8 @@ impl Signer for DeviceKey {
         self.id.clone()
     }
 
-    fn public_key(&self) -> [u8; 32] {
-        self.public
+    fn verifying_key(&self) -> super::sigalg::PublicKey {
+        super::sigalg::PublicKey::ed25519(self.public)
     }
 
     fn sign(&self, msg: &[u8]) -> [u8; 64] {

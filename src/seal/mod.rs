@@ -116,14 +116,21 @@ pub struct Sealed {
     pub path: PathBuf,
 }
 
-/// Signs bytes with the device key (Ed25519). Implemented by the seal module's key type; the
-/// publish stage uses it to sign alert payloads without touching key material.
+/// Signs bytes with the device key (Ed25519 or ES256, see [`sigalg`]). Implemented by the seal
+/// module's key types; the publish stage uses it to sign alert payloads without touching key
+/// material.
 pub trait Signer: Send + Sync {
-    /// Key id: lowercase hex SHA-256 of the raw 32-byte Ed25519 public key.
-    fn key_id(&self) -> String;
-    /// Raw 32-byte Ed25519 public key.
-    fn public_key(&self) -> [u8; 32];
-    /// 64-byte Ed25519 signature over `msg`.
+    /// Key id: lowercase hex SHA-256 of the raw public key.
+    fn key_id(&self) -> String {
+        self.verifying_key().key_id()
+    }
+    /// The public key, with its algorithm.
+    fn verifying_key(&self) -> sigalg::PublicKey;
+    /// The algorithm this signer signs with (`sig_alg` of what it signs).
+    fn sig_alg(&self) -> sigalg::SigAlg {
+        self.verifying_key().alg()
+    }
+    /// Signature over `msg`: 64 bytes in both algorithms (Ed25519; ES256 as `r || s`).
     fn sign(&self, msg: &[u8]) -> [u8; 64];
 }
 

@@ -245,9 +245,21 @@ impl fmt::Debug for Es256Key {
     }
 }
 
+impl super::Signer for Es256Key {
+    fn verifying_key(&self) -> PublicKey {
+        self.public.clone()
+    }
+
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        // ring's ECDSA signing fails only if its random source does; there is no signature
+        // to return then, and continuing would seal unsigned data.
+        Es256Key::sign(self, msg).expect("ECDSA P-256 signing failed (random source)")
+    }
+}
+
 impl Es256Key {
-    /// Parse a P-256 PKCS#8 document (as `ring` or `openssl genpkey -algorithm EC -pkeyopt
-    /// ec_paramgen_curve:P-256 -outform DER` write it).
+    /// Parse a P-256 PKCS#8 document (as `ring` writes it, or `openssl pkcs8 -topk8 -nocrypt
+    /// -outform DER` converts one from `openssl genpkey`).
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
         let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
@@ -299,8 +311,8 @@ impl super::Signer for DelayedSigner {
         self.inner.key_id()
     }
 
-    fn public_key(&self) -> [u8; 32] {
-        self.inner.public_key()
+    fn verifying_key(&self) -> PublicKey {
+        self.inner.verifying_key()
     }
 
     fn sign(&self, msg: &[u8]) -> [u8; 64] {

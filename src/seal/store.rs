@@ -485,7 +485,7 @@ impl Store {
             format: CHAIN_FORMAT.into(),
             device_id: self.device_id.clone(),
             key_id: key.key_id(),
-            public_key: keys::public_key_b64(&key.public_key()),
+            public_key: key.verifying_key().to_b64(),
             first_seq,
             // A manifest that failed to parse has no known prev; record the chain as starting
             // after it would be wrong, so fall back to what the state said before.

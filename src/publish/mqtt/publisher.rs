@@ -46,7 +46,7 @@ pub(super) struct Publisher {
     pub(super) status: StatusState,
     pub(super) stopping: Option<(Instant, oneshot::Sender<bool>)>,
     pub(super) stopped_acked: bool,
-    pub(super) pubkey: [u8; 32],
+    pub(super) pubkey: crate::seal::sigalg::PublicKey,
 }
 
 impl Publisher {
@@ -392,8 +392,8 @@ impl Publisher {
 
 impl Publisher {
     /// Set the signer identity shown in `status` and `pubkey`.
-    pub(super) fn set_key(&mut self, pk: [u8; 32]) {
-        self.pubkey = pk;
+    pub(super) fn set_key(&mut self, pk: crate::seal::sigalg::PublicKey) {
         self.status.key_id = alert::key_id_of(&pk);
+        self.pubkey = pk;
     }
 }

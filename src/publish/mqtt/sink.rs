@@ -194,7 +194,7 @@ impl MqttSink {
             );
         }
         let next_seq = store.last_seq().map_or(1, |s| s + 1);
-        let pk = signer.public_key();
+        let pk = signer.verifying_key();
 
         {
             let (tx, sh, dev) = (task_tx.clone(), shared.clone(), opts.device_id.clone());
@@ -219,7 +219,7 @@ impl MqttSink {
             shared: shared.clone(),
             stopping: None,
             stopped_acked: false,
-            pubkey: [0; 32],
+            pubkey: pk.clone(),
         };
         task.set_key(pk);
         task.apply(actions);

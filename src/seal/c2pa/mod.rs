@@ -74,9 +74,14 @@ impl std::fmt::Debug for C2paSigner {
 impl C2paSigner {
     /// A signer for `key` with `chain`, whose leaf must certify `key`.
     pub fn new(key: Arc<dyn Signer>, chain: CertChain) -> Result<Self, C2paError> {
-        chain
-            .check_leaf_key(&key.public_key())
-            .map_err(C2paError::Cert)?;
+        // COSE alg -8 (EdDSA) only so far; an ES256 key (-7) is refused here, by name.
+        let pk = key.verifying_key().as_ed25519().ok_or_else(|| {
+            C2paError::Unsupported(format!(
+                "a {} signing key for C2PA credentials (Ed25519 only so far)",
+                key.sig_alg()
+            ))
+        })?;
+        chain.check_leaf_key(&pk).map_err(C2paError::Cert)?;
         Ok(Self { key, chain })
     }
 
