@@ -130,7 +130,10 @@ fn package_contents_and_control() {
         let (mode, owner, _) = find(&format!("{dir}{f}"));
         assert_eq!(mode, "-rw-r--r--", "{f}");
         assert!(is_root(owner), "{f} owned by {owner}");
-        assert!(root().join("models").join(f).is_file(), "models/{f} missing");
+        assert!(
+            root().join("models").join(f).is_file(),
+            "models/{f} missing"
+        );
     }
 
     let info = dpkg_deb("-I", &deb);

@@ -35,13 +35,13 @@ def real(img, rng):
 
 def screen(img, rng):
     h, w = img.shape[:2]
-    s = rng.uniform(0.75, 0.9)
+    s = rng.uniform(0.85, 0.95)
     small = cv2.resize(img, (int(w * s), int(h * s)), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), rng.uniform(0.8, 1.5)).astype(np.float32)
-    small *= np.array([1.15, 1.0, 0.85], np.float32)  # BGR: a blue display cast
+    small = cv2.GaussianBlur(small, (0, 0), rng.uniform(0.3, 0.6)).astype(np.float32)
+    small *= np.array([1.08, 1.0, 0.92], np.float32)  # BGR: a blue display cast
     yy = np.arange(small.shape[0], dtype=np.float32)[:, None, None]
-    small *= 1 + 0.08 * np.sin(yy * rng.uniform(1.2, 2.0))  # refresh / moire stripes
-    out = np.full_like(img, 12)
+    small *= 1 + 0.04 * np.sin(yy * rng.uniform(1.2, 2.0))  # refresh / moire stripes
+    out = np.full_like(img, 40)
     y0, x0 = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
     out[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = np.clip(small, 0, 255).astype(np.uint8)
     return out
@@ -51,7 +51,7 @@ def printed(img, rng):
     grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[:, :, None].astype(np.float32)
     out = 0.6 * img.astype(np.float32) + 0.4 * grey  # washed-out ink
     out = out * rng.uniform(0.7, 0.85) + 40
-    return np.clip(cv2.GaussianBlur(out, (0, 0), 1.2), 0, 255).astype(np.uint8)
+    return np.clip(cv2.GaussianBlur(out, (0, 0), 0.6), 0, 255).astype(np.uint8)
 
 
 def session(out_dir, kind, fn, rng, n=4):
