@@ -54,7 +54,7 @@ def printed(img, rng):
     return np.clip(cv2.GaussianBlur(out, (0, 0), 0.6), 0, 255).astype(np.uint8)
 
 
-def session(out_dir, kind, fn, rng, n=4):
+def session(out_dir, kind, fn, rng, n=3):
     os.makedirs(out_dir, exist_ok=True)
     for i in range(n):
         img = cv2.imread(FRAMES[(i + int(rng.integers(5))) % len(FRAMES)], cv2.IMREAD_COLOR)

@@ -399,9 +399,11 @@ def check_tail(d, upstream):
                 raise SystemExit("the conv_5 cache does not reproduce the embedding cache")
 
 
-def check_conv5(d, upstream):
-    """conv_5 in numpy on the conv_45 cache gives the conv_5 cache; its gradients (through the tail
-    and the head) match central finite differences in float64."""
+def check_conv5(d, upstream, gradients=True):
+    """conv_5 in numpy on the conv_45 cache gives the conv_5 cache; with ``gradients`` its
+    gradients (through the tail and the head) match central finite differences in float64 on 16
+    images (a maintainer's check on the shared data: on a tiny cache a sampled coordinate can sit
+    on a PReLU kink, where a finite difference is not a derivative)."""
     cls = Conv5
     key = cls.cache
     for j, net in enumerate(NETS):
@@ -413,6 +415,8 @@ def check_conv5(d, upstream):
         print(f"{net}: {cls.__name__}({key} cache) vs conv_5 cache: max rel diff {rel:.2e}")
         if rel > 1e-4:
             raise SystemExit("numpy conv_5 does not reproduce the ONNX graph")
+        if not gradients:
+            continue
         P = {k: v.astype(np.float64) for k, v in {**tr.init, **upstream_tail(upstream, net)}.items()}
         P["W"], P["bh"] = [t.astype(np.float64) for t in h.upstream_head(upstream, net)]
         rng = np.random.default_rng(1)
