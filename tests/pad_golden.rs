@@ -12,7 +12,7 @@ mod common;
 
 use common::pad::{png_bgr, require, MINIFAS, V1SE, V2};
 use veriframe::detect::crop::crop_bgr;
-use veriframe::detect::minifasnet::{load_ensemble, softmax3, MiniFasNet};
+use veriframe::detect::nets::minifasnet::{load_ensemble, softmax3, MiniFasNet};
 use veriframe::detect::Quant;
 
 fn expected() -> Option<(std::path::PathBuf, serde_json::Value)> {

@@ -9,7 +9,20 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::SealError;
+/// A file write that failed, naming the file. The seal stage turns these into its own errors
+/// (`StorageFull` stays `StorageFull`: capture goes on without storing).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The disk (or quota) is full.
+    #[error("{path}: storage full")]
+    StorageFull { path: PathBuf },
+}
 
 /// Is this error a full disk (or quota)?
 pub fn is_storage_full(e: &io::Error) -> bool {
@@ -17,14 +30,14 @@ pub fn is_storage_full(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::StorageFull
 }
 
-/// Map an I/O error on `path` to a [`SealError`], turning ENOSPC/EDQUOT into `StorageFull`.
-pub fn io_err(path: &Path, source: io::Error) -> SealError {
+/// Map an I/O error on `path` to a [`WriteError`], turning ENOSPC/EDQUOT into `StorageFull`.
+pub fn io_err(path: &Path, source: io::Error) -> WriteError {
     if is_storage_full(&source) {
-        SealError::StorageFull {
+        WriteError::StorageFull {
             path: path.to_path_buf(),
         }
     } else {
-        SealError::Io {
+        WriteError::Io {
             path: path.to_path_buf(),
             source,
         }
@@ -32,7 +45,7 @@ pub fn io_err(path: &Path, source: io::Error) -> SealError {
 }
 
 /// fsync a directory so a rename or unlink inside it is durable.
-pub fn sync_dir(dir: &Path) -> Result<(), SealError> {
+pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_err(dir, e))
@@ -171,7 +184,7 @@ enum Publish {
 /// Write `bytes` to `path` atomically: a reader sees either the old file or the whole new one,
 /// never a part. With `fsync`, the data and the rename are durable when this returns. The file
 /// is created with `mode` (e.g. 0o600 for keys). On error the temp file is removed.
-pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32, fsync: bool) -> Result<(), SealError> {
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32, fsync: bool) -> Result<(), WriteError> {
     write_via_temp(path, bytes, mode, fsync, Publish::Replace)
 }
 
@@ -182,7 +195,7 @@ pub fn atomic_create_new(
     bytes: &[u8],
     mode: u32,
     fsync: bool,
-) -> Result<(), SealError> {
+) -> Result<(), WriteError> {
     write_via_temp(path, bytes, mode, fsync, Publish::CreateNew)
 }
 
@@ -192,7 +205,7 @@ fn write_via_temp(
     mode: u32,
     fsync: bool,
     how: Publish,
-) -> Result<(), SealError> {
+) -> Result<(), WriteError> {
     let tmp = temp_name(path);
     let res = (|| {
         let mut opts = OpenOptions::new();
@@ -243,7 +256,7 @@ mod tests {
         // No temp files left behind.
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
         let e = atomic_create_new(&p, b"three", 0o600, true).unwrap_err();
-        assert!(matches!(e, SealError::Io { .. }), "{e}");
+        assert!(matches!(e, WriteError::Io { .. }), "{e}");
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }
@@ -253,9 +266,9 @@ mod tests {
         let e = io::Error::from_raw_os_error(libc::ENOSPC);
         assert!(matches!(
             io_err(Path::new("/x"), e),
-            SealError::StorageFull { .. }
+            WriteError::StorageFull { .. }
         ));
         let e = io::Error::from_raw_os_error(libc::EACCES);
-        assert!(matches!(io_err(Path::new("/x"), e), SealError::Io { .. }));
+        assert!(matches!(io_err(Path::new("/x"), e), WriteError::Io { .. }));
     }
 }

@@ -1,6 +1,6 @@
 //! Camera-trust settings of `[source]` (`allow_virtual` is a plain field of
-//! [`super::SourceConfig`]): `[source.expect]` and `[source.integrity]`. The checks themselves
-//! live in the `camera` module; these are only the validated settings.
+//! `capture::SourceConfig`): `[source.expect]` and `[source.integrity]`, the validated settings
+//! that the checks of this module read.
 
 use serde::{Deserialize, Serialize};
 
