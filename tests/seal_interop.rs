@@ -149,8 +149,8 @@ fn openssl_generated_key_is_accepted() {
 /// public key and key id.
 #[test]
 fn openssl_verifies_an_es256_signature_following_the_recipe() {
-    use veriframe::seal::sigalg::{
-        es256_der_to_raw, es256_raw_to_der, Es256Key, PublicKey, SigAlg,
+    use veriframe::record::sigalg::{
+        es256_der_to_raw, es256_raw_to_der, PublicKey, SigAlg,
     };
     if !openssl_available() {
         return;
@@ -181,7 +181,7 @@ fn openssl_verifies_an_es256_signature_following_the_recipe() {
         .status()
         .unwrap();
     assert!(st.success());
-    let key = Es256Key::from_pkcs8(&std::fs::read(&k).unwrap()).unwrap();
+    let key = veriframe::seal::keys::Es256Key::from_pkcs8(&std::fs::read(&k).unwrap()).unwrap();
     let out = Command::new("openssl")
         .args(["pkey", "-inform", "DER", "-pubout", "-in"])
         .arg(&k)

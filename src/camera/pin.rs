@@ -15,9 +15,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::{CameraIdentity, CameraInfoSource, Fingerprint};
+use super::settings::ExpectConfig;
 use super::{instruments, unix_us_now, CameraError};
-pub use crate::capture::ExpectConfig;
-use crate::seal::{fsio, keys, manifest, Signer};
+use crate::record::hash::sha256_hex;
+use crate::record::{fsio, json, Signer};
 
 /// `format` of a pin record.
 pub const PIN_FORMAT: &str = "veriframe.camera-pin/1";
@@ -181,7 +182,7 @@ impl PinStore {
         let sig = std::fs::read(&sig_path).map_err(|e| io(&sig_path, e))?;
         // Parsed before the signature is checked, only to name a mismatched algorithm.
         let rec: PinRecord = serde_json::from_slice(&bytes).map_err(|e| io(&path, e))?;
-        if manifest::canonical(&rec).map_err(|e| io(&path, e))? != bytes {
+        if json::canonical(&rec).map_err(|e| io(&path, e))? != bytes {
             return Err(io(&path, "not in canonical form"));
         }
         let alg = rec.sig_alg.as_deref().unwrap_or("Ed25519");
@@ -200,7 +201,7 @@ impl PinStore {
         if rec.format != PIN_FORMAT || !rec.fingerprint.consistent() {
             return Err(io(&path, "wrong format or inconsistent fingerprint"));
         }
-        Ok(Some((rec, keys::sha256_hex(&bytes))))
+        Ok(Some((rec, sha256_hex(&bytes))))
     }
 
     /// Write a new pin record for `id` (atomically: history copy first, then `pin.json` and
@@ -226,12 +227,12 @@ impl PinStore {
             key_id: self.signer.key_id(),
             device: device.into(),
             fingerprint: Fingerprint::of(id),
-            pinned_unix_us: now_unix_us.min(manifest::MAX_INT),
+            pinned_unix_us: now_unix_us.min(json::MAX_INT),
             reason: reason.into(),
             prev,
             sig_alg: Some(self.signer.sig_alg().name().into()),
         };
-        let bytes = manifest::canonical(&rec).map_err(|e| io(&self.path(), e))?;
+        let bytes = json::canonical(&rec).map_err(|e| io(&self.path(), e))?;
         let sig = self.signer.sign(&bytes);
         let hist = self.dir.join("history");
         std::fs::create_dir_all(&hist).map_err(|e| io(&hist, e))?;
@@ -245,7 +246,7 @@ impl PinStore {
         // reads as "invalid pin" (untrusted until re-pinned), never as a valid wrong pin.
         w(self.dir.join("pin.sig"), &sig)?;
         w(self.path(), &bytes)?;
-        Ok((rec, keys::sha256_hex(&bytes)))
+        Ok((rec, sha256_hex(&bytes)))
     }
 }
 
@@ -294,11 +295,10 @@ pub fn repin(
 mod tests {
     use super::super::fingerprint::fixtures::*;
     use super::*;
-    use crate::seal::keys::DeviceKey;
+    use crate::record::TestSigner;
 
-    fn store(dir: &Path) -> (PinStore, Arc<DeviceKey>) {
-        let (k, _) = DeviceKey::generate().unwrap();
-        let k = Arc::new(k);
+    fn store(dir: &Path) -> (PinStore, Arc<TestSigner>) {
+        let k = Arc::new(TestSigner::generate());
         (PinStore::new(dir, k.clone(), "booth-1", false), k)
     }
 
@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn es256_pin_records_say_so_and_an_ed25519_key_refuses_them() {
         let d = tempfile::tempdir().unwrap();
-        let k: Arc<dyn Signer> = Arc::new(crate::seal::sigalg::Es256Key::generate().unwrap().0);
+        let k: Arc<dyn Signer> = Arc::new(crate::record::TestEs256Signer::generate());
         let s = PinStore::new(d.path(), k.clone(), "booth-1", false);
         let (r, _) = s
             .pin("/dev/video0", &uvc_webcam("A"), "first_use", 1)
@@ -382,7 +382,7 @@ mod tests {
             .pin("/dev/video0", &uvc_webcam("A"), "first_use", 1)
             .unwrap();
         old.sig_alg = None;
-        let bytes = manifest::canonical(&old).unwrap();
+        let bytes = json::canonical(&old).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains("sig_alg"));
         std::fs::write(s2.path(), &bytes).unwrap();
         std::fs::write(d2.path().join("camera/pin.sig"), key.sign(&bytes)).unwrap();

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use super::{AlertRequest, PublishError};
 use crate::alert::{AlertKind, Severity};
-use crate::seal::sigalg::{PublicKey, SigAlg};
-use crate::seal::Signer;
+use crate::record::sigalg::{PublicKey, SigAlg};
+use crate::record::Signer;
 
 /// Schema identifier carried in every alert.
 pub const ALERT_SCHEMA: &str = "veriframe.alert/1";
@@ -275,7 +275,7 @@ pub fn public_key_pem(pk: &PublicKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::ModelId;
+    use crate::alert::ModelId;
 
     fn req() -> AlertRequest {
         AlertRequest {
@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn es256_alerts_verify_and_record_their_algorithm() {
-        let (k, _) = crate::seal::sigalg::Es256Key::generate().unwrap();
+        let (k, _) = crate::seal::keys::Es256Key::generate().unwrap();
         let a = build(&req(), "booth-1", std::time::SystemTime::now());
         let p = sign(&a, &k).unwrap();
         let v: Value = serde_json::from_slice(&p).unwrap();

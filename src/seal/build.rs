@@ -8,10 +8,12 @@ use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
 
 use super::manifest::{
-    self, micro, pixel, AnalysisDesc, CaptureInfo, FaceDesc, ImageInfo, Manifest, ModelDesc,
+    micro, pixel, AnalysisDesc, CaptureInfo, FaceDesc, ImageInfo, Manifest, ModelDesc,
     SourceDesc, MANIFEST_FORMAT,
 };
-use super::{keys, store, SealError, SealInput, Signer};
+use super::{store, SealError, SealInput, Signer};
+use crate::record::hash::sha256_hex;
+use crate::record::json::MAX_INT;
 
 fn verdict_str(v: Verdict) -> String {
     serde_json::to_value(v)
@@ -80,7 +82,7 @@ pub fn build_manifest(
         image: ImageInfo {
             file: format!("{}.{}", store::stem(pos.seq), image.ext),
             media_type: image.media_type.into(),
-            sha256: keys::sha256_hex(image.bytes),
+            sha256: sha256_hex(image.bytes),
             len: image.bytes.len() as u64,
             width: f.width.into(),
             height: f.height.into(),
@@ -106,11 +108,11 @@ fn capture_info(f: &Frame, boot_id: &str) -> CaptureInfo {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
     CaptureInfo {
-        wall_unix_us: wall_us.min(manifest::MAX_INT),
-        mono_us: (f.captured_mono.as_micros() as u64).min(manifest::MAX_INT),
+        wall_unix_us: wall_us.min(MAX_INT),
+        mono_us: (f.captured_mono.as_micros() as u64).min(MAX_INT),
         boot_id: boot_id.into(),
-        frame_seq: f.seq.min(manifest::MAX_INT),
-        device_seq: f.device_seq.map(|s| s.min(manifest::MAX_INT)),
+        frame_seq: f.seq.min(MAX_INT),
+        device_seq: f.device_seq.map(|s| s.min(MAX_INT)),
     }
 }
 
@@ -126,7 +128,7 @@ fn source_desc(src: &crate::frame::SourceInfo) -> SourceDesc {
         width: src.width.into(),
         height: src.height.into(),
         fps_milli: if src.fps.is_finite() && src.fps > 0.0 {
-            ((src.fps * 1000.0).round() as u64).min(manifest::MAX_INT)
+            ((src.fps * 1000.0).round() as u64).min(MAX_INT)
         } else {
             0
         },

@@ -10,32 +10,20 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use zeroize::Zeroizing;
 
-use super::{fsio, SealError, Signer};
+use super::SealError;
+use crate::record::fsio::{self, WriteError};
+use crate::record::hash::sha256_hex;
+use crate::record::sigalg::{PublicKey, SigAlg};
+use crate::record::Signer;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID
 /// 1.3.101.112 }, BIT STRING (32 bytes) }. The raw key follows.
 pub const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// SHA-256 as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
 
 /// Key id of a raw public key.
 pub fn key_id(public_key: &[u8; 32]) -> String {
@@ -55,13 +43,6 @@ pub fn public_key_pem(public_key: &[u8; 32]) -> String {
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
         base64::engine::general_purpose::STANDARD.encode(der)
     )
-}
-
-/// Verify an Ed25519 signature.
-pub fn verify_signature(public_key: &[u8; 32], msg: &[u8], sig: &[u8]) -> bool {
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(msg, sig)
-        .is_ok()
 }
 
 /// The device's signing key. Private bytes live only inside; `Debug` shows the key id.
@@ -132,8 +113,8 @@ impl Signer for DeviceKey {
         self.id.clone()
     }
 
-    fn verifying_key(&self) -> super::sigalg::PublicKey {
-        super::sigalg::PublicKey::ed25519(self.public)
+    fn verifying_key(&self) -> PublicKey {
+        PublicKey::ed25519(self.public)
     }
 
     fn sign(&self, msg: &[u8]) -> [u8; 64] {
@@ -141,6 +122,70 @@ impl Signer for DeviceKey {
         // Ed25519 signatures are always 64 bytes.
         out.copy_from_slice(self.pair.sign(msg).as_ref());
         out
+    }
+}
+
+/// An ES256 (ECDSA P-256) key held in memory (PKCS#8): the software reference for hardware keys,
+/// used by tests and `bench-seal`. Its private key never leaves this struct.
+pub struct Es256Key {
+    pair: EcdsaKeyPair,
+    public: PublicKey,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for Es256Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Es256Key")
+            .field("key_id", &self.public.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer for Es256Key {
+    fn verifying_key(&self) -> PublicKey {
+        self.public.clone()
+    }
+
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        // ring's ECDSA signing fails only if its random source does; there is no signature
+        // to return then, and continuing would seal unsigned data.
+        Es256Key::sign(self, msg).expect("ECDSA P-256 signing failed (random source)")
+    }
+}
+
+impl Es256Key {
+    /// Parse a P-256 PKCS#8 document (as `ring` writes it, or `openssl pkcs8 -topk8 -nocrypt
+    /// -outform DER` converts one from `openssl genpkey`).
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
+        let rng = SystemRandom::new();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+            .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
+        let public = PublicKey::from_raw(SigAlg::Es256, pair.public_key().as_ref())?;
+        Ok(Self { pair, public, rng })
+    }
+
+    /// A fresh key and its PKCS#8 encoding (zeroized when dropped).
+    pub fn generate() -> Result<(Self, Zeroizing<Vec<u8>>), String> {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| "random number generator failed".to_string())?;
+        let der = Zeroizing::new(doc.as_ref().to_vec());
+        Ok((Self::from_pkcs8(&der)?, der))
+    }
+
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// `r || s` (64 bytes).
+    pub fn sign(&self, msg: &[u8]) -> Result<[u8; 64], String> {
+        let sig = self
+            .pair
+            .sign(&self.rng, msg)
+            .map_err(|_| "ECDSA signing failed".to_string())?;
+        sig.as_ref()
+            .try_into()
+            .map_err(|_| "ECDSA signature is not 64 bytes".to_string())
     }
 }
 
@@ -232,12 +277,12 @@ pub fn create_key_files(path: &Path) -> Result<DeviceKey, SealError> {
     }
     let (key, der) = DeviceKey::generate()?;
     fsio::atomic_create_new(path, &der, 0o600, true).map_err(|e| match e {
-        SealError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+        WriteError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
             SealError::KeyExists {
                 path: path.to_path_buf(),
             }
         }
-        other => other,
+        other => other.into(),
     })?;
     fsio::atomic_write(
         &pub_path(path),
@@ -265,6 +310,8 @@ pub fn load_or_create(path: &Path) -> Result<(DeviceKey, bool), SealError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::hash::hex;
+    use crate::record::verify_signature;
 
     #[test]
     fn keygen_files_round_trip() {
@@ -342,4 +389,46 @@ mod tests {
             Err(SealError::Io { .. })
         ));
     }
+    #[test]
+    fn es256_sign_verify_and_key_forms() {
+        let (k, der) = Es256Key::generate().unwrap();
+        let pk = k.public().clone();
+        assert_eq!(pk.alg(), SigAlg::Es256);
+        assert_eq!(pk.raw().len(), 65);
+        assert_eq!(pk.key_id(), sha256_hex(pk.raw()));
+        let sig = k.sign(b"hello").unwrap();
+        assert!(pk.verify(b"hello", &sig));
+        assert!(!pk.verify(b"hellO", &sig));
+        assert!(!pk.verify(b"hello", &sig[..63]));
+        // Forms round-trip.
+        assert_eq!(PublicKey::parse(pk.to_pem().as_bytes()).unwrap(), pk);
+        assert_eq!(PublicKey::parse(&pk.spki_der()).unwrap(), pk);
+        assert_eq!(
+            PublicKey::from_b64(SigAlg::Es256, &pk.to_b64()).unwrap(),
+            pk
+        );
+        assert!(PublicKey::from_b64(SigAlg::Ed25519, &pk.to_b64()).is_err());
+        // Reload from PKCS#8: same key.
+        assert_eq!(Es256Key::from_pkcs8(&der).unwrap().public(), &pk);
+        assert!(Es256Key::from_pkcs8(b"junk").is_err());
+        // Debug shows no private material (only the id).
+        assert!(format!("{k:?}").contains(&pk.key_id()));
+    }
+
+    #[test]
+    fn ed25519_keys_through_the_same_api() {
+        let (k, _) = DeviceKey::generate().unwrap();
+        let pk = PublicKey::ed25519(k.public());
+        assert_eq!(pk.key_id(), k.key_id());
+        assert_eq!(pk.to_b64(), public_key_b64(&k.public()));
+        assert_eq!(pk.to_pem(), public_key_pem(&k.public()));
+        assert_eq!(PublicKey::parse(pk.to_pem().as_bytes()).unwrap(), pk);
+        let sig = k.sign(b"m");
+        assert!(pk.verify(b"m", &sig));
+        // An Ed25519 signature never verifies under an ES256 key, and vice versa.
+        let (e, _) = Es256Key::generate().unwrap();
+        assert!(!e.public().verify(b"m", &sig));
+        assert!(!pk.verify(b"m", &e.sign(b"m").unwrap()));
+    }
+
 }

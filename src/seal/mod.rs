@@ -22,12 +22,10 @@
 pub mod build;
 pub mod c2pa;
 pub mod cert;
-pub mod fsio;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
 pub mod sealer;
-pub mod sigalg;
 pub mod store;
 pub mod verify;
 
@@ -42,6 +40,8 @@ use serde::{Deserialize, Serialize};
 use crate::decide::{Decision, Verdict};
 use crate::detect::Analysis;
 use crate::frame::Frame;
+use crate::record::fsio::{self, WriteError};
+use crate::record::Signer;
 
 use keys::DeviceKey;
 use policy::{PolicyKind, PolicyParams};
@@ -71,6 +71,15 @@ pub enum SealError {
     Encode(String),
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<WriteError> for SealError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Io { path, source } => SealError::Io { path, source },
+            WriteError::StorageFull { path } => SealError::StorageFull { path },
+        }
+    }
 }
 
 /// What the seal stage is given for one frame.
@@ -114,24 +123,6 @@ pub struct Sealed {
     pub manifest_sha256: String,
     pub image_sha256: String,
     pub path: PathBuf,
-}
-
-/// Signs bytes with the device key (Ed25519 or ES256, see [`sigalg`]). Implemented by the seal
-/// module's key types; the publish stage uses it to sign alert payloads without touching key
-/// material.
-pub trait Signer: Send + Sync {
-    /// Key id: lowercase hex SHA-256 of the raw public key.
-    fn key_id(&self) -> String {
-        self.verifying_key().key_id()
-    }
-    /// The public key, with its algorithm.
-    fn verifying_key(&self) -> sigalg::PublicKey;
-    /// The algorithm this signer signs with (`sig_alg` of what it signs).
-    fn sig_alg(&self) -> sigalg::SigAlg {
-        self.verifying_key().alg()
-    }
-    /// Signature over `msg`: 64 bytes in both algorithms (Ed25519; ES256 as `r || s`).
-    fn sign(&self, msg: &[u8]) -> [u8; 64];
 }
 
 /// The seal seam.

@@ -10,7 +10,7 @@ use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
 
 use super::build::{build_manifest, stored_image, ChainPos, Device, StoredFile};
-use super::keys;
+use crate::record::hash::sha256_hex;
 use super::manifest::Manifest;
 use super::policy::{self, FrameFacts, PolicyParams, PolicyState, Step};
 use super::store::{self, Batch, Pending, Store};
@@ -235,7 +235,7 @@ impl ChainSealer {
             .to_canonical()
             .map_err(|e| SealError::Encode(e.to_string()))?;
         let sig = self.key.sign(&bytes);
-        let manifest_sha256 = keys::sha256_hex(&bytes);
+        let manifest_sha256 = sha256_hex(&bytes);
         if self.c2pa.is_some() {
             self.c2pa_todo.push(CredentialJob {
                 manifest: m.clone(),

@@ -18,7 +18,7 @@ use crate::stats::StatsSnapshot;
 
 use super::connection::{Link, Net, Tag};
 use super::discovery::ha_discovery;
-use super::sink::{Shared, SinkOptions, TaskMsg, WriterMsg};
+use super::{Shared, SinkOptions, TaskMsg, WriterMsg};
 use super::{CAPTURE_SCHEMA, PUBKEY_SCHEMA, STATS_SCHEMA, STATUS_SCHEMA};
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -46,7 +46,7 @@ pub(super) struct Publisher {
     pub(super) status: StatusState,
     pub(super) stopping: Option<(Instant, oneshot::Sender<bool>)>,
     pub(super) stopped_acked: bool,
-    pub(super) pubkey: crate::seal::sigalg::PublicKey,
+    pub(super) pubkey: crate::record::sigalg::PublicKey,
 }
 
 impl Publisher {
@@ -392,7 +392,7 @@ impl Publisher {
 
 impl Publisher {
     /// Set the signer identity shown in `status` and `pubkey`.
-    pub(super) fn set_key(&mut self, pk: crate::seal::sigalg::PublicKey) {
+    pub(super) fn set_key(&mut self, pk: crate::record::sigalg::PublicKey) {
         self.status.key_id = alert::key_id_of(&pk);
         self.pubkey = pk;
     }
