@@ -149,9 +149,7 @@ fn openssl_generated_key_is_accepted() {
 /// public key and key id.
 #[test]
 fn openssl_verifies_an_es256_signature_following_the_recipe() {
-    use veriframe::record::sigalg::{
-        es256_der_to_raw, es256_raw_to_der, PublicKey, SigAlg,
-    };
+    use veriframe::record::sigalg::{es256_der_to_raw, es256_raw_to_der, PublicKey, SigAlg};
     if !openssl_available() {
         return;
     }

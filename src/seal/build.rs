@@ -8,8 +8,8 @@ use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
 
 use super::manifest::{
-    micro, pixel, AnalysisDesc, CaptureInfo, FaceDesc, ImageInfo, Manifest, ModelDesc,
-    SourceDesc, MANIFEST_FORMAT,
+    micro, pixel, AnalysisDesc, CaptureInfo, FaceDesc, ImageInfo, Manifest, ModelDesc, SourceDesc,
+    MANIFEST_FORMAT,
 };
 use super::{store, SealError, SealInput, Signer};
 use crate::record::hash::sha256_hex;

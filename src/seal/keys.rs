@@ -430,5 +430,4 @@ mod tests {
         assert!(!e.public().verify(b"m", &sig));
         assert!(!pk.verify(b"m", &e.sign(b"m").unwrap()));
     }
-
 }

@@ -10,7 +10,6 @@ use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
 
 use super::build::{build_manifest, stored_image, ChainPos, Device, StoredFile};
-use crate::record::hash::sha256_hex;
 use super::manifest::Manifest;
 use super::policy::{self, FrameFacts, PolicyParams, PolicyState, Step};
 use super::store::{self, Batch, Pending, Store};
@@ -18,6 +17,7 @@ use super::{
     boot_id, c2pa, c2pa_chain_path, device_key, dup_err, fsio, SealConfig, SealError, SealInput,
     Sealed, Sealer, Signer,
 };
+use crate::record::hash::sha256_hex;
 
 /// A frame held for the evidence window.
 struct Held {
