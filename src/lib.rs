@@ -35,7 +35,6 @@ pub mod alert;
 pub mod camera;
 pub mod capture;
 pub mod challenge;
-pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod decide;
@@ -48,12 +47,3 @@ pub mod record;
 pub mod seal;
 pub mod shutdown;
 pub mod stats;
-
-/// What a command reports back to `main`, which turns it into an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything checked out: exit 0.
-    Ok,
-    /// A check failed (e.g. a capture did not verify): exit 1.
-    CheckFailed,
-}
