@@ -5,7 +5,7 @@
 # (apt-get install libclang-dev) and, for the ARM targets, the cross headers
 # (libc6-dev-arm64-cross, libc6-dev-armhf-cross; clang finds them through the cross gcc).
 # The normal build never runs this: it uses the committed files and needs no libclang.
-# Usage: tools/v4l2-bindings.sh [x86_64|aarch64|arm ...]   (default: all three)
+# Usage: tools/gen-v4l2-bindings.sh [x86_64|aarch64|arm ...]   (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=vendor/v4l2-sys-mit/src/bindings
