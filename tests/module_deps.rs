@@ -260,7 +260,7 @@ fn long_functions(text: &str, max: usize) -> Vec<(usize, String, usize)> {
     out
 }
 
-/// No function in `src/` is over 100 lines outside tests, unless a comment says why (issue 17):
+/// No function in `src/` is over 100 lines outside tests, unless a comment says why:
 /// long ones are split into named steps. The failure message lists each offender with its length.
 #[test]
 fn no_function_over_100_lines_without_a_reason() {
