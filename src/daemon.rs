@@ -67,7 +67,7 @@ pub struct Components {
     pub sealer: Box<dyn Sealer>,
     pub sink: Arc<dyn EventSink>,
     pub actuator: Box<dyn Actuator>,
-    /// The light challenge (issue 15), when an illuminator is configured.
+    /// The light challenge, when an illuminator is configured.
     pub challenge: Option<ChallengeParts>,
 }
 
@@ -107,7 +107,7 @@ impl Components {
     /// Build the stages described by `cfg`.
     pub fn from_config(cfg: &Config) -> Result<Self, DaemonError> {
         let sealer = ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?;
-        // camera hook (issue 14): pins are signed with the device key, kept in the data dir.
+        // camera hook: pins are signed with the device key, kept in the data dir.
         let guard = SourceGuard::new(
             cfg.source.guard_config(),
             Box::new(camera::fingerprint::SystemInfo::default()),
@@ -364,9 +364,9 @@ fn analysis_loop(
         Stats::inc(&stats.analysed);
         let (next, decision) = decide::step(state, analysis.as_ref(), frame.captured_mono);
         state = next;
-        // camera hook (issue 14): an untrusted source overrides the verdict; its alerts join.
+        // camera hook: an untrusted source overrides the verdict; its alerts join.
         let decision = camera::apply(decision, &trust);
-        // challenge hook (issue 15): an unproven face is not authentic, a failed one an attack.
+        // challenge hook: an unproven face is not authentic, a failed one an attack.
         let (decision, challenge) = match &mut challenge {
             Some(c) => c.on_frame(&frame, light, analysis.as_ref(), decision),
             None => (decision, None),

@@ -1,8 +1,10 @@
 //! The top-level modules of `src/` depend on each other in the order ARCHITECTURE.md states
 //! ("Dependency order"): each module uses only modules listed before it, so there are no import
-//! cycles. Reads the sources (`crate::x` paths, `use crate::{x, y::z}` groups), not the compiler.
-//! Also: clap only in `src/commands/` and `src/main.rs`; the build needs no bindgen (vendored V4L2
-//! bindings); no function over 100 lines outside tests without a stated reason.
+//! cycles; inside every folder, the files import each other without a circle. Reads the sources
+//! (`crate::x` paths, `use crate::{x, y::z}` groups), not the compiler. Also: the library (what
+//! `src/lib.rs` reaches) has no clap, only the binary (`src/main.rs`, `src/commands/`) does; the
+//! build needs no bindgen (vendored V4L2 bindings); no function over 100 lines outside tests
+//! without a stated reason.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,19 +30,13 @@ fn documented_order() -> Vec<String> {
         .collect()
 }
 
-/// Top-level modules of the library and their source files.
+/// Top-level modules of the library (what `src/lib.rs` reaches) and their source files.
 fn modules() -> BTreeMap<String, Vec<PathBuf>> {
-    let src = Path::new(ROOT).join("src");
-    let mut out = BTreeMap::new();
-    for e in fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-        if name == "lib" || name == "main" {
-            continue;
+    let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (m, file) in crate_modules(&Path::new(ROOT).join("src/lib.rs")) {
+        if let Some(top) = m.first() {
+            out.entry(top.clone()).or_default().push(file);
         }
-        let mut files = Vec::new();
-        collect(&p, &mut files);
-        out.insert(name, files);
     }
     out
 }
@@ -172,33 +168,34 @@ fn build_needs_no_bindgen() {
     }
 }
 
-/// clap lives only in the commands layer (`src/commands/`) and `src/main.rs`: no other source file
-/// names it or uses its derive attributes (the library's enums get clap parsers in `commands`).
+/// The library has no clap: no file that `src/lib.rs` reaches names it or uses its derive
+/// attributes (its enums get clap parsers in the binary, `src/main.rs` and `src/commands/`).
 #[test]
-fn clap_only_in_commands_and_main() {
-    let src = Path::new(ROOT).join("src");
-    let mut files = Vec::new();
-    collect(&src, &mut files);
+fn no_clap_in_the_library() {
+    let lib = crate_modules(&Path::new(ROOT).join("src/lib.rs"));
     let mut offenders = Vec::new();
-    for f in &files {
-        let rel = f.strip_prefix(&src).unwrap();
-        if rel.starts_with("commands") || rel == Path::new("main.rs") {
-            continue;
-        }
+    for (_, f) in &lib {
         let text = fs::read_to_string(f).unwrap();
         for (n, line) in text.lines().enumerate() {
             if ["clap", "#[arg(", "#[command(", "#[value("]
                 .iter()
                 .any(|p| line.contains(p))
             {
-                offenders.push(format!("src/{}:{}: {}", rel.display(), n + 1, line.trim()));
+                let rel = f.strip_prefix(ROOT).unwrap_or(f);
+                offenders.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
             }
         }
     }
-    assert!(files.len() > 20, "found the sources");
+    assert!(lib.len() > 20, "found the library's sources");
+    assert!(
+        !lib.iter()
+            .any(|(_, f)| f.ends_with("main.rs")
+                || f.starts_with(Path::new(ROOT).join("src/commands"))),
+        "the binary's files are not part of the library"
+    );
     assert!(
         offenders.is_empty(),
-        "clap outside src/commands and src/main.rs:\n{}",
+        "clap in the library (it belongs in the binary):\n{}",
         offenders.join("\n")
     );
 }
@@ -263,7 +260,7 @@ fn long_functions(text: &str, max: usize) -> Vec<(usize, String, usize)> {
     out
 }
 
-/// No function in `src/` is over 100 lines outside tests, unless a comment says why (issue 17):
+/// No function in `src/` is over 100 lines outside tests, unless a comment says why:
 /// long ones are split into named steps. The failure message lists each offender with its length.
 #[test]
 fn no_function_over_100_lines_without_a_reason() {
@@ -642,12 +639,20 @@ fn folder_circles(root: &Path) -> Vec<String> {
 #[test]
 fn no_import_circle_among_the_files_of_any_folder() {
     let lib = Path::new(ROOT).join("src/lib.rs");
+    let bin = Path::new(ROOT).join("src/main.rs");
     let mods = crate_modules(&lib);
     assert!(
         mods.iter().any(|(m, _)| m == &["publish", "mqtt", "sink"]),
         "the module walk reaches nested folders"
     );
-    let circles = folder_circles(&lib);
+    assert!(
+        crate_modules(&bin)
+            .iter()
+            .any(|(m, _)| m == &["commands", "seal"]),
+        "the binary's modules are walked too"
+    );
+    let mut circles = folder_circles(&lib);
+    circles.extend(folder_circles(&bin));
     assert!(
         circles.is_empty(),
         "import circles (each names one file per step):\n{}",

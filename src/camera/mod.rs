@@ -44,8 +44,6 @@ pub enum CameraError {
     Read { path: String, reason: String },
     #[error("camera pin record {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
-    #[error("{0}")]
-    Usage(String),
 }
 
 /// Alert kind: the camera is not the pinned (or expected) one.

@@ -1,4 +1,4 @@
-//! Simulated booth sessions for the light challenge (issue 15): `sim:live`, `sim:replay`,
+//! Simulated booth sessions for the light challenge: `sim:live`, `sim:replay`,
 //! `sim:print`, `sim:injected`. Frames are rendered from the bundled face photos (samples/) under
 //! a documented model of the physics (docs/challenge.md, "The simulation"), JPEG-compressed like
 //! a camera's MJPEG, seeded and reproducible.

@@ -31,6 +31,19 @@ impl Synthetic {
         }
     }
 
+    /// Pattern number `n` as a JPEG (quality 85): a camera-like MJPEG frame for benches and tests.
+    pub fn jpeg(width: u32, height: u32, n: u64) -> Result<Vec<u8>, image::ImageError> {
+        let rgb = Self::render(width, height, n);
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode(
+            &rgb,
+            width,
+            height,
+            image::ExtendedColorType::Rgb8,
+        )?;
+        Ok(out)
+    }
+
     /// Render pattern number `n`.
     pub fn render(width: u32, height: u32, n: u64) -> Vec<u8> {
         const BARS: [[u8; 3]; 8] = [

@@ -1,4 +1,4 @@
-//! Liveness by light (issue 15): a challenge a screen, a print or an injected feed cannot answer.
+//! Liveness by light: a challenge a screen, a print or an injected feed cannot answer.
 //!
 //! When a new face appears (and every `interval` while it stays), the booth's illuminator is
 //! switched on and off in a pseudo-random code derived from a fresh nonce; the analyser measures

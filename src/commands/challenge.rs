@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::capture::sim::Scene;
-use crate::capture::CaptureError;
-use crate::challenge::eval::{self, Cell};
-use crate::challenge::{ChallengeConfig, ChallengeRecord};
-use crate::config::{Config, Overrides};
-use crate::seal::manifest::Manifest;
-use crate::Outcome;
+use super::Outcome;
+use veriframe::capture::sim::Scene;
+use veriframe::capture::CaptureError;
+use veriframe::challenge::eval::{self, Cell};
+use veriframe::challenge::{ChallengeConfig, ChallengeRecord};
+use veriframe::config::{Config, Overrides};
+use veriframe::seal::manifest::Manifest;
 
 #[derive(Debug, clap::Args)]
 pub struct ChallengeEvalArgs {
@@ -44,7 +44,7 @@ pub struct ChallengeEvalArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ChallengeEvalError {
     #[error("{0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] veriframe::config::ConfigError),
     #[error("simulation: {0}")]
     Sim(#[from] CaptureError),
     #[error("{path}: {reason}")]

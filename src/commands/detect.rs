@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Overrides};
-use crate::detect::nets::minifasnet::Arch;
-use crate::detect::{
+use super::Outcome;
+use veriframe::config::{Config, Overrides};
+use veriframe::detect::nets::minifasnet::Arch;
+use veriframe::detect::{
     bench, build_pipeline, eval, load_face, load_pad_ensemble, DetectConfig, DetectError, Quant,
 };
-use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -241,16 +241,19 @@ pub struct ConvertArgs {
 }
 
 pub fn model(args: &ModelArgs) -> Result<Outcome, DetectError> {
-    use crate::detect::model::file as modelfile;
+    use veriframe::detect::model::file as modelfile;
     match &args.command {
         ModelCommand::Convert(a) => {
             let bytes = std::fs::read(&a.input)?;
-            let m =
-                crate::detect::nets::minifasnet::convert::convert(&bytes, Some(a.arch), a.quant)
-                    .map_err(|e| DetectError::Model(format!("{}: {e}", a.input.display())))?;
+            let m = veriframe::detect::nets::minifasnet::convert::convert(
+                &bytes,
+                Some(a.arch),
+                a.quant,
+            )
+            .map_err(|e| DetectError::Model(format!("{}: {e}", a.input.display())))?;
             modelfile::write(&m, &a.out)?;
             // Prove the file loads as a network before reporting success.
-            let net = crate::detect::nets::minifasnet::MiniFasNet::load(&a.out, a.quant)?;
+            let net = veriframe::detect::nets::minifasnet::MiniFasNet::load(&a.out, a.quant)?;
             let size = std::fs::metadata(&a.out)?.len();
             println!(
                 "wrote {} ({} bytes): {} weights_sha256={}",

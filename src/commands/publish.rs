@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event as MqEvent, Packet, QoS};
 
-use crate::alert::AlertRequest;
-use crate::publish::alert::{self, SigCheck};
-use crate::publish::mqtt::connection::{self, ConnectOptions};
-use crate::publish::mqtt::sink::MqttSink;
-use crate::publish::mqtt::SinkOptions;
-use crate::publish::{Event, EventSink, MqttConfig, PublishError};
-use crate::Outcome;
+use super::Outcome;
+use veriframe::alert::AlertRequest;
+use veriframe::publish::alert::{self, SigCheck};
+use veriframe::publish::mqtt::connection::{self, ConnectOptions};
+use veriframe::publish::mqtt::sink::MqttSink;
+use veriframe::publish::mqtt::SinkOptions;
+use veriframe::publish::{Event, EventSink, MqttConfig, PublishError};
 
 /// TLS and credential options shared by the client subcommands.
 #[derive(Debug, Clone, clap::Args)]
@@ -167,7 +167,7 @@ pub fn watch(args: &WatchArgs) -> Result<Outcome, PublishError> {
 fn print_alert(
     topic: &str,
     payload: &[u8],
-    pubkey: Option<&crate::record::sigalg::PublicKey>,
+    pubkey: Option<&veriframe::record::sigalg::PublicKey>,
     json: bool,
 ) -> bool {
     match alert::verify(payload, pubkey) {
@@ -277,7 +277,7 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
     let mut opts = SinkOptions::new(&cfg, &args.device_id, &dir)?;
     opts.record_latency = true;
     let signer = Arc::new(
-        crate::seal::keys::load_or_create(&dir.join("bench.key"))
+        veriframe::seal::keys::load_or_create(&dir.join("bench.key"))
             .map_err(|e| PublishError::Key(e.to_string()))?
             .0,
     );
@@ -309,7 +309,7 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
         let secs = t0.elapsed().as_secs_f64();
         sink.close(Duration::from_secs(2)).await;
         let mut lat = sink.take_latencies_ms();
-        let (p50, p99) = crate::stats::percentiles(&mut lat).unwrap_or((f32::NAN, f32::NAN));
+        let (p50, p99) = veriframe::stats::percentiles(&mut lat).unwrap_or((f32::NAN, f32::NAN));
         let rate = args.n as f64 / secs;
         if args.json {
             println!(

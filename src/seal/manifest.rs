@@ -147,7 +147,7 @@ pub struct Manifest {
     /// `veriframe.capture/2` manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<crate::frame::identity::SourceIdentity>,
-    /// The face's latest light challenge (issue 15, docs/challenge.md); absent when no
+    /// The face's latest light challenge (docs/challenge.md); absent when no
     /// challenge was decided for the face in view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<crate::challenge::ChallengeRecord>,

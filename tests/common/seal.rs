@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use veriframe::commands;
 use veriframe::decide::{Decision, Verdict};
 use veriframe::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
 use veriframe::seal::keys::DeviceKey;
@@ -28,7 +27,7 @@ pub fn frame(n: u64, wall: SystemTime) -> Frame {
     let (format, bytes) = if n.is_multiple_of(2) {
         (
             PixelFormat::Jpeg,
-            commands::seal::test_jpeg(w, h, n).unwrap(),
+            veriframe::capture::synthetic::Synthetic::jpeg(w, h, n).unwrap(),
         )
     } else {
         (
