@@ -345,7 +345,9 @@ fn bench_sealer_with(
     let key: Arc<dyn Signer> = if delay.sign.is_zero() {
         key
     } else {
-        Arc::new(veriframe::record::sigalg::DelayedSigner::new(key, delay.sign))
+        Arc::new(veriframe::record::sigalg::DelayedSigner::new(
+            key, delay.sign,
+        ))
     };
     ChainSealer::with_fs(&cfg, key, dir, "bench", Box::new(fs))
 }
