@@ -1,4 +1,4 @@
-//! C2PA Content Credentials checked by an independent reader (issue 16): c2pa-python, the C2PA
+//! C2PA Content Credentials checked by an independent reader: c2pa-python, the C2PA
 //! SDK's Python binding from PyPI (`tools/test.sh` and `.ci/run` install it into
 //! `target/c2pa-venv`). The reader must be there: a missing reader fails the test.
 //!

@@ -1,4 +1,4 @@
-//! The light challenge end to end (issue 15): the real daemon on the simulated booth sources
+//! The light challenge end to end: the real daemon on the simulated booth sources
 //! (`sim:live`, `sim:replay`, `sim:injected`), alerts through a real mosquitto, every frame
 //! sealed (`policy = "every"`) and the manifests read back and verified.
 

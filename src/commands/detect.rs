@@ -302,7 +302,7 @@ pub struct FacesArgs {
 
 /// `veriframe faces`: the primary face box `[x, y, w, h]` (frame pixels, rounded) the runtime's own
 /// detector finds in each image, or `null`, as one JSON object keyed by path. The training tools
-/// read it as a box cache (`tools/train/train_pad.py --box-cache`), so a model is trained on the
+/// read it as a box cache (`tools/train/padcal`, `calibrate.py embed`), so a model is trained on the
 /// same crops `run` and `eval` will give it.
 pub fn faces(args: &FacesArgs) -> Result<Outcome, DetectError> {
     init_logging();
