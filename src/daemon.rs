@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use crate::alert::{AlertKind, AlertRequest, DetectorErrors, StorageFull};
 use crate::camera::{self, FrameTrust, SourceGuard};
-use crate::capture::{
-    self, monotonic_now, Capture, CaptureError, CaptureEvent, Frame, FrameSource,
-};
-use crate::challenge::{self, ChallengeRecord, ChallengeStage, LightDriver, LightTag};
+use crate::capture::{self, Capture, CaptureError, CaptureEvent, FrameSource};
+use crate::challenge::session::LightTag;
+use crate::challenge::{self, ChallengeRecord, ChallengeStage, LightDriver};
 use crate::config::Config;
 use crate::decide::{self, DeciderState, Decision};
 use crate::detect::{self, Analysis, Analyzer};
-use crate::device::{self, Actuator, Device, NoDevice, TamperFlag};
+use crate::device::tamper::TamperFlag;
+use crate::device::{self, Actuator, Device, NoDevice};
+use crate::frame::{monotonic_now, Frame};
 use crate::publish::{Event, EventSink, LogSink};
 use crate::queue::{DropOldest, Pop};
 use crate::seal::{ChainSealer, SealError, SealInput, Sealed, Sealer};
@@ -108,7 +109,7 @@ impl Components {
         let sealer = ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?;
         // camera hook (issue 14): pins are signed with the device key, kept in the data dir.
         let guard = SourceGuard::new(
-            camera::GuardConfig::from_source(&cfg.source),
+            cfg.source.guard_config(),
             Box::new(camera::fingerprint::SystemInfo::default()),
             Some(camera::pin::PinStore::new(
                 &cfg.data_dir,

@@ -14,6 +14,7 @@
 //! | module | owns | seam |
 //! |---|---|---|
 //! | [`alert`] | alert kinds and severities (typed), alert requests, once-per-episode trackers | — |
+//! | [`record`] | canonical JSON, SHA-256, crash-safe writes, Ed25519 verification | [`record::Signer`] |
 //! | [`frame`] | frames, pixel formats, YUYV→RGB (once per frame), decoding, storage encoding | — |
 //! | [`config`] | TOML → validated [`config::Config`], CLI overrides | — |
 //! | [`camera`] | camera identity (fingerprint, pin), injection instruments, stream integrity | [`camera::fingerprint::CameraInfoSource`] |
@@ -43,6 +44,7 @@ pub mod device;
 pub mod frame;
 pub mod publish;
 pub mod queue;
+pub mod record;
 pub mod seal;
 pub mod shutdown;
 pub mod stats;

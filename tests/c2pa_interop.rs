@@ -167,7 +167,7 @@ fn strip_app11(jpeg: &[u8]) -> (Vec<u8>, Vec<u8>, usize) {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    veriframe::seal::keys::sha256_hex(b)
+    veriframe::record::hash::sha256_hex(b)
 }
 
 fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {

@@ -135,13 +135,11 @@ fn without_pad_is_explicit_announced_and_never_authentic() {
     assert!(!verdicts.iter().any(|v| v == "authentic"), "{verdicts:?}");
 }
 
-/// The measured-but-not-default v5 and v6 files (models/veriframe-pad-v5.md, -v6.md) load, carry
-/// their architecture, and their weights match the hash recorded at conversion.
+/// The opt-in v6 files (models/veriframe-pad-v6.md; docs/models.md, "Which PAD model") load,
+/// carry their architecture, and their weights match the hash recorded at conversion.
 #[test]
-fn the_v5_and_v6_models_load_and_verify() {
+fn the_opt_in_v6_model_loads_and_verifies() {
     for (file, arch) in [
-        ("veriframe-pad-v5-v2.q8_0.gguf", "minifasnet_v2"),
-        ("veriframe-pad-v5-v1se.q8_0.gguf", "minifasnet_v1se"),
         ("veriframe-pad-v6-v2.q8_0.gguf", "minifasnet_v2"),
         ("veriframe-pad-v6-v1se.q8_0.gguf", "minifasnet_v1se"),
     ] {

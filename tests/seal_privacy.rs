@@ -53,7 +53,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    veriframe::seal::keys::sha256_hex(b)
+    veriframe::record::hash::sha256_hex(b)
 }
 
 /// An operator identity made with `age-keygen` (mode 0600) and its recipient.

@@ -29,8 +29,9 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
+use super::{Capture, CaptureError, FrameSource};
 use crate::frame::samples::SAMPLES;
+use crate::frame::{Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 /// The simulated booth light: set by the challenge's illuminator, read by the sim source.

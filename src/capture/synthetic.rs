@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
+use super::{Capture, CaptureError, FrameSource};
+use crate::frame::{Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 pub struct Synthetic {

@@ -25,13 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::AlertKind;
 use crate::capture::sim::SimLight;
-use crate::capture::Frame;
 use crate::decide::{Action, Decision, Verdict};
 use crate::detect::Analysis;
+use crate::frame::Frame;
 
-pub use code::Code;
-pub use decide::{ChallengeResult, Outcome};
-pub use session::{Challenger, FrameView, LightTag, Player, Proof};
+use code::Code;
+use decide::Outcome;
+use session::{Challenger, FrameView, LightTag, Player, Proof};
 
 /// Errors of the challenge stage.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use crate::config::{Config, Overrides};
 use crate::seal::c2pa::{self, C2paSigner};
 use crate::seal::cert::{self, CertChain};
-use crate::seal::keys;
 use crate::seal::manifest::Manifest;
 use crate::seal::verify::{self, ChainReport};
 use crate::seal::{self as seal_mod, SealError};
@@ -112,7 +111,12 @@ fn write_new(path: &Path, text: &str, force: bool) -> Result<(), SealError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    crate::seal::fsio::atomic_write(path, text.as_bytes(), 0o644, true)
+    Ok(crate::record::fsio::atomic_write(
+        path,
+        text.as_bytes(),
+        0o644,
+        true,
+    )?)
 }
 
 /// Where `cert self-signed` puts the CA certificate: beside the chain, `.chain.pem` → `.ca.pem`.
@@ -199,7 +203,7 @@ fn export_decrypted(args: &ExportArgs, identity: &Path) -> Result<Outcome, SealE
     let pubkey = args
         .pubkey
         .as_deref()
-        .map(keys::load_public_key)
+        .map(crate::seal::keys::load_public_key)
         .transpose()?;
     let opts = verify::VerifyOptions {
         pubkey: pubkey.as_ref(),
@@ -275,7 +279,12 @@ pub fn export(args: &ExportArgs) -> Result<Outcome, SealError> {
             let name = c2pa::credential_file(m.seq, &m.image.media_type)
                 .map_err(|e| SealError::Encode(e.to_string()))?;
             let signed = signer
-                .sign(&m, &keys::sha256_hex(&bytes), &m.image.media_type, &image)
+                .sign(
+                    &m,
+                    &crate::record::hash::sha256_hex(&bytes),
+                    &m.image.media_type,
+                    &image,
+                )
                 .map_err(|e| SealError::Encode(format!("{}: {e}", c.path.display())))?;
             c2pa::write_credential(&args.out, &name, &signed)
                 .map_err(|e| SealError::Encode(e.to_string()))?;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Overrides};
-use crate::detect::minifasnet::Arch;
+use crate::detect::nets::minifasnet::Arch;
 use crate::detect::{
     bench, build_pipeline, eval, load_face, load_pad_ensemble, DetectConfig, DetectError, Quant,
 };
@@ -241,15 +241,16 @@ pub struct ConvertArgs {
 }
 
 pub fn model(args: &ModelArgs) -> Result<Outcome, DetectError> {
-    use crate::detect::modelfile;
+    use crate::detect::model::file as modelfile;
     match &args.command {
         ModelCommand::Convert(a) => {
             let bytes = std::fs::read(&a.input)?;
-            let m = crate::detect::minifasnet::convert(&bytes, Some(a.arch), a.quant)
-                .map_err(|e| DetectError::Model(format!("{}: {e}", a.input.display())))?;
+            let m =
+                crate::detect::nets::minifasnet::convert::convert(&bytes, Some(a.arch), a.quant)
+                    .map_err(|e| DetectError::Model(format!("{}: {e}", a.input.display())))?;
             modelfile::write(&m, &a.out)?;
             // Prove the file loads as a network before reporting success.
-            let net = crate::detect::minifasnet::MiniFasNet::load(&a.out, a.quant)?;
+            let net = crate::detect::nets::minifasnet::MiniFasNet::load(&a.out, a.quant)?;
             let size = std::fs::metadata(&a.out)?.len();
             println!(
                 "wrote {} ({} bytes): {} weights_sha256={}",

@@ -39,7 +39,7 @@ pub fn use_colour() -> bool {
 mod tests {
     use super::enum_parser;
     use crate::config::LogFormat;
-    use crate::detect::minifasnet::Arch;
+    use crate::detect::nets::minifasnet::Arch;
     use crate::detect::Quant;
     use clap::builder::TypedValueParser;
 

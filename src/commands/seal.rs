@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use crate::capture::synthetic::Synthetic;
 use crate::decide::{Decision, Verdict};
 use crate::frame::{Frame, PixelFormat, SourceInfo};
+use crate::record::fsio::RealFs;
+use crate::record::hash::sha256_hex;
+use crate::record::Signer;
 use crate::seal::build::{ChainPos, Device, StoredFile};
 use crate::seal::erase;
-use crate::seal::fsio::RealFs;
 use crate::seal::keys::{self, DeviceKey};
 use crate::seal::policy::PolicyKind;
 use crate::seal::verify::{self, ChainReport};
-use crate::seal::{ChainSealer, SealConfig, SealError, SealInput, Sealer, Signer};
+use crate::seal::{ChainSealer, SealConfig, SealError, SealInput, Sealer};
 use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -95,7 +97,7 @@ pub struct BenchSealArgs {
     #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
     /// Sleep this long after every sync that reaches the disk (the store's `Fs` seam, see
-    /// `seal::fsio::RealFs`): models a slow SD card's cache flush.
+    /// `record::fsio::RealFs`): models a slow SD card's cache flush.
     #[arg(long, default_value_t = 0)]
     pub fsync_delay_ms: u64,
 }
@@ -636,7 +638,7 @@ fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, 
     let bytes = m
         .to_canonical()
         .map_err(|e| SealError::Encode(e.to_string()))?;
-    let sha = keys::sha256_hex(&bytes);
+    let sha = sha256_hex(&bytes);
     let (mut times, mut len) = (Vec::with_capacity(n), 0);
     for _ in 0..n {
         let t0 = Instant::now();
@@ -748,7 +750,7 @@ fn bench_primitives(n: usize, jpeg: &[u8]) -> Result<(Summary, Summary), SealErr
     let msg = vec![b'x'; 1200]; // about a manifest's size
     for _ in 0..n {
         let t0 = Instant::now();
-        std::hint::black_box(keys::sha256_hex(jpeg));
+        std::hint::black_box(sha256_hex(jpeg));
         hash_t.push(t0.elapsed());
         let t0 = Instant::now();
         std::hint::black_box(key.sign(&msg));

@@ -12,9 +12,7 @@ pub mod nets;
 pub mod pipeline;
 
 // The networks and the model-file format keep their paths from before the split
-// (`detect::face`, `detect::minifasnet`, `detect::meso`, `detect::modelfile`).
-pub use model::file as modelfile;
-pub use nets::{face, meso, minifasnet};
+// (`detect::nets::face`, `detect::nets::minifasnet`, `detect::nets::meso`, `detect::model::file`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +21,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, PixelFormat};
+use nets::{face, meso, minifasnet};
 
 /// Errors from analysis.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +40,7 @@ pub enum DetectError {
     Config(String),
 }
 
-pub use crate::alert::ModelId;
+use crate::alert::ModelId;
 
 /// One detected face, in frame pixel coordinates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

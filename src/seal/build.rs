@@ -8,10 +8,11 @@ use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
 
 use super::manifest::{
-    self, micro, pixel, AnalysisDesc, CaptureInfo, EncryptedFile, FaceDesc, ImageInfo, Manifest,
+    micro, pixel, AnalysisDesc, CaptureInfo, EncryptedFile, FaceDesc, ImageInfo, Manifest,
     ModelDesc, SourceDesc, MANIFEST_FORMAT, SIG_ALG_ED25519,
 };
-use super::{encrypt, keys, store, SealError, SealInput, Signer};
+use super::{encrypt, keys, store, SealError, SealInput};
+use crate::record::Signer;
 
 fn verdict_str(v: Verdict) -> String {
     serde_json::to_value(v)
@@ -86,7 +87,7 @@ pub fn build_manifest(
     let encrypted = image.encrypted.map(|c| EncryptedFile {
         file: format!("{file}.{}", encrypt::EXT),
         scheme: encrypt::SCHEME.into(),
-        sha256: keys::sha256_hex(c.bytes),
+        sha256: crate::record::hash::sha256_hex(c.bytes),
         len: c.bytes.len() as u64,
         recipients: c.recipients.to_vec(),
     });
@@ -99,7 +100,7 @@ pub fn build_manifest(
         image: ImageInfo {
             file,
             media_type: image.media_type.into(),
-            sha256: keys::sha256_hex(image.bytes),
+            sha256: crate::record::hash::sha256_hex(image.bytes),
             len: image.bytes.len() as u64,
             width: f.width.into(),
             height: f.height.into(),
@@ -126,11 +127,11 @@ fn capture_info(f: &Frame, boot_id: &str) -> CaptureInfo {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
     CaptureInfo {
-        wall_unix_us: wall_us.min(manifest::MAX_INT),
-        mono_us: (f.captured_mono.as_micros() as u64).min(manifest::MAX_INT),
+        wall_unix_us: wall_us.min(crate::record::json::MAX_INT),
+        mono_us: (f.captured_mono.as_micros() as u64).min(crate::record::json::MAX_INT),
         boot_id: boot_id.into(),
-        frame_seq: f.seq.min(manifest::MAX_INT),
-        device_seq: f.device_seq.map(|s| s.min(manifest::MAX_INT)),
+        frame_seq: f.seq.min(crate::record::json::MAX_INT),
+        device_seq: f.device_seq.map(|s| s.min(crate::record::json::MAX_INT)),
     }
 }
 
@@ -146,7 +147,7 @@ fn source_desc(src: &crate::frame::SourceInfo) -> SourceDesc {
         width: src.width.into(),
         height: src.height.into(),
         fps_milli: if src.fps.is_finite() && src.fps > 0.0 {
-            ((src.fps * 1000.0).round() as u64).min(manifest::MAX_INT)
+            ((src.fps * 1000.0).round() as u64).min(crate::record::json::MAX_INT)
         } else {
             0
         },

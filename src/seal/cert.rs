@@ -19,7 +19,7 @@ use rcgen::{
 };
 
 use super::keys::{DeviceKey, SPKI_PREFIX};
-use super::Signer;
+use crate::record::Signer;
 
 /// id-kp-emailProtection: listed by C2PA for claim signers, and the only one of the three that
 /// c2pa-rs based readers (c2pa-python 0.38) accept before a trust configuration is loaded.

@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::keys::{self, DeviceKey};
+use super::keys::DeviceKey;
 use super::manifest::ChainEntry;
 use super::store::{self, EraseOutcome, EraseRequest, Store};
 use super::{SealConfig, SealError};
@@ -115,7 +115,7 @@ pub fn candidates(dir: &Path) -> Result<Vec<Candidate>, SealError> {
         if let Ok(ChainEntry::Capture(m)) = ChainEntry::parse(&bytes) {
             out.push(Candidate {
                 seq: m.seq,
-                manifest_sha256: keys::sha256_hex(&bytes),
+                manifest_sha256: crate::record::hash::sha256_hex(&bytes),
                 wall_us: m.captured.wall_unix_us,
             });
         }

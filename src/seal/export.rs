@@ -8,7 +8,8 @@ use super::encrypt::{self, Identities};
 use super::manifest::ChainEntry;
 use super::store::{stem, C2PA_SUFFIXES};
 use super::verify::ChainReport;
-use super::{fsio, SealError};
+use super::SealError;
+use crate::record::fsio;
 
 /// What an export wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,7 +99,7 @@ pub fn export(
             (name, data)
         } else {
             let data = open_stored(&dir.join(m.stored_file()), ids)?;
-            if super::keys::sha256_hex(&data) != m.image.sha256 {
+            if crate::record::hash::sha256_hex(&data) != m.image.sha256 {
                 return Err(SealError::Encode(format!(
                     "{}: image does not match the manifest",
                     c.path.display()

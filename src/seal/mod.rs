@@ -29,7 +29,6 @@ pub mod cert;
 pub mod encrypt;
 pub mod erase;
 pub mod export;
-pub mod fsio;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
@@ -48,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::decide::{Decision, Verdict};
 use crate::detect::Analysis;
 use crate::frame::Frame;
+use crate::record::fsio::WriteError;
 
 use keys::DeviceKey;
 use policy::{PolicyKind, PolicyParams};
@@ -80,6 +80,15 @@ pub enum SealError {
     Encode(String),
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<WriteError> for SealError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Io { path, source } => SealError::Io { path, source },
+            WriteError::StorageFull { path } => SealError::StorageFull { path },
+        }
+    }
 }
 
 /// What the seal stage is given for one frame.
@@ -123,17 +132,6 @@ pub struct Sealed {
     pub manifest_sha256: String,
     pub image_sha256: String,
     pub path: PathBuf,
-}
-
-/// Signs bytes with the device key (Ed25519). Implemented by the seal module's key type; the
-/// publish stage uses it to sign alert payloads without touching key material.
-pub trait Signer: Send + Sync {
-    /// Key id: lowercase hex SHA-256 of the raw 32-byte Ed25519 public key.
-    fn key_id(&self) -> String;
-    /// Raw 32-byte Ed25519 public key.
-    fn public_key(&self) -> [u8; 32];
-    /// 64-byte Ed25519 signature over `msg`.
-    fn sign(&self, msg: &[u8]) -> [u8; 64];
 }
 
 /// The seal seam.

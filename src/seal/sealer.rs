@@ -11,14 +11,15 @@ use crate::frame::{Frame, StoredImage};
 
 use super::build::{build_manifest, stored_image, ChainPos, Ciphertext, Device, StoredFile};
 use super::encrypt::{self, Recipients};
-use super::keys::{self, DeviceKey};
+use super::keys::DeviceKey;
 use super::manifest::Manifest;
 use super::policy::{self, FrameFacts, PolicyParams, PolicyState, Step};
 use super::store::{self, Batch, Pending, Store};
 use super::{
-    boot_id, c2pa, c2pa_chain_path, device_key, dup_err, fsio, SealConfig, SealError, SealInput,
-    Sealed, Sealer, Signer,
+    boot_id, c2pa, c2pa_chain_path, device_key, dup_err, SealConfig, SealError, SealInput, Sealed,
+    Sealer,
 };
+use crate::record::{fsio, Signer};
 
 /// `seal.encrypt_to` parsed (`None`: stored in the clear).
 fn recipients_of(cfg: &SealConfig) -> Result<Option<Recipients>, SealError> {
@@ -286,7 +287,7 @@ impl ChainSealer {
             .to_canonical()
             .map_err(|e| SealError::Encode(e.to_string()))?;
         let sig = self.key.sign(&bytes);
-        let manifest_sha256 = keys::sha256_hex(&bytes);
+        let manifest_sha256 = crate::record::hash::sha256_hex(&bytes);
         if self.c2pa.is_some() {
             self.c2pa_todo.push(CredentialJob {
                 manifest: m.clone(),

@@ -21,12 +21,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use super::fsio::{self, io_err, Fs, IoCounters, RealFs};
 use super::keys::{self, DeviceKey};
 use super::manifest::{
     seq_ranges, ChainEntry, ChainState, Erasure, CHAIN_FORMAT, ERASURE_FORMAT, SIG_ALG_ED25519,
 };
-use super::{SealError, Signer};
+use super::SealError;
+use crate::record::fsio::{self, io_err, Fs, IoCounters, RealFs};
+use crate::record::hash::sha256_hex;
+use crate::record::Signer;
 
 /// File name stem of a capture.
 pub fn stem(seq: u64) -> String {
@@ -179,7 +181,7 @@ fn lock_chain(dir: &Path) -> Result<fs::File, SealError> {
                 path: dir.to_path_buf(),
             });
         }
-        return Err(io_err(&path, e));
+        return Err(io_err(&path, e).into());
     }
     Ok(f)
 }
@@ -289,7 +291,7 @@ fn load_entries(dir: &Path, manifests: &[(u64, PathBuf)]) -> Result<Loaded, Seal
     let mut erased = Vec::new();
     for (seq, path) in manifests {
         let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
-        let hash = keys::sha256_hex(&bytes);
+        let hash = sha256_hex(&bytes);
         let parsed = ChainEntry::parse(&bytes);
         if let Ok(ChainEntry::Erasure(e)) = &parsed {
             erased.extend_from_slice(&e.captures);
@@ -551,9 +553,9 @@ impl Store {
             {
                 let _ = self.fs.remove(q);
             }
-            return Err(e);
+            return Err(e.into());
         }
-        let sha256 = keys::sha256_hex(manifest);
+        let sha256 = sha256_hex(manifest);
         batch.next = (entry.seq + 1, Some(sha256.clone()));
         batch.staged.push(StagedCapture {
             entry,
@@ -631,7 +633,7 @@ impl Store {
                 }
                 let _ = self.fs.remove(&c.sig);
             }
-            return Err(e);
+            return Err(e.into());
         }
         let mut out = Vec::with_capacity(batch.staged.len());
         for c in batch.staged {
@@ -729,7 +731,7 @@ impl Store {
             record.captures.clone(),
         )?;
         self.commit_batch(batch)?;
-        let sha = keys::sha256_hex(&bytes);
+        let sha = sha256_hex(&bytes);
         tracing::info!(
             record_seq = seq,
             trigger = req.trigger,

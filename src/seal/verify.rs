@@ -12,6 +12,8 @@ use super::keys;
 use super::manifest::{ChainEntry, ChainState, Erasure, Manifest};
 use super::store::stem;
 use super::SealError;
+use crate::record::hash::sha256_hex;
+use crate::record::verify_signature;
 
 /// One thing wrong with a capture or a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,7 +211,7 @@ fn load_item(path: &Path) -> Item {
             };
         }
     };
-    report.manifest_sha256 = keys::sha256_hex(&bytes);
+    report.manifest_sha256 = sha256_hex(&bytes);
     let entry = match ChainEntry::parse(&bytes) {
         Ok(ChainEntry::Capture(m)) => {
             report.seq = Some(m.seq);
@@ -254,7 +256,7 @@ fn check_bytes(bytes: &[u8], len: u64, sha256: &str, what: &str) -> Option<Probl
             len_code,
             format!("{what} is {} bytes, manifest says {len}", bytes.len()),
         ))
-    } else if keys::sha256_hex(bytes) != sha256 {
+    } else if sha256_hex(bytes) != sha256 {
         Some(problem(
             hash_code,
             format!("{what} SHA-256 does not match the manifest"),
@@ -337,8 +339,7 @@ fn check_item(item: &mut Item, trusted: Option<&[u8; 32]>, tofu: bool, ids: Opti
         )),
         Ok(sig) => {
             let key = trusted.or(embedded.as_ref());
-            let ok = sig.len() == 64
-                && key.is_some_and(|k| keys::verify_signature(k, &item.bytes, &sig));
+            let ok = sig.len() == 64 && key.is_some_and(|k| verify_signature(k, &item.bytes, &sig));
             item.authentic = ok && trusted.is_none_or(|t| embedded.as_ref() == Some(t));
             if !ok {
                 probs.push(problem(
@@ -570,8 +571,7 @@ fn trusted_chain_state(
     let (c, bytes) = state?;
     let sig = fs::read(dir.join("chain.sig")).unwrap_or_default();
     let key_ok = trusted.is_some_and(|t| c.public_key_raw() == Some(t));
-    let sig_ok =
-        sig.len() == 64 && trusted.is_some_and(|t| keys::verify_signature(&t, &bytes, &sig));
+    let sig_ok = sig.len() == 64 && trusted.is_some_and(|t| verify_signature(&t, &bytes, &sig));
     if !key_ok {
         problems.push(problem(
             "chain_state_invalid",

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use veriframe::capture::{monotonic_now, Frame, PixelFormat, SourceInfo};
 use veriframe::commands;
 use veriframe::decide::{Decision, Verdict};
+use veriframe::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
 use veriframe::seal::keys::DeviceKey;
 use veriframe::seal::policy::PolicyKind;
 use veriframe::seal::{ChainSealer, SealConfig, SealInput, Sealer};
@@ -80,7 +80,7 @@ pub fn seal_frames(
             .seal(&SealInput::unanalysed(
                 &f,
                 &decision,
-                &veriframe::camera::SourceIdentity::not_a_camera(),
+                &veriframe::frame::identity::SourceIdentity::not_a_camera(),
             ))
             .unwrap();
         assert!(out.is_some());

@@ -36,14 +36,14 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use image::RgbImage;
 
+use crate::alert::ModelId;
 use crate::detect::crop::crop_bgr;
 use crate::detect::kernels::depthwise::{bias_prelu, dw3x3, Dw3x3, Padding};
 use crate::detect::kernels::q8::{self, Q8Matrix};
 use crate::detect::model::file::{self as modelfile, sha256_hex, ModelFile};
-use crate::detect::{DetectError, Face, ModelId, PadClassifier, Quant};
+use crate::detect::{DetectError, Face, PadClassifier, Quant};
 
-mod convert;
-pub use convert::convert;
+pub mod convert;
 
 /// Input side length.
 pub const INPUT: usize = 80;
@@ -363,7 +363,7 @@ impl MiniFasNet {
         let m = if bytes.starts_with(b"GGUF") {
             modelfile::from_bytes(&bytes).map_err(ctx)?
         } else {
-            convert(&bytes, None, quant).map_err(ctx)?
+            convert::convert(&bytes, None, quant).map_err(ctx)?
         };
         Self::from_model_file(m, sha).map_err(ctx)
     }
