@@ -125,6 +125,73 @@ fn image_checked(c: &verify::CaptureReport) -> &'static str {
     }
 }
 
+/// One capture's line: ok, erased, an erasure record, or FAIL with the reasons.
+fn print_capture(c: &verify::CaptureReport) {
+    let seq = c.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+    if let (true, Some(e)) = (c.valid(), &c.erased) {
+        println!(
+            "erased {} seq={seq}: by erasure record seq={} ({}, {:?})",
+            c.path.display(),
+            e.record_seq,
+            e.trigger,
+            e.reason
+        );
+        return;
+    }
+    if let (true, Some(e)) = (c.valid(), &c.erasure) {
+        let ranges: Vec<String> = e
+            .captures
+            .iter()
+            .map(|[a, b]| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        println!(
+            "ok    {} seq={seq} erasure record ({}) of captures {}: {:?}",
+            c.path.display(),
+            e.trigger,
+            ranges.join(","),
+            e.reason
+        );
+        return;
+    }
+    if c.valid() {
+        let camera = match &c.fingerprint {
+            Some(f) if f.camera => format!(
+                " camera={} ({})",
+                f.sha256
+                    .as_deref()
+                    .map(|h| &h[..16])
+                    .unwrap_or("unreadable"),
+                f.pin
+            ),
+            Some(_) => " camera=none".to_string(),
+            None => String::new(),
+        };
+        println!(
+            "ok    {} seq={seq} verdict={}{camera}{}",
+            c.path.display(),
+            c.verdict.as_deref().unwrap_or("?"),
+            image_checked(c)
+        );
+    } else {
+        let reasons: Vec<String> = c
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.code, p.message))
+            .collect();
+        println!(
+            "FAIL  {} seq={seq}: {}",
+            c.path.display(),
+            reasons.join("; ")
+        );
+    }
+}
+
 fn print_human(reports: &[ChainReport], pubkey_given: bool) {
     for r in reports {
         let where_ = r
@@ -151,69 +218,7 @@ fn print_human(reports: &[ChainReport], pubkey_given: bool) {
             );
         }
         for c in &r.captures {
-            let seq = c.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
-            if let (true, Some(e)) = (c.valid(), &c.erased) {
-                println!(
-                    "erased {} seq={seq}: by erasure record seq={} ({}, {:?})",
-                    c.path.display(),
-                    e.record_seq,
-                    e.trigger,
-                    e.reason
-                );
-                continue;
-            }
-            if let (true, Some(e)) = (c.valid(), &c.erasure) {
-                let ranges: Vec<String> = e
-                    .captures
-                    .iter()
-                    .map(|[a, b]| {
-                        if a == b {
-                            a.to_string()
-                        } else {
-                            format!("{a}-{b}")
-                        }
-                    })
-                    .collect();
-                println!(
-                    "ok    {} seq={seq} erasure record ({}) of captures {}: {:?}",
-                    c.path.display(),
-                    e.trigger,
-                    ranges.join(","),
-                    e.reason
-                );
-                continue;
-            }
-            if c.valid() {
-                let camera = match &c.fingerprint {
-                    Some(f) if f.camera => format!(
-                        " camera={} ({})",
-                        f.sha256
-                            .as_deref()
-                            .map(|h| &h[..16])
-                            .unwrap_or("unreadable"),
-                        f.pin
-                    ),
-                    Some(_) => " camera=none".to_string(),
-                    None => String::new(),
-                };
-                println!(
-                    "ok    {} seq={seq} verdict={}{camera}{}",
-                    c.path.display(),
-                    c.verdict.as_deref().unwrap_or("?"),
-                    image_checked(c)
-                );
-            } else {
-                let reasons: Vec<String> = c
-                    .problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.code, p.message))
-                    .collect();
-                println!(
-                    "FAIL  {} seq={seq}: {}",
-                    c.path.display(),
-                    reasons.join("; ")
-                );
-            }
+            print_capture(c);
         }
         for p in &r.problems {
             println!("FAIL  {where_}: {}: {}", p.code, p.message);
