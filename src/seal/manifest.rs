@@ -315,7 +315,7 @@ pub fn seq_ranges(seqs: &[u64]) -> Vec<[u64; 2]> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChainEntry {
     Capture(Box<Manifest>),
-    Erasure(Erasure),
+    Erasure(Box<Erasure>),
 }
 
 impl ChainEntry {
@@ -325,7 +325,7 @@ impl ChainEntry {
             // Canonical form sorts keys; `format` is found by a full parse, not by position.
             if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
                 if v.get("format").and_then(Value::as_str) == Some(ERASURE_FORMAT) {
-                    return Erasure::parse(bytes).map(ChainEntry::Erasure);
+                    return Erasure::parse(bytes).map(|e| ChainEntry::Erasure(Box::new(e)));
                 }
             }
         }
@@ -378,7 +378,7 @@ impl ChainEntry {
     pub fn erasure(&self) -> Option<&Erasure> {
         match self {
             ChainEntry::Capture(_) => None,
-            ChainEntry::Erasure(e) => Some(e),
+            ChainEntry::Erasure(e) => Some(e.as_ref()),
         }
     }
 }

@@ -225,7 +225,7 @@ fn load_item(path: &Path) -> Item {
             report.seq = Some(e.seq);
             report.key_id = Some(e.key_id.clone());
             report.kind = "erasure";
-            report.erasure = Some(e.clone());
+            report.erasure = Some(e.as_ref().clone());
             Some(ChainEntry::Erasure(e))
         }
         Err(e) => {
