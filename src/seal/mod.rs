@@ -8,45 +8,50 @@
 //! | [`keys`] | Ed25519 device keys (PKCS#8 v2, 0600), public key PEM, key id |
 //! | [`manifest`] | manifest and chain-state schema, canonical JSON, strict parser |
 //! | [`policy`] | which frames are sealed (pure) |
+//! | [`build`] | the manifest of one capture, from the frame and where it goes in the chain |
+//! | [`sealer`] | [`ChainSealer`]: policy, manifest, signature, group-committed store, C2PA copies |
 //! | [`store`] | atomic capture store, chain recovery, retention |
 //! | [`verify`] | signature, image hash and chain checks |
 //! | [`cert`] | the device certificate for C2PA (self-signed pilot CA, CSR, chain install) |
 //! | [`c2pa`] | C2PA Content Credential copies of sealed captures (own writer over `ring`) |
+//! | [`encrypt`] | images encrypted in memory to the operator's age recipients; identities (operator side) |
+//! | [`erase`] | erasure on request: selection (pure), signed erasure record, removal |
+//! | [`export`] | verified captures decrypted for the operator |
 //!
-//! The `keygen`, `verify`, `bench-seal`, `cert` and `export` commands live in `commands/`.
+//! The `keygen`, `verify`, `erase`, `bench-seal`, `cert` and `export` commands live in
+//! `commands/`.
 //!
 //! The format is specified in `docs/capture-format.md`.
 
+pub mod build;
 pub mod c2pa;
 pub mod cert;
+pub mod encrypt;
+pub mod erase;
+pub mod export;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
+pub mod sealer;
 pub mod store;
 pub mod verify;
 
-use std::collections::VecDeque;
+pub use build::build_manifest;
+pub use sealer::{C2paCounts, ChainSealer};
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::{Action, Decision, Verdict};
+use crate::decide::{Decision, Verdict};
 use crate::detect::Analysis;
-use crate::frame::{Frame, StoredImage};
-use crate::record::fsio::{self, WriteError};
-use crate::record::hash::sha256_hex;
-use crate::record::json::MAX_INT;
-use crate::record::Signer;
+use crate::frame::Frame;
+use crate::record::fsio::WriteError;
 
 use keys::DeviceKey;
-use manifest::{
-    micro, pixel, AnalysisDesc, CaptureInfo, FaceDesc, ImageInfo, Manifest, ModelDesc, SourceDesc,
-    MANIFEST_FORMAT,
-};
-use policy::{FrameFacts, PolicyKind, PolicyParams, PolicyState, Step};
-use store::{Batch, Pending, Retention, Store};
+use policy::{PolicyKind, PolicyParams};
+use store::Retention;
 
 /// Errors from sealing, storage and verification.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,9 @@ pub enum SealError {
     KeyPermissions { path: PathBuf, mode: u32 },
     #[error("key {path} already exists; refusing to overwrite it")]
     KeyExists { path: PathBuf },
+    /// Another process (the daemon, or another `erase`) holds the chain's writer lock.
+    #[error("{path} is in use by another veriframe process (the daemon?): stop it first (systemctl stop veriframe)")]
+    Busy { path: PathBuf },
     #[error("cannot encode capture: {0}")]
     Encode(String),
     #[error("{0}")]
@@ -139,7 +147,7 @@ pub trait Sealer: Send {
 }
 
 /// The same error again (for each capture of a batch that failed as a whole).
-fn dup_err(e: &SealError) -> SealError {
+pub(crate) fn dup_err(e: &SealError) -> SealError {
     match e {
         SealError::Io { path, source } => SealError::Io {
             path: path.clone(),
@@ -196,6 +204,11 @@ pub struct SealConfig {
     /// (`device.chain.pem` beside `device.key`), as
     /// `veriframe cert self-signed` and `veriframe cert install` write it.
     pub c2pa_chain: Option<PathBuf>,
+    /// Encrypt every stored image and C2PA copy to these age X25519 recipients (`age1…`, the
+    /// operator's public keys; docs/privacy.md). Only ciphertext (`<seq>.jpg.age`) reaches the
+    /// disk, and the device holds no key that decrypts it. Empty: images are stored in the
+    /// clear.
+    pub encrypt_to: Vec<String>,
 }
 
 impl Default for SealConfig {
@@ -212,6 +225,7 @@ impl Default for SealConfig {
             fsync: true,
             c2pa: false,
             c2pa_chain: None,
+            encrypt_to: Vec::new(),
         }
     }
 }
@@ -255,10 +269,13 @@ impl SealConfig {
         {
             return Err(("seal.c2pa_chain", "must not be empty".into()));
         }
+        if !self.encrypt_to.is_empty() {
+            encrypt::Recipients::parse(&self.encrypt_to).map_err(|e| ("seal.encrypt_to", e))?;
+        }
         Ok(())
     }
 
-    fn params(&self) -> PolicyParams {
+    pub(crate) fn params(&self) -> PolicyParams {
         PolicyParams {
             kind: self.policy,
             max_per_second: self.max_per_second,
@@ -268,7 +285,7 @@ impl SealConfig {
         }
     }
 
-    fn retention(&self) -> Retention {
+    pub(crate) fn retention(&self) -> Retention {
         Retention {
             max_age: self.retention_max_age,
             max_bytes: (self.retention_max_mb > 0).then(|| self.retention_max_mb * 1024 * 1024),
@@ -313,487 +330,4 @@ pub fn boot_id() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
-}
-
-fn verdict_str(v: Verdict) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The stored image (`frame::stored_image`), as a seal error when it cannot be encoded.
-fn stored_image(frame: &Frame) -> Result<StoredImage, SealError> {
-    crate::frame::stored_image(frame).map_err(|e| SealError::Encode(e.to_string()))
-}
-
-/// Build the manifest for `frame` at chain position (`seq`, `prev`).
-#[allow(clippy::too_many_arguments)]
-pub fn build_manifest(
-    key: &DeviceKey,
-    device_id: &str,
-    boot_id: &str,
-    seq: u64,
-    prev: Option<String>,
-    policy: &str,
-    input: &SealInput<'_>,
-    image: &[u8],
-    media_type: &str,
-    ext: &str,
-    encoding: &str,
-) -> Manifest {
-    let f = input.frame;
-    Manifest {
-        format: MANIFEST_FORMAT.into(),
-        device_id: device_id.into(),
-        key_id: key.key_id(),
-        public_key: keys::public_key_b64(&key.public()),
-        seq,
-        prev,
-        policy: policy.into(),
-        captured: capture_info(f, boot_id),
-        source: source_desc(&f.source),
-        image: ImageInfo {
-            file: format!("{}.{ext}", store::stem(seq)),
-            media_type: media_type.into(),
-            sha256: sha256_hex(image),
-            len: image.len() as u64,
-            width: f.width.into(),
-            height: f.height.into(),
-            encoding: encoding.into(),
-        },
-        analysis: analysis_desc(input.analysis, input.decision),
-        fingerprint: Some(input.identity.clone()),
-        challenge: input.challenge.cloned(),
-    }
-}
-
-/// Manifest `captured`: the frame's times and sequence numbers, capped to what JSON carries
-/// exactly.
-fn capture_info(f: &Frame, boot_id: &str) -> CaptureInfo {
-    let wall_us = f
-        .captured_wall
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
-    CaptureInfo {
-        wall_unix_us: wall_us.min(MAX_INT),
-        mono_us: (f.captured_mono.as_micros() as u64).min(MAX_INT),
-        boot_id: boot_id.into(),
-        frame_seq: f.seq.min(MAX_INT),
-        device_seq: f.device_seq.map(|s| s.min(MAX_INT)),
-    }
-}
-
-/// Manifest `source`: the source's identity, its frame rate in milli-fps (0 when unknown).
-fn source_desc(src: &crate::frame::SourceInfo) -> SourceDesc {
-    SourceDesc {
-        kind: src.kind.clone(),
-        path: src.path.clone(),
-        driver: src.driver.clone(),
-        card: src.card.clone(),
-        bus: src.bus.clone(),
-        format: src.format.to_string(),
-        width: src.width.into(),
-        height: src.height.into(),
-        fps_milli: if src.fps.is_finite() && src.fps > 0.0 {
-            ((src.fps * 1000.0).round() as u64).min(MAX_INT)
-        } else {
-            0
-        },
-    }
-}
-
-/// Manifest `analysis`: the verdict, the faces and models of the analysis (none when it
-/// failed) and the alerts the decision raised.
-fn analysis_desc(analysis: Option<&Analysis>, decision: &Decision) -> AnalysisDesc {
-    AnalysisDesc {
-        verdict: verdict_str(decision.verdict),
-        analysed: analysis.is_some(),
-        faces: analysis
-            .map(|a| {
-                a.faces
-                    .iter()
-                    .map(|fc| FaceDesc {
-                        bbox: fc.bbox.map(pixel),
-                        score_micro: micro(fc.score),
-                        live_micro: fc.live_score.map(micro),
-                        deepfake_micro: fc.deepfake_score.map(micro),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        models: analysis
-            .map(|a| {
-                a.models
-                    .iter()
-                    .map(|m| ModelDesc {
-                        name: m.name.clone(),
-                        weights_sha256: m.weights_sha256.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        alerts: decision
-            .actions
-            .iter()
-            .map(|a| match a {
-                Action::Alert { kind, .. } => kind.as_str().to_string(),
-            })
-            .collect(),
-    }
-}
-
-/// A frame held for the evidence window.
-struct Held {
-    frame: Frame,
-    analysis: Option<Analysis>,
-    decision: Decision,
-    identity: crate::frame::identity::SourceIdentity,
-    challenge: Option<crate::challenge::ChallengeRecord>,
-}
-
-/// The real sealer: policy, manifest, signature, atomic store.
-pub struct ChainSealer {
-    key: Arc<DeviceKey>,
-    store: Store,
-    device_id: String,
-    boot_id: String,
-    params: PolicyParams,
-    state: PolicyState,
-    held: VecDeque<Held>,
-    /// C2PA credentials (`seal.c2pa`): the signer, the credentials to make once the current
-    /// batch is durable, and how many were made or failed.
-    c2pa: Option<c2pa::C2paSigner>,
-    c2pa_todo: Vec<CredentialJob>,
-    c2pa_counts: C2paCounts,
-}
-
-/// A credential to make for a capture of the batch being committed.
-struct CredentialJob {
-    manifest: Manifest,
-    manifest_sha256: String,
-    media_type: &'static str,
-    image: Arc<[u8]>,
-}
-
-/// Credentials made and failed since the sealer opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct C2paCounts {
-    pub made: u64,
-    pub failed: u64,
-}
-
-impl std::fmt::Debug for ChainSealer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChainSealer")
-            .field("key", &self.key)
-            .field("store", &self.store.dir())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ChainSealer {
-    /// Load (or create, when none is configured) the key and open the store under `data_dir`.
-    pub fn open(cfg: &SealConfig, data_dir: &Path, device_id: &str) -> Result<Self, SealError> {
-        let key = device_key(cfg, data_dir)?;
-        Self::with_key(cfg, Arc::new(key), data_dir, device_id)
-    }
-
-    pub fn with_key(
-        cfg: &SealConfig,
-        key: Arc<DeviceKey>,
-        data_dir: &Path,
-        device_id: &str,
-    ) -> Result<Self, SealError> {
-        Self::with_fs(
-            cfg,
-            key,
-            data_dir,
-            device_id,
-            Box::new(fsio::RealFs::new(cfg.fsync)),
-        )
-    }
-
-    /// [`ChainSealer::with_key`] with the store's I/O going through `fs` (benchmarks inject a
-    /// sync delay there, tests a power-cut model).
-    pub fn with_fs(
-        cfg: &SealConfig,
-        key: Arc<DeviceKey>,
-        data_dir: &Path,
-        device_id: &str,
-        fs: Box<dyn fsio::Fs>,
-    ) -> Result<Self, SealError> {
-        let store = Store::open_with(
-            &data_dir.join("captures"),
-            &key,
-            device_id,
-            cfg.retention(),
-            fs,
-        )?;
-        let c2pa = if cfg.c2pa {
-            let path = c2pa_chain_path(cfg, data_dir);
-            let signer = c2pa::C2paSigner::load(key.clone(), &path).map_err(|e| {
-                SealError::Usage(format!(
-                    "seal.c2pa: {e} (make one with `veriframe cert self-signed` for a pilot, or `veriframe cert csr` then `veriframe cert install CHAIN.pem`)"
-                ))
-            })?;
-            tracing::info!(chain = %path.display(), "writing C2PA credentials");
-            Some(signer)
-        } else {
-            None
-        };
-        let (next, _) = store.next();
-        tracing::info!(
-            key_id = %key.id(),
-            store = %store.dir().display(),
-            next_seq = next,
-            policy = ?cfg.policy,
-            "sealing captures"
-        );
-        Ok(Self {
-            key,
-            store,
-            device_id: device_id.into(),
-            boot_id: boot_id(),
-            params: cfg.params(),
-            state: PolicyState::default(),
-            held: VecDeque::new(),
-            c2pa,
-            c2pa_todo: Vec::new(),
-            c2pa_counts: C2paCounts::default(),
-        })
-    }
-
-    /// C2PA credentials made and failed so far.
-    pub fn c2pa_counts(&self) -> C2paCounts {
-        self.c2pa_counts
-    }
-
-    /// Make the credentials of the batch just committed. A failure is logged and counted; the
-    /// sealed capture is not affected (the Veriframe seal is the primary record, and the copy
-    /// can be made later with `veriframe export --c2pa`).
-    fn make_credentials(&mut self) {
-        let Some(signer) = &self.c2pa else {
-            self.c2pa_todo.clear();
-            return;
-        };
-        for job in self.c2pa_todo.drain(..) {
-            let seq = job.manifest.seq;
-            let made = c2pa::credential_file(seq, job.media_type).and_then(|name| {
-                let bytes = signer.sign(
-                    &job.manifest,
-                    &job.manifest_sha256,
-                    job.media_type,
-                    &job.image,
-                )?;
-                c2pa::write_credential(self.store.dir(), &name, &bytes).map(|_| bytes.len())
-            });
-            match made {
-                Ok(len) => {
-                    self.c2pa_counts.made += 1;
-                    self.store.add_bytes(seq, len as u64);
-                }
-                Err(e) => {
-                    self.c2pa_counts.failed += 1;
-                    tracing::error!(seq, error = %e, failed = self.c2pa_counts.failed, "C2PA credential not written (the sealed capture is unaffected)");
-                }
-            }
-        }
-    }
-
-    /// The device key, for signing other things (MQTT alerts).
-    pub fn signer(&self) -> Arc<dyn Signer> {
-        self.key.clone()
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// Seal one frame now, regardless of policy (a batch of one).
-    pub fn seal_now(&mut self, input: &SealInput<'_>, reason: &str) -> Result<Sealed, SealError> {
-        self.c2pa_todo.clear();
-        let mut batch = self.store.begin();
-        let sealed = self.stage(&mut batch, input, reason)?;
-        self.store.commit(&self.key, batch)?;
-        self.make_credentials();
-        Ok(sealed)
-    }
-
-    /// Build, sign and write one capture into `batch` (durable only once the batch commits).
-    fn stage(
-        &mut self,
-        batch: &mut Batch,
-        input: &SealInput<'_>,
-        reason: &str,
-    ) -> Result<Sealed, SealError> {
-        let StoredImage {
-            bytes: image,
-            media_type,
-            ext,
-            encoding,
-        } = stored_image(input.frame)?;
-        let (seq, prev) = batch.next();
-        let m = build_manifest(
-            &self.key,
-            &self.device_id,
-            &self.boot_id,
-            seq,
-            prev,
-            reason,
-            input,
-            &image,
-            media_type,
-            ext,
-            encoding,
-        );
-        let bytes = m
-            .to_canonical()
-            .map_err(|e| SealError::Encode(e.to_string()))?;
-        let sig = self.key.sign(&bytes);
-        let manifest_sha256 = sha256_hex(&bytes);
-        if self.c2pa.is_some() {
-            self.c2pa_todo.push(CredentialJob {
-                manifest: m.clone(),
-                manifest_sha256: manifest_sha256.clone(),
-                media_type,
-                image: image.clone(),
-            });
-        }
-        let p = Pending {
-            seq,
-            prev: m.prev.clone(),
-            wall_us: m.captured.wall_unix_us,
-            image_file: m.image.file.clone(),
-            manifest: bytes,
-            sig,
-            image,
-        };
-        self.store.stage(batch, &p)?;
-        Ok(Sealed {
-            chain_seq: seq,
-            frame_seq: input.frame.seq,
-            manifest_sha256,
-            image_sha256: m.image.sha256,
-            path: self.store.dir().join(format!("{}.json", store::stem(seq))),
-        })
-    }
-}
-
-/// Where the frame to seal comes from within a batch.
-#[derive(Clone, Copy)]
-enum Src {
-    Input(usize),
-    Held(usize),
-}
-
-impl Sealer for ChainSealer {
-    fn seal(&mut self, input: &SealInput<'_>) -> Result<Option<Sealed>, SealError> {
-        self.seal_batch(std::slice::from_ref(input))
-            .pop()
-            .unwrap_or(Ok(None))
-    }
-
-    /// Policy for each input in order (held pre-alert frames are flushed oldest first before the
-    /// alert frame), then every frame to seal is staged and the batch committed at once.
-    fn seal_batch(&mut self, inputs: &[SealInput<'_>]) -> Vec<Result<Option<Sealed>, SealError>> {
-        let mut results: Vec<Result<Option<Sealed>, SealError>> =
-            inputs.iter().map(|_| Ok(None)).collect();
-        let mut flushed: Vec<Held> = Vec::new();
-        let mut todo: Vec<(Src, &'static str)> = Vec::new();
-        for (i, input) in inputs.iter().enumerate() {
-            let facts = FrameFacts {
-                mono: input.frame.captured_mono,
-                verdict: input.decision.verdict,
-                alert: !input.decision.actions.is_empty(),
-            };
-            let (st, step) = policy::step(&self.params, self.state, facts);
-            self.state = st;
-            match step {
-                Step::Skip => {}
-                Step::Hold => {
-                    if self.held.len() >= self.params.evidence_pre {
-                        self.held.pop_front();
-                    }
-                    self.held.push_back(Held {
-                        frame: input.frame.clone(),
-                        analysis: input.analysis.cloned(),
-                        decision: input.decision.clone(),
-                        identity: input.identity.clone(),
-                        challenge: input.challenge.cloned(),
-                    });
-                }
-                Step::Seal { reason, flush_held } => {
-                    if flush_held {
-                        for h in self.held.drain(..) {
-                            todo.push((Src::Held(flushed.len()), "evidence"));
-                            flushed.push(h);
-                        }
-                    }
-                    todo.push((Src::Input(i), reason));
-                }
-            }
-        }
-        if todo.is_empty() {
-            return results;
-        }
-        self.c2pa_todo.clear();
-        let mut batch = self.store.begin();
-        let mut staged: Vec<(usize, Sealed)> = Vec::new();
-        for (src, reason) in todo {
-            let r = match src {
-                Src::Input(i) => self.stage(&mut batch, &inputs[i], reason).map(|s| (i, s)),
-                Src::Held(j) => {
-                    let h = &flushed[j];
-                    let hi = SealInput {
-                        frame: &h.frame,
-                        analysis: h.analysis.as_ref(),
-                        decision: &h.decision,
-                        identity: &h.identity,
-                        challenge: h.challenge.as_ref(),
-                    };
-                    match self.stage(&mut batch, &hi, reason) {
-                        // Held frames are sealed as evidence but reported through the alert
-                        // frame only.
-                        Ok(_) => continue,
-                        Err(e) => {
-                            tracing::warn!(seq = h.frame.seq, error = %e, "sealing held frame failed");
-                            continue;
-                        }
-                    }
-                }
-            };
-            match r {
-                Ok(x) => staged.push(x),
-                Err(e) => {
-                    if let Src::Input(i) = src {
-                        results[i] = Err(e);
-                    }
-                }
-            }
-        }
-        match self.store.commit(&self.key, batch) {
-            Ok(_) => {
-                for (i, s) in staged {
-                    results[i] = Ok(Some(s));
-                }
-                self.make_credentials();
-            }
-            Err(e) => {
-                for (i, _) in staged {
-                    results[i] = Err(dup_err(&e));
-                }
-            }
-        }
-        results
-    }
-}
-
-impl Drop for ChainSealer {
-    fn drop(&mut self) {
-        if let Err(e) = self.store.checkpoint(&self.key) {
-            tracing::warn!(error = %e, "final chain checkpoint failed");
-        }
-    }
 }
