@@ -41,6 +41,9 @@ enum Command {
     Keygen(commands::seal::KeygenArgs),
     /// Verify sealed captures.
     Verify(commands::seal::VerifyArgs),
+    /// Erase captures' images (by sequence range, time or alert evidence) and record the
+    /// erasure, signed, in the chain. Refuses while the daemon runs.
+    Erase(commands::seal::EraseArgs),
     /// Benchmark sealing (hash + sign + write) on this machine.
     BenchSeal(commands::seal::BenchSealArgs),
     /// Subscribe to a device's alerts and check their signatures.
@@ -62,7 +65,8 @@ enum Command {
     ChallengeEval(commands::challenge::ChallengeEvalArgs),
     /// Device certificate for C2PA Content Credentials: self-signed (pilot), CSR, install.
     Cert(commands::c2pa::CertArgs),
-    /// Export sealed captures: `--c2pa` makes C2PA Content Credential copies.
+    /// Export sealed captures: `--identity` decrypts them (plain images, or with `--c2pa` the
+    /// C2PA copies); `--c2pa` alone makes C2PA Content Credential copies with the device key.
     Export(commands::c2pa::ExportArgs),
 }
 
@@ -181,6 +185,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Keygen(a) => Ok(commands::seal::keygen(&a)?),
         Command::Verify(a) => Ok(commands::seal::verify(&a)?),
+        Command::Erase(a) => {
+            init_logging(LogFormat::Text, "warn");
+            Ok(commands::seal::erase(&a)?)
+        }
         Command::BenchSeal(a) => Ok(commands::seal::bench_seal(&a)?),
         Command::Watch(a) => {
             init_logging(LogFormat::Text, "warn");

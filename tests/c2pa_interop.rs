@@ -444,3 +444,42 @@ fn run_without_a_certificate_chain_refuses_to_start_and_says_how_to_make_one() {
         .unwrap();
     common::assert_error(&o, &["seal.c2pa", "veriframe cert"]);
 }
+
+#[test]
+fn encrypted_copies_exported_with_the_identity_validate() {
+    let t = tempfile::tempdir().unwrap();
+    let a = Device::new(t.path(), "cam-age");
+    // The operator's identity, made with the age crate; the device gets only the recipient.
+    let id = age::x25519::Identity::generate();
+    let id_file = t.path().join("operator.key");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&id_file, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    }
+    std::fs::set_permissions(
+        &id_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut cfg = std::fs::read_to_string(&a.config).unwrap();
+    cfg.push_str(&format!("encrypt_to = [\"{}\"]\n", id.to_public()));
+    std::fs::write(&a.config, cfg).unwrap();
+    a.run("samples", 2);
+    let chain = a.chain_dir();
+    assert!(chain.join("000000000001.c2pa.jpg.age").exists());
+    assert!(!chain.join("000000000001.c2pa.jpg").exists());
+    let out = t.path().join("out");
+    let o = veriframe()
+        .arg("export")
+        .arg("--identity")
+        .arg(&id_file)
+        .arg("--c2pa")
+        .arg(a.dir.join("data"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = out.join("000000000001.c2pa.jpg");
+    let rec = &read(Some(&a.keys().join("device.ca.pem")), &[&p])[0];
+    assert_eq!(rec["state"], "Trusted", "{rec}");
+}

@@ -294,7 +294,7 @@ fn replaced_camera_raises_camera_changed_until_repinned() {
     assert!(fp.camera);
     assert_eq!(fp.pin, "first_use");
     assert_eq!(fp.sha256.as_deref(), Some(a.sha256().as_str()));
-    assert_eq!(ms[0].format, "veriframe.capture/2");
+    assert_eq!(ms[0].format, "veriframe.capture/3");
     assert_eq!(
         rig.pins().load().unwrap().unwrap().0.fingerprint.sha256,
         a.sha256()

@@ -158,9 +158,12 @@ fn enabled_in_config_the_pipeline_scores_the_primary_face() {
     assert!(p.has_deepfake());
     let names: Vec<_> = p.models().into_iter().map(|m| m.name).collect();
     assert_eq!(names, ["blazeface_short_range", "meso4_df"]);
-    let img = image::load_from_memory(veriframe::detect::bench::sample_jpeg().expect("sample"))
-        .expect("decode")
-        .to_rgb8();
+    let sample = veriframe::frame::samples::SAMPLES
+        .iter()
+        .find(|(n, _)| *n == "astronaut_00.jpg")
+        .map(|(_, b)| *b)
+        .expect("bundled sample astronaut_00.jpg");
+    let img = image::load_from_memory(sample).expect("decode").to_rgb8();
     let a = p.analyze_image(&img, 1).expect("analyse");
     let primary = a.primary().expect("the bundled sample has a face");
     let s = primary

@@ -40,6 +40,29 @@ fn chain_dir(data: &Path) -> std::path::PathBuf {
 
 #[test]
 fn sigkill_during_group_commits_never_loses_a_reported_capture() {
+    kill_rounds(None);
+}
+
+/// The same with `[seal] encrypt_to`: after every kill, also no file under the data directory
+/// decodes as an image (no plaintext is ever written, temporary files included).
+#[test]
+fn sigkill_with_encryption_never_leaves_a_plaintext_image() {
+    let id = age::x25519::Identity::generate();
+    kill_rounds(Some(id.to_public().to_string()));
+}
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn kill_rounds(encrypt_to: Option<String>) {
     let t = tempfile::tempdir().unwrap();
     let key = t.path().join("K");
     run_ok(veriframe().arg("keygen").arg("--out").arg(&key));
@@ -51,7 +74,12 @@ fn sigkill_during_group_commits_never_loses_a_reported_capture() {
     std::fs::write(
         &cfg,
         "[source]\nuri = \"synthetic\"\nfps = 200\nwidth = 160\nheight = 120\n\
-         [detect]\nmodel = \"none\"\n[seal]\npolicy = \"every\"\n",
+         [detect]\nmodel = \"none\"\n[seal]\npolicy = \"every\"\n"
+            .to_string()
+            + &encrypt_to
+                .as_ref()
+                .map(|r| format!("encrypt_to = [\"{r}\"]\n"))
+                .unwrap_or_default(),
     )
     .unwrap();
     let data = t.path().join("D");
@@ -143,6 +171,18 @@ fn sigkill_during_group_commits_never_loses_a_reported_capture() {
             log[log.len().saturating_sub(20)..].join("\n")
         );
         let chain = chain_dir(&data);
+        if encrypt_to.is_some() {
+            let mut files = Vec::new();
+            files_under(&data, &mut files);
+            for f in files {
+                let b = std::fs::read(&f).unwrap();
+                assert!(
+                    image::load_from_memory(&b).is_err(),
+                    "round {round}: {} decodes as an image",
+                    f.display()
+                );
+            }
+        }
         for s in &reported {
             assert!(
                 chain.join(format!("{s:012}.json")).exists(),
@@ -151,6 +191,7 @@ fn sigkill_during_group_commits_never_loses_a_reported_capture() {
         }
     }
     eprintln!(
-        "{KILLS} SIGKILLs: verify exited 0 after each; {total_reported} captures reported sealed, all present; largest group commit {max_batch} frames"
+        "{KILLS} SIGKILLs (encrypt_to {}): verify exited 0 after each; {total_reported} captures reported sealed, all present; largest group commit {max_batch} frames",
+        encrypt_to.is_some()
     );
 }

@@ -336,15 +336,33 @@ fn retention_prunes_and_verifier_accepts_a_later_start() {
         0..5,
         Duration::from_secs(2 * 86400),
     );
+    // Retention recorded what it deleted, signed, in the chain: the newest record names capture 7.
+    let rec: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join(man(8))).unwrap()).unwrap();
+    assert_eq!(rec["format"], "veriframe.erasure/1");
+    assert_eq!(rec["trigger"], "retention");
+    assert_eq!(rec["captures"], serde_json::json!([[5, 5]]));
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retention_max_age"),
+        "{rec}"
+    );
+    assert!(verify(&dir, &key).valid());
     seal_frames(d.path(), key.clone(), &cfg, 5..9, Duration::ZERO);
     let r = verify(&dir, &key);
     assert!(r.valid(), "{r:#?}");
-    assert_eq!((r.first_seq, r.last_seq), (Some(5), Some(8)));
-    assert!(!dir.join(man(4)).exists());
+    // Each prune first appended a signed erasure record (trigger `retention`), which takes a seq
+    // and is pruned with the captures it names: old captures 0,1,3,5,7 and records 2,4,6,8,9
+    // are gone, the fresh captures are 10..=13.
+    assert_eq!((r.first_seq, r.last_seq), (Some(10), Some(13)));
+    assert!(!dir.join(man(9)).exists());
+    assert!(r.captures.iter().all(|c| c.kind == "capture"));
     // Deleting the (new) first capture is still detected.
     let saved = d.path().join("saved");
     copy_dir(&dir, &saved);
-    remove_capture(&dir, 5);
+    remove_capture(&dir, 10);
     assert_eq!(all_codes(&verify(&dir, &key)), vec!["gap"]);
     // Replaying an older chain-state record (from before pruning) does not hide deletions.
     let d0 = tempfile::tempdir().unwrap();

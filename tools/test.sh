@@ -3,7 +3,7 @@
 # sudo available), then runs every test. Usage: tools/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="mosquitto openssl systemd dpkg-dev python3 python3-venv"
+PKGS="mosquitto openssl systemd dpkg-dev python3 python3-venv age"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -56,9 +56,18 @@ pub enum CertCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// Make C2PA Content Credential copies (the only export format).
+    /// C2PA Content Credential copies: with `--identity`, the daemon's stored copies decrypted;
+    /// without, made again with the device key (captures in the clear only).
     #[arg(long)]
     pub c2pa: bool,
+    /// The operator's age identity file (mode 0600): decrypt verified captures (plain images,
+    /// or with `--c2pa` the C2PA copies).
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// With `--identity`: the device's public key to verify against (default: trust on first
+    /// use, as `verify`).
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
     /// Data, `captures/` or chain directory of this device's captures.
     pub dir: PathBuf,
     /// Output directory (created).
@@ -176,11 +185,65 @@ pub fn cert(args: &CertArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-pub fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
-    if !args.c2pa {
-        return Err(
-            UsageError("choose what to export: --c2pa (C2PA Content Credentials)".into()).into(),
+/// Print why the chains do not verify (nothing is exported then).
+fn print_failures(reports: &[ChainReport]) {
+    for r in reports {
+        for p in &r.problems {
+            eprintln!("chain problem: {}: {}", p.code, p.message);
+        }
+        for c in r.captures.iter().filter(|c| !c.valid()) {
+            let codes: Vec<&str> = c.problems.iter().map(|p| p.code).collect();
+            eprintln!("FAIL {}: {}", c.path.display(), codes.join(", "));
+        }
+    }
+}
+
+/// `export --identity`: verify (ciphertext and plaintext), then decrypt.
+fn export_decrypted(args: &ExportArgs, identity: &Path) -> Result<Outcome, SealError> {
+    let ids = veriframe::seal::encrypt::Identities::load(identity)?;
+    let pubkey = args
+        .pubkey
+        .as_deref()
+        .map(veriframe::seal::keys::load_public_key)
+        .transpose()?;
+    let opts = verify::VerifyOptions {
+        pubkey: pubkey.as_ref(),
+        identities: Some(&ids),
+    };
+    let reports = verify::verify_paths_with(std::slice::from_ref(&args.dir), &opts)?;
+    if !reports.iter().all(ChainReport::valid) {
+        print_failures(&reports);
+        eprintln!("the captures do not verify: nothing exported");
+        return Ok(Outcome::CheckFailed);
+    }
+    let out = veriframe::seal::export::export(&reports, &ids, &args.out, args.c2pa)?;
+    println!(
+        "exported {} {} to {} ({} erased capture(s) skipped)",
+        out.written.len(),
+        if args.c2pa { "C2PA copies" } else { "image(s)" },
+        args.out.display(),
+        out.erased
+    );
+    if !out.no_c2pa.is_empty() {
+        eprintln!(
+            "{} capture(s) have no stored C2PA copy (seal.c2pa was off): {:?}",
+            out.no_c2pa.len(),
+            out.no_c2pa
         );
+        return Ok(Outcome::CheckFailed);
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
+    if let Some(id) = &args.identity {
+        return Ok(export_decrypted(args, id)?);
+    }
+    if !args.c2pa {
+        return Err(UsageError(
+            "choose what to export: --identity FILE (decrypted images) and/or --c2pa (C2PA Content Credentials)".into(),
+        )
+        .into());
     }
     let cfg = load_config(args.config.as_deref(), None, args.key.as_ref())?;
     let key = Arc::new(seal_mod::device_key(&cfg.seal, &cfg.data_dir)?);
@@ -192,24 +255,27 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
     // Only a chain that verifies, under this device's key, gets credentials.
     let reports = verify::verify_paths(std::slice::from_ref(&args.dir), Some(&key.public()))?;
     if !reports.iter().all(ChainReport::valid) {
-        for r in &reports {
-            for p in &r.problems {
-                eprintln!("chain problem: {}: {}", p.code, p.message);
-            }
-            for c in r.captures.iter().filter(|c| !c.valid()) {
-                let codes: Vec<&str> = c.problems.iter().map(|p| p.code).collect();
-                eprintln!("FAIL {}: {}", c.path.display(), codes.join(", "));
-            }
-        }
+        print_failures(&reports);
         eprintln!("the captures do not verify under this device's key: nothing exported");
         return Ok(Outcome::CheckFailed);
     }
     std::fs::create_dir_all(&args.out).map_err(io(&args.out))?;
     let mut n = 0;
     for r in &reports {
-        for c in &r.captures {
+        for c in r
+            .captures
+            .iter()
+            .filter(|c| c.kind == "capture" && c.erased.is_none())
+        {
             let bytes = std::fs::read(&c.path).map_err(io(&c.path))?;
             let m = Manifest::parse(&bytes).map_err(|e| SealError::Encode(e.to_string()))?;
+            if m.image.encrypted.is_some() {
+                return Err(UsageError(format!(
+                    "{}: the image is encrypted; pass --identity FILE (the daemon's own C2PA copies are exported decrypted)",
+                    c.path.display()
+                ))
+                .into());
+            }
             let dir = c.path.parent().unwrap_or(Path::new("."));
             let image_path = dir.join(&m.image.file);
             let image = std::fs::read(&image_path).map_err(io(&image_path))?;

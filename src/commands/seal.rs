@@ -12,6 +12,7 @@ use veriframe::record::fsio::RealFs;
 use veriframe::record::hash::sha256_hex;
 use veriframe::record::Signer;
 use veriframe::seal::build::{ChainPos, Device, StoredFile};
+use veriframe::seal::erase;
 use veriframe::seal::keys::{self, DeviceKey};
 use veriframe::seal::policy::PolicyKind;
 use veriframe::seal::verify::{self, ChainReport};
@@ -32,6 +33,43 @@ pub struct VerifyArgs {
     /// Public key file (as written by keygen).
     #[arg(long)]
     pub pubkey: Option<PathBuf>,
+    /// The operator's age identity file (`AGE-SECRET-KEY-1…`, mode 0600): encrypted images are
+    /// also decrypted and their plaintext hash checked. Without it, encrypted images are checked
+    /// by their ciphertext hash only.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["seq", "from", "evidence"])))]
+pub struct EraseArgs {
+    /// Configuration file (TOML): data_dir, device_id and seal.key come from it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Data directory (default: from the config).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Device signing key (default: from the config).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Captures by sequence number: `FIRST-LAST` or `SEQ`.
+    #[arg(long)]
+    pub seq: Option<String>,
+    /// Captures taken at or after this time (RFC 3339, e.g. 2026-12-07T14:00:00Z); with `--to`.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// Captures taken at or before this time (RFC 3339); with `--from`.
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Captures by manifest SHA-256 (an MQTT alert's `evidence`); repeatable.
+    #[arg(long)]
+    pub evidence: Vec<String>,
+    /// Why (recorded, signed, in the chain): e.g. the erasure request's reference.
+    #[arg(long)]
+    pub reason: String,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -82,6 +120,82 @@ pub fn keygen(args: &KeygenArgs) -> Result<Outcome, SealError> {
     Ok(Outcome::Ok)
 }
 
+/// What was checked of a capture's image, for the `ok` line.
+fn image_checked(c: &verify::CaptureReport) -> &'static str {
+    match (c.encrypted, c.plaintext_checked) {
+        (false, _) => "",
+        (true, true) => " encrypted, plaintext checked",
+        (true, false) => " encrypted, ciphertext checked (plaintext not checked: no --identity)",
+    }
+}
+
+/// One capture's line: ok, erased, an erasure record, or FAIL with the reasons.
+fn print_capture(c: &verify::CaptureReport) {
+    let seq = c.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+    if let (true, Some(e)) = (c.valid(), &c.erased) {
+        println!(
+            "erased {} seq={seq}: by erasure record seq={} ({}, {:?})",
+            c.path.display(),
+            e.record_seq,
+            e.trigger,
+            e.reason
+        );
+        return;
+    }
+    if let (true, Some(e)) = (c.valid(), &c.erasure) {
+        let ranges: Vec<String> = e
+            .captures
+            .iter()
+            .map(|[a, b]| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        println!(
+            "ok    {} seq={seq} erasure record ({}) of captures {}: {:?}",
+            c.path.display(),
+            e.trigger,
+            ranges.join(","),
+            e.reason
+        );
+        return;
+    }
+    if c.valid() {
+        let camera = match &c.fingerprint {
+            Some(f) if f.camera => format!(
+                " camera={} ({})",
+                f.sha256
+                    .as_deref()
+                    .map(|h| &h[..16])
+                    .unwrap_or("unreadable"),
+                f.pin
+            ),
+            Some(_) => " camera=none".to_string(),
+            None => String::new(),
+        };
+        println!(
+            "ok    {} seq={seq} verdict={}{camera}{}",
+            c.path.display(),
+            c.verdict.as_deref().unwrap_or("?"),
+            image_checked(c)
+        );
+    } else {
+        let reasons: Vec<String> = c
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.code, p.message))
+            .collect();
+        println!(
+            "FAIL  {} seq={seq}: {}",
+            c.path.display(),
+            reasons.join("; ")
+        );
+    }
+}
+
 fn print_human(reports: &[ChainReport], pubkey_given: bool) {
     for r in reports {
         let where_ = r
@@ -108,37 +222,7 @@ fn print_human(reports: &[ChainReport], pubkey_given: bool) {
             );
         }
         for c in &r.captures {
-            let seq = c.seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
-            if c.valid() {
-                let camera = match &c.fingerprint {
-                    Some(f) if f.camera => format!(
-                        " camera={} ({})",
-                        f.sha256
-                            .as_deref()
-                            .map(|h| &h[..16])
-                            .unwrap_or("unreadable"),
-                        f.pin
-                    ),
-                    Some(_) => " camera=none".to_string(),
-                    None => String::new(),
-                };
-                println!(
-                    "ok    {} seq={seq} verdict={}{camera}",
-                    c.path.display(),
-                    c.verdict.as_deref().unwrap_or("?")
-                );
-            } else {
-                let reasons: Vec<String> = c
-                    .problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.code, p.message))
-                    .collect();
-                println!(
-                    "FAIL  {} seq={seq}: {}",
-                    c.path.display(),
-                    reasons.join("; ")
-                );
-            }
+            print_capture(c);
         }
         for p in &r.problems {
             println!("FAIL  {where_}: {}: {}", p.code, p.message);
@@ -147,8 +231,9 @@ fn print_human(reports: &[ChainReport], pubkey_given: bool) {
             println!("note: {}: {}", n.code, n.message);
         }
         let bad = r.captures.iter().filter(|c| !c.valid()).count();
+        let erased = r.captures.iter().filter(|c| c.erased.is_some()).count();
         println!(
-            "{}: {} captures (seq {}..={}), {} invalid, {} chain problems",
+            "{}: {} captures (seq {}..={}), {erased} erased, {} invalid, {} chain problems",
             if r.valid() { "VALID" } else { "INVALID" },
             r.captures.len(),
             r.first_seq.map(|s| s.to_string()).unwrap_or_default(),
@@ -165,11 +250,28 @@ pub fn verify(args: &VerifyArgs) -> Result<Outcome, SealError> {
         .as_deref()
         .map(keys::load_public_key)
         .transpose()?;
-    let reports = verify::verify_paths(&args.paths, pubkey.as_ref())?;
+    let identities = args
+        .identity
+        .as_deref()
+        .map(veriframe::seal::encrypt::Identities::load)
+        .transpose()?;
+    let opts = verify::VerifyOptions {
+        pubkey: pubkey.as_ref(),
+        identities: identities.as_ref(),
+    };
+    let reports = verify::verify_paths_with(&args.paths, &opts)?;
     let valid = reports.iter().all(ChainReport::valid);
+    let caps = || reports.iter().flat_map(|r| &r.captures);
+    let encrypted = caps().filter(|c| c.encrypted).count();
+    let plain_checked = caps()
+        .filter(|c| c.encrypted && c.plaintext_checked)
+        .count();
     if args.json {
         let doc = serde_json::json!({
             "valid": valid,
+            "identity": identities.is_some(),
+            "encrypted": encrypted,
+            "encrypted_plaintext_checked": plain_checked,
             "chains": reports.iter().map(|r| {
                 let mut v = serde_json::to_value(r).unwrap_or_default();
                 v["valid"] = r.valid().into();
@@ -187,12 +289,80 @@ pub fn verify(args: &VerifyArgs) -> Result<Outcome, SealError> {
         );
     } else {
         print_human(&reports, pubkey.is_some());
+        if encrypted > 0 {
+            println!(
+                "encrypted images: {encrypted}, plaintext checked for {plain_checked}{}",
+                if identities.is_none() {
+                    " (pass --identity to decrypt and check them)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(if valid {
         Outcome::Ok
     } else {
         Outcome::CheckFailed
     })
+}
+
+fn erase_selector(args: &EraseArgs) -> Result<erase::Selector, SealError> {
+    if let Some(s) = &args.seq {
+        return erase::parse_seq_range(s).map_err(|e| SealError::Usage(format!("--seq {e}")));
+    }
+    if let (Some(f), Some(t)) = (&args.from, &args.to) {
+        let from_us = erase::parse_time(f).map_err(|e| SealError::Usage(format!("--from {e}")))?;
+        let to_us = erase::parse_time(t).map_err(|e| SealError::Usage(format!("--to {e}")))?;
+        return Ok(erase::Selector::Time { from_us, to_us });
+    }
+    Ok(erase::Selector::Evidence(args.evidence.clone()))
+}
+
+pub fn erase(args: &EraseArgs) -> Result<Outcome, SealError> {
+    let sel = erase_selector(args)?;
+    let ov = veriframe::config::Overrides {
+        data_dir: args.data_dir.clone(),
+        key: args.key.clone(),
+        ..Default::default()
+    };
+    let cfg = veriframe::config::Config::load(args.config.as_deref(), &ov)
+        .map_err(|e| SealError::Usage(e.to_string()))?;
+    let key = veriframe::seal::device_key(&cfg.seal, &cfg.data_dir)?;
+    let (dir, out) = erase::erase(
+        &cfg.seal,
+        &cfg.data_dir,
+        &cfg.device_id,
+        &key,
+        &sel,
+        &args.reason,
+    )?;
+    if args.json {
+        let doc = serde_json::json!({ "chain": dir, "selector": sel.describe(), "outcome": out });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| SealError::Encode(e.to_string()))?
+        );
+        return Ok(Outcome::Ok);
+    }
+    match (out.record_seq, &out.record_sha256) {
+        (Some(s), Some(h)) => println!(
+            "erasure record seq={s} sha256={h}: {} capture(s) of {} ({}), reason {:?}",
+            out.recorded.len(),
+            dir.display(),
+            sel.describe(),
+            args.reason
+        ),
+        _ => println!("no new erasure record: every chosen capture was already erased"),
+    }
+    if !out.already_recorded.is_empty() {
+        println!(
+            "already erased by an earlier record: {:?}",
+            out.already_recorded
+        );
+    }
+    println!("{} image file(s) removed", out.files_removed);
+    Ok(Outcome::Ok)
 }
 
 fn jpeg_frame(bytes: Vec<u8>, seq: u64) -> Frame {
@@ -320,7 +490,7 @@ struct Delays {
 }
 
 fn bench_sealer(dir: &Path, fsync: bool, delay: Delays) -> Result<ChainSealer, SealError> {
-    bench_sealer_with(dir, fsync, delay, None)
+    bench_sealer_with(dir, fsync, delay, None, &[])
 }
 
 /// A sealer writing under `dir`; with `c2pa`, also writing C2PA credentials (`seal.c2pa`).
@@ -329,6 +499,7 @@ fn bench_sealer_with(
     fsync: bool,
     delay: Delays,
     c2pa: Option<&BenchC2pa>,
+    encrypt_to: &[String],
 ) -> Result<ChainSealer, SealError> {
     let fs = RealFs::with_delay(fsync, delay.fsync);
     let (cfg, key) = match c2pa {
@@ -348,6 +519,10 @@ fn bench_sealer_with(
         Arc::new(veriframe::record::sigalg::DelayedSigner::new(
             key, delay.sign,
         ))
+    };
+    let cfg = SealConfig {
+        encrypt_to: encrypt_to.to_vec(),
+        ..cfg
     };
     ChainSealer::with_fs(&cfg, key, dir, "bench", Box::new(fs))
 }
@@ -470,6 +645,7 @@ fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, 
             media_type: "image/jpeg",
             ext: "jpg",
             encoding: "source",
+            encrypted: None,
         },
     );
     let bytes = m
@@ -497,8 +673,9 @@ fn bench_store(
     n: usize,
     jpeg: &[u8],
     c2pa: Option<&BenchC2pa>,
+    encrypt_to: &[String],
 ) -> Result<Summary, SealError> {
-    let mut sealer = bench_sealer_with(dir, fsync, delay, c2pa)?;
+    let mut sealer = bench_sealer_with(dir, fsync, delay, c2pa, encrypt_to)?;
     let decision = Decision {
         verdict: Verdict::Authentic,
         actions: Vec::new(),
@@ -522,9 +699,10 @@ fn bench_store(
     let io = sealer.store().io_counters();
     let mut sum = summarize(
         &format!(
-            "seal 640x480 JPEG, one at a time (fsync {}){}",
+            "seal 640x480 JPEG, one at a time (fsync {}){}{}",
             if fsync { "on" } else { "off" },
-            if c2pa.is_some() { " + C2PA" } else { "" }
+            if c2pa.is_some() { " + C2PA" } else { "" },
+            if encrypt_to.is_empty() { "" } else { " + age" }
         ),
         times,
     );
@@ -550,7 +728,19 @@ pub fn bench_seal(args: &BenchSealArgs) -> anyhow::Result<Outcome> {
     let r = result?;
     let report = Report {
         jpeg_len: jpeg.len(),
-        rows: vec![hash, sign, r.sign_c2pa, r.off, r.off_c2pa, r.on, r.on_c2pa],
+        rows: vec![
+            hash,
+            sign,
+            r.sign_c2pa,
+            r.encrypt,
+            r.off,
+            r.off_c2pa,
+            r.off_age,
+            r.on,
+            r.on_c2pa,
+            r.on_age,
+        ],
+        encryption: r.encryption,
         once: r.once,
         at_fps: r.at_fps,
         c2pa_extra: r.c2pa_extra,
@@ -586,6 +776,13 @@ fn bench_primitives(n: usize, jpeg: &[u8]) -> Result<(Summary, Summary), SealErr
 /// The sealing runs of `bench-seal`.
 struct Sealing {
     sign_c2pa: Summary,
+    /// Encrypting the bench JPEG to one age recipient, in memory.
+    encrypt: Summary,
+    /// One at a time with `seal.encrypt_to`, fsync off and on.
+    off_age: Summary,
+    on_age: Summary,
+    /// seal.encrypt_to's cost per capture.
+    encryption: serde_json::Value,
     /// One at a time: fsync off and on, each without and with C2PA.
     off: Summary,
     off_c2pa: Summary,
@@ -598,6 +795,23 @@ struct Sealing {
     c2pa_extra: serde_json::Value,
 }
 
+/// A fresh age X25519 recipient (its identity is dropped: the bench never decrypts).
+fn age_recipient() -> String {
+    age::x25519::Identity::generate().to_public().to_string()
+}
+
+/// Encrypting the bench JPEG to `to`, in memory, `n` times.
+fn bench_encrypt(to: &[String], n: usize, jpeg: &[u8]) -> Result<Summary, SealError> {
+    let r = veriframe::seal::encrypt::Recipients::parse(to).map_err(SealError::Usage)?;
+    let mut t = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        std::hint::black_box(r.encrypt(jpeg)?);
+        t.push(t0.elapsed());
+    }
+    Ok(summarize("age encrypt to 1 recipient, in memory", t))
+}
+
 /// Every sealing run, each under its own subdirectory of `scratch`.
 fn bench_sealing(args: &BenchSealArgs, scratch: &Path, jpeg: &[u8]) -> Result<Sealing, SealError> {
     let delay = Delays {
@@ -606,13 +820,18 @@ fn bench_sealing(args: &BenchSealArgs, scratch: &Path, jpeg: &[u8]) -> Result<Se
     };
     let c2pa = BenchC2pa::new(scratch)?;
     let (sign_c2pa, credential_bytes) = bench_c2pa_sign(&c2pa, args.n, jpeg)?;
-    let store = |sub: &str, fsync: bool, c2pa: Option<&BenchC2pa>| {
-        bench_store(&scratch.join(sub), fsync, delay, args.n, jpeg, c2pa)
+    let store = |sub: &str, fsync: bool, c2pa: Option<&BenchC2pa>, to: &[String]| {
+        bench_store(&scratch.join(sub), fsync, delay, args.n, jpeg, c2pa, to)
     };
-    let off = store("nofsync", false, None)?;
-    let off_c2pa = store("nofsync-c2pa", false, Some(&c2pa))?;
-    let on = store("fsync", true, None)?;
-    let on_c2pa = store("fsync-c2pa", true, Some(&c2pa))?;
+    let off = store("nofsync", false, None, &[])?;
+    let off_c2pa = store("nofsync-c2pa", false, Some(&c2pa), &[])?;
+    let on = store("fsync", true, None, &[])?;
+    let on_c2pa = store("fsync-c2pa", true, Some(&c2pa), &[])?;
+    // seal.encrypt_to: one operator recipient (its identity is generated here and discarded).
+    let to = vec![age_recipient()];
+    let encrypt = bench_encrypt(&to, args.n, jpeg)?;
+    let off_age = store("nofsync-age", false, None, &to)?;
+    let on_age = store("fsync-age", true, None, &to)?;
     let burst = |sub: &str, fps: f64| {
         bench_burst(
             &scratch.join(sub),
@@ -626,8 +845,22 @@ fn bench_sealing(args: &BenchSealArgs, scratch: &Path, jpeg: &[u8]) -> Result<Se
     let once = burst("burst", 0.0)?;
     let at_fps = burst("burst-fps", args.fps)?;
     let c2pa_extra = c2pa_extra(&off, &off_c2pa, &on, &on_c2pa, credential_bytes, jpeg.len());
+    let encryption = serde_json::json!({
+        "recipients": to.len(),
+        "encrypt_in_memory_median_us": encrypt.median_us,
+        "encrypt_in_memory_p99_us": encrypt.p99_us,
+        "extra_median_us_fsync_off": off_age.median_us - off.median_us,
+        "extra_p99_us_fsync_off": off_age.p99_us - off.p99_us,
+        "extra_median_us_fsync_on": on_age.median_us - on.median_us,
+        "seal_median_us_fsync_off_without": off.median_us,
+        "seal_median_us_fsync_off_with": off_age.median_us,
+    });
     Ok(Sealing {
         sign_c2pa,
+        encrypt,
+        off_age,
+        on_age,
+        encryption,
         off,
         off_c2pa,
         on,
@@ -667,6 +900,7 @@ struct Report {
     once: BurstRun,
     at_fps: BurstRun,
     c2pa_extra: serde_json::Value,
+    encryption: serde_json::Value,
 }
 
 impl Report {
@@ -689,6 +923,9 @@ impl Report {
             // seal.c2pa: extra time per capture (difference of the one-at-a-time fsync-on runs
             // with and without) and the credential copy's size.
             "c2pa": self.c2pa_extra,
+            // seal.encrypt_to (one age recipient): in-memory encryption, and the extra time per
+            // capture at the seal stage (one-at-a-time runs with and without).
+            "encryption": self.encryption,
         });
         println!(
             "{}",
@@ -725,6 +962,13 @@ impl Report {
             x("extra_p99_us_fsync_on"),
             credential_bytes,
             credential_bytes - jpeg_len as i64
+        );
+        let e = |k: &str| self.encryption[k].as_f64().unwrap_or(0.0);
+        println!(
+            "encryption (seal.encrypt_to, 1 age recipient) per capture: {:.1} us median in memory; seal stage {:+.1} us median fsync off, {:+.1} us fsync on",
+            e("encrypt_in_memory_median_us"),
+            e("extra_median_us_fsync_off"),
+            e("extra_median_us_fsync_on")
         );
         for b in [&self.once, &self.at_fps] {
             println!(

@@ -3,9 +3,7 @@
 //! The seam is [`Analyzer`]. Until the quantized candle detector lands, [`DecodeOnly`] decodes the
 //! frame (so corrupt frames surface here) and reports no faces.
 
-pub mod bench;
 pub mod crop;
-pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod nets;

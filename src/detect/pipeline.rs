@@ -164,8 +164,10 @@ impl Analyzer for Pipeline {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod fakes {
+/// Test doubles at the detector's trait seams, for the unit tests of the library and of the
+/// binary's `bench`/`eval` drivers. Not part of the pipeline.
+#[doc(hidden)]
+pub mod fakes {
     use super::*;
 
     /// A detector that returns fixed faces (or fails).

@@ -8,12 +8,13 @@ use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
 
 use super::manifest::{
-    micro, pixel, AnalysisDesc, CaptureInfo, FaceDesc, ImageInfo, Manifest, ModelDesc, SourceDesc,
-    MANIFEST_FORMAT,
+    micro, pixel, AnalysisDesc, CaptureInfo, EncryptedFile, FaceDesc, ImageInfo, Manifest,
+    ModelDesc, SourceDesc, MANIFEST_FORMAT, SIG_ALG_ED25519,
 };
-use super::{store, SealError, SealInput, Signer};
+use super::{encrypt, store, SealError, SealInput};
 use crate::record::hash::sha256_hex;
 use crate::record::json::MAX_INT;
+use crate::record::Signer;
 
 fn verdict_str(v: Verdict) -> String {
     serde_json::to_value(v)
@@ -52,6 +53,15 @@ pub struct StoredFile<'a> {
     pub ext: &'a str,
     /// `source` or `png` (manifest `image.encoding`).
     pub encoding: &'a str,
+    /// What is stored instead when the image is encrypted (`seal.encrypt_to`).
+    pub encrypted: Option<Ciphertext<'a>>,
+}
+
+/// The encrypted image as stored: an age file and the recipients it was encrypted to.
+#[derive(Debug, Clone, Copy)]
+pub struct Ciphertext<'a> {
+    pub bytes: &'a [u8],
+    pub recipients: &'a [String],
 }
 
 impl<'a> StoredFile<'a> {
@@ -62,6 +72,7 @@ impl<'a> StoredFile<'a> {
             media_type: img.media_type,
             ext: img.ext,
             encoding: img.encoding,
+            encrypted: None,
         }
     }
 }
@@ -74,19 +85,29 @@ pub fn build_manifest(
     image: StoredFile<'_>,
 ) -> Manifest {
     let f = input.frame;
+    let file = format!("{}.{}", store::stem(pos.seq), image.ext);
+    let encrypted = image.encrypted.map(|c| EncryptedFile {
+        file: format!("{file}.{}", encrypt::EXT),
+        scheme: encrypt::SCHEME.into(),
+        sha256: sha256_hex(c.bytes),
+        len: c.bytes.len() as u64,
+        recipients: c.recipients.to_vec(),
+    });
     Manifest {
         format: MANIFEST_FORMAT.into(),
+        sig_alg: Some(SIG_ALG_ED25519.into()),
         device_id: dev.device_id.into(),
         key_id: dev.key.key_id(),
         public_key: dev.key.verifying_key().to_b64(),
         image: ImageInfo {
-            file: format!("{}.{}", store::stem(pos.seq), image.ext),
+            file,
             media_type: image.media_type.into(),
             sha256: sha256_hex(image.bytes),
             len: image.bytes.len() as u64,
             width: f.width.into(),
             height: f.height.into(),
             encoding: image.encoding.into(),
+            encrypted,
         },
         seq: pos.seq,
         prev: pos.prev,

@@ -4,17 +4,27 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::keys;
 use crate::record::json::{canonical, NotCanonical, MAX_INT};
 
-/// `format` of a capture manifest written by this version (with `fingerprint`).
-pub const MANIFEST_FORMAT: &str = "veriframe.capture/2";
+/// `format` of a capture manifest written by this version (with `sig_alg`, and
+/// `image.encrypted` when the image is stored encrypted).
+pub const MANIFEST_FORMAT: &str = "veriframe.capture/3";
+/// `format` of manifests with camera fingerprints but no `sig_alg`; still verified.
+pub const MANIFEST_FORMAT_V2: &str = "veriframe.capture/2";
 /// `format` of manifests written before camera fingerprints (no `fingerprint` field); still
 /// verified.
 pub const MANIFEST_FORMAT_V1: &str = "veriframe.capture/1";
-/// `format` of a chain-state record.
-pub const CHAIN_FORMAT: &str = "veriframe.chain/1";
+/// `format` of a chain-state record written by this version (with `sig_alg`).
+pub const CHAIN_FORMAT: &str = "veriframe.chain/2";
+/// `format` of chain-state records without `sig_alg`; still verified.
+pub const CHAIN_FORMAT_V1: &str = "veriframe.chain/1";
+/// `format` of an erasure record: a chain entry that records captures whose images were erased.
+pub const ERASURE_FORMAT: &str = "veriframe.erasure/1";
+/// `sig_alg` of a document signed with Ed25519 (RFC 8032, pure): the only algorithm so far.
+pub const SIG_ALG_ED25519: &str = "Ed25519";
 /// Largest manifest or chain record a parser accepts.
 pub const MAX_LEN: usize = 64 * 1024;
 
@@ -54,6 +64,26 @@ pub struct ImageInfo {
     /// `source` when these are the source's bytes untouched (camera MJPEG, JPEG/PNG file);
     /// `png` when Veriframe encoded raw pixels (YUYV, RGB24) once as PNG.
     pub encoding: String,
+    /// The file actually stored when the image is encrypted (`seal.encrypt_to`): then `file`
+    /// names the plaintext, which is never on the device's disk. Only in `veriframe.capture/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<EncryptedFile>,
+}
+
+/// The ciphertext of an encrypted image: an age file to the operator's recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptedFile {
+    /// File name of the ciphertext (`<image.file>.age`), same directory.
+    pub file: String,
+    /// Always `age-encryption.org/v1`.
+    pub scheme: String,
+    /// Lowercase hex SHA-256 of the ciphertext file's bytes.
+    pub sha256: String,
+    /// Length of the ciphertext file in bytes.
+    pub len: u64,
+    /// The X25519 recipients it is encrypted to (`age1…`), as configured.
+    pub recipients: Vec<String>,
 }
 
 /// When and where the frame was captured.
@@ -126,8 +156,12 @@ pub struct AnalysisDesc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Always [`MANIFEST_FORMAT`].
+    /// [`MANIFEST_FORMAT`] (older versions: [`MANIFEST_FORMAT_V2`], [`MANIFEST_FORMAT_V1`]).
     pub format: String,
+    /// Signature algorithm of the `.sig` file: `Ed25519`. Required in `veriframe.capture/3`,
+    /// absent before (where it is implicitly Ed25519).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig_alg: Option<String>,
     pub device_id: String,
     /// Lowercase hex SHA-256 of the raw public key.
     pub key_id: String,
@@ -158,8 +192,12 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainState {
-    /// Always [`CHAIN_FORMAT`].
+    /// [`CHAIN_FORMAT`] (older: [`CHAIN_FORMAT_V1`]).
     pub format: String,
+    /// Signature algorithm of `chain.sig`: `Ed25519`. Required in `veriframe.chain/2`, absent
+    /// in `/1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig_alg: Option<String>,
     pub device_id: String,
     pub key_id: String,
     pub public_key: String,
@@ -172,6 +210,177 @@ pub struct ChainState {
     /// SHA-256 of that manifest.
     pub last_sha256: Option<String>,
     pub written_unix_us: u64,
+}
+
+/// A signed chain entry recording that the images of earlier captures of the same chain were
+/// erased (on request, or by retention), and why. Stored as `<seq>.json` / `<seq>.sig` like a
+/// manifest, with no image; it takes its place in the hash chain, so it cannot be removed or
+/// altered without breaking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erasure {
+    /// Always [`ERASURE_FORMAT`].
+    pub format: String,
+    /// Always `Ed25519`.
+    pub sig_alg: String,
+    pub device_id: String,
+    pub key_id: String,
+    pub public_key: String,
+    /// Position in the chain (never 0: something was erased before it).
+    pub seq: u64,
+    /// SHA-256 of the previous entry's bytes.
+    pub prev: String,
+    /// When the erasure was decided, µs since the Unix epoch.
+    pub erased_unix_us: u64,
+    /// `request` (`veriframe erase`) or `retention` (`seal.retention_max_age` / `_mb`).
+    pub trigger: String,
+    /// Free text: the request's reference, or the retention rule that applied.
+    pub reason: String,
+    /// How the captures were chosen (e.g. `seq 3-7`, a time range), as given.
+    pub selector: String,
+    /// The erased captures' seqs as inclusive ranges `[first, last]`, ascending, disjoint, all
+    /// before `seq`.
+    pub captures: Vec<[u64; 2]>,
+}
+
+impl Erasure {
+    pub fn to_canonical(&self) -> Result<Vec<u8>, ParseError> {
+        Ok(canonical(self)?)
+    }
+
+    /// Parse and validate signed erasure-record bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        let e: Erasure = parse_canonical(bytes)?;
+        if e.format != ERASURE_FORMAT {
+            return Err(ParseError::Field(
+                "format",
+                format!("expected {ERASURE_FORMAT:?}, got {:?}", e.format),
+            ));
+        }
+        check_sig_alg(true, &Some(e.sig_alg.clone()), &e.format)?;
+        check_key(&e.key_id, &e.public_key)?;
+        check_hex64("prev", &e.prev)?;
+        if e.seq == 0 {
+            return Err(ParseError::Field(
+                "seq",
+                "an erasure record is never at 0".into(),
+            ));
+        }
+        if !matches!(e.trigger.as_str(), "request" | "retention") {
+            return Err(ParseError::Field(
+                "trigger",
+                "expected \"request\" or \"retention\"".into(),
+            ));
+        }
+        let mut next = 0u64;
+        for [a, b] in &e.captures {
+            if a < &next || a > b || *b >= e.seq {
+                return Err(ParseError::Field(
+                    "captures",
+                    "ranges must be ascending, disjoint and before the record's seq".into(),
+                ));
+            }
+            next = b + 1;
+        }
+        if e.captures.is_empty() {
+            return Err(ParseError::Field("captures", "must not be empty".into()));
+        }
+        Ok(e)
+    }
+
+    /// Does this record erase capture `seq`?
+    pub fn covers(&self, seq: u64) -> bool {
+        self.captures.iter().any(|[a, b]| (*a..=*b).contains(&seq))
+    }
+
+    pub fn public_key_raw(&self) -> Option<[u8; 32]> {
+        keys::parse_public_key(self.public_key.as_bytes()).ok()
+    }
+}
+
+/// Inclusive ranges of the sorted, deduplicated `seqs`.
+pub fn seq_ranges(seqs: &[u64]) -> Vec<[u64; 2]> {
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for &s in seqs {
+        match out.last_mut() {
+            Some(r) if r[1] + 1 == s => r[1] = s,
+            Some(r) if r[1] >= s => {}
+            _ => out.push([s, s]),
+        }
+    }
+    out
+}
+
+/// One entry of a chain: a capture's manifest or an erasure record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainEntry {
+    Capture(Box<Manifest>),
+    Erasure(Box<Erasure>),
+}
+
+impl ChainEntry {
+    /// Parse by `format`: an erasure record, else a manifest.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        if bytes.len() <= MAX_LEN && bytes.starts_with(b"{") {
+            // Canonical form sorts keys; `format` is found by a full parse, not by position.
+            if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+                if v.get("format").and_then(Value::as_str) == Some(ERASURE_FORMAT) {
+                    return Erasure::parse(bytes).map(|e| ChainEntry::Erasure(Box::new(e)));
+                }
+            }
+        }
+        Manifest::parse(bytes).map(|m| ChainEntry::Capture(Box::new(m)))
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            ChainEntry::Capture(m) => m.seq,
+            ChainEntry::Erasure(e) => e.seq,
+        }
+    }
+
+    pub fn prev(&self) -> Option<&str> {
+        match self {
+            ChainEntry::Capture(m) => m.prev.as_deref(),
+            ChainEntry::Erasure(e) => Some(&e.prev),
+        }
+    }
+
+    pub fn key_id(&self) -> &str {
+        match self {
+            ChainEntry::Capture(m) => &m.key_id,
+            ChainEntry::Erasure(e) => &e.key_id,
+        }
+    }
+
+    pub fn public_key_raw(&self) -> Option<[u8; 32]> {
+        match self {
+            ChainEntry::Capture(m) => m.public_key_raw(),
+            ChainEntry::Erasure(e) => e.public_key_raw(),
+        }
+    }
+
+    /// Capture time (manifest) or erasure time (record), µs since the Unix epoch.
+    pub fn wall_us(&self) -> u64 {
+        match self {
+            ChainEntry::Capture(m) => m.captured.wall_unix_us,
+            ChainEntry::Erasure(e) => e.erased_unix_us,
+        }
+    }
+
+    pub fn capture(&self) -> Option<&Manifest> {
+        match self {
+            ChainEntry::Capture(m) => Some(m.as_ref()),
+            ChainEntry::Erasure(_) => None,
+        }
+    }
+
+    pub fn erasure(&self) -> Option<&Erasure> {
+        match self {
+            ChainEntry::Capture(_) => None,
+            ChainEntry::Erasure(e) => Some(e.as_ref()),
+        }
+    }
 }
 
 /// Parse strictly: size limit, schema (unknown or missing fields rejected), canonical form.
@@ -216,13 +425,90 @@ fn check_key(key_id: &str, public_key: &str) -> Result<[u8; 32], ParseError> {
 }
 
 /// A plain file name: no directories, not hidden, not empty.
-fn check_file_name(s: &str) -> Result<(), ParseError> {
+fn check_file_name(field: &'static str, s: &str) -> Result<(), ParseError> {
     if s.is_empty() || s.starts_with('.') || s.contains('/') || s.contains('\\') || s.len() > 255 {
+        return Err(ParseError::Field(field, "must be a plain file name".into()));
+    }
+    Ok(())
+}
+
+/// `sig_alg` must be present, and `Ed25519`, exactly in the versions that have it.
+fn check_sig_alg(has_it: bool, sig_alg: &Option<String>, format: &str) -> Result<(), ParseError> {
+    match (has_it, sig_alg.as_deref()) {
+        (true, Some(SIG_ALG_ED25519)) | (false, None) => Ok(()),
+        (true, Some(a)) => Err(ParseError::Field(
+            "sig_alg",
+            format!("unsupported signature algorithm {a:?} (expected {SIG_ALG_ED25519:?})"),
+        )),
+        (true, None) => Err(ParseError::Field(
+            "sig_alg",
+            format!("required in {format}"),
+        )),
+        (false, Some(_)) => Err(ParseError::Field(
+            "sig_alg",
+            format!("not allowed in {format}"),
+        )),
+    }
+}
+
+/// Which optional fields a manifest's `format` requires or forbids.
+fn check_manifest_version(m: &Manifest) -> Result<(), ParseError> {
+    let (sig_alg, fingerprint, encrypted) = match m.format.as_str() {
+        MANIFEST_FORMAT => (true, true, true),
+        MANIFEST_FORMAT_V2 => (false, true, false),
+        MANIFEST_FORMAT_V1 => (false, false, false),
+        f => {
+            return Err(ParseError::Field(
+                "format",
+                format!(
+                    "expected {MANIFEST_FORMAT:?}, {MANIFEST_FORMAT_V2:?} or {MANIFEST_FORMAT_V1:?}, got {f:?}"
+                ),
+            ))
+        }
+    };
+    check_sig_alg(sig_alg, &m.sig_alg, &m.format)?;
+    match (fingerprint, m.fingerprint.is_some()) {
+        (true, false) => {
+            return Err(ParseError::Field(
+                "fingerprint",
+                format!("required in {}", m.format),
+            ))
+        }
+        (false, true) => {
+            return Err(ParseError::Field(
+                "fingerprint",
+                format!("not allowed in {}", m.format),
+            ))
+        }
+        _ => {}
+    }
+    if !encrypted && m.image.encrypted.is_some() {
         return Err(ParseError::Field(
-            "image.file",
-            "must be a plain file name".into(),
+            "image.encrypted",
+            format!("not allowed in {}", m.format),
         ));
     }
+    Ok(())
+}
+
+/// `image.encrypted`: a plain `.age` file name, the age scheme, a hash, recipients.
+fn check_encrypted(e: &EncryptedFile) -> Result<(), ParseError> {
+    check_file_name("image.encrypted.file", &e.file)?;
+    if !e.file.ends_with(".age") {
+        return Err(ParseError::Field(
+            "image.encrypted.file",
+            "must end in .age".into(),
+        ));
+    }
+    if e.scheme != super::encrypt::SCHEME {
+        return Err(ParseError::Field(
+            "image.encrypted.scheme",
+            format!("expected {:?}", super::encrypt::SCHEME),
+        ));
+    }
+    check_hex64("image.encrypted.sha256", &e.sha256)?;
+    super::encrypt::Recipients::parse(&e.recipients)
+        .map_err(|r| ParseError::Field("image.encrypted.recipients", r))?;
     Ok(())
 }
 
@@ -234,27 +520,7 @@ impl Manifest {
     /// Parse and validate signed manifest bytes. Never panics, whatever the input.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let m: Manifest = parse_canonical(bytes)?;
-        match (m.format.as_str(), &m.fingerprint) {
-            (MANIFEST_FORMAT, Some(_)) | (MANIFEST_FORMAT_V1, None) => {}
-            (MANIFEST_FORMAT, None) => {
-                return Err(ParseError::Field(
-                    "fingerprint",
-                    format!("required in {MANIFEST_FORMAT}"),
-                ))
-            }
-            (MANIFEST_FORMAT_V1, Some(_)) => {
-                return Err(ParseError::Field(
-                    "fingerprint",
-                    format!("not allowed in {MANIFEST_FORMAT_V1}"),
-                ))
-            }
-            (f, _) => {
-                return Err(ParseError::Field(
-                    "format",
-                    format!("expected {MANIFEST_FORMAT:?} or {MANIFEST_FORMAT_V1:?}, got {f:?}"),
-                ))
-            }
-        }
+        check_manifest_version(&m)?;
         if let Some(fp) = &m.fingerprint {
             if let Some(h) = &fp.sha256 {
                 check_hex64("fingerprint.sha256", h)?;
@@ -273,7 +539,10 @@ impl Manifest {
             (Some(_), _) => return Err(ParseError::Field("prev", "must be null at seq 0".into())),
         }
         check_hex64("image.sha256", &m.image.sha256)?;
-        check_file_name(&m.image.file)?;
+        check_file_name("image.file", &m.image.file)?;
+        if let Some(e) = &m.image.encrypted {
+            check_encrypted(e)?;
+        }
         if let Some(c) = &m.challenge {
             c.check().map_err(|e| ParseError::Field("challenge", e))?;
         }
@@ -284,6 +553,14 @@ impl Manifest {
             ));
         }
         Ok(m)
+    }
+
+    /// The image file as stored: the ciphertext when encrypted, else the image itself.
+    pub fn stored_file(&self) -> &str {
+        match &self.image.encrypted {
+            Some(e) => &e.file,
+            None => &self.image.file,
+        }
     }
 
     /// Raw public key (validated by [`Manifest::parse`]).
@@ -299,12 +576,17 @@ impl ChainState {
 
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let c: ChainState = parse_canonical(bytes)?;
-        if c.format != CHAIN_FORMAT {
-            return Err(ParseError::Field(
-                "format",
-                format!("expected {CHAIN_FORMAT:?}, got {:?}", c.format),
-            ));
-        }
+        let has_alg = match c.format.as_str() {
+            CHAIN_FORMAT => true,
+            CHAIN_FORMAT_V1 => false,
+            f => {
+                return Err(ParseError::Field(
+                    "format",
+                    format!("expected {CHAIN_FORMAT:?} or {CHAIN_FORMAT_V1:?}, got {f:?}"),
+                ))
+            }
+        };
+        check_sig_alg(has_alg, &c.sig_alg, &c.format)?;
         check_key(&c.key_id, &c.public_key)?;
         if let Some(p) = &c.first_prev {
             check_hex64("first_prev", p)?;
@@ -359,6 +641,7 @@ pub(crate) mod tests {
     pub(crate) fn sample(key: &DeviceKey, seq: u64) -> Manifest {
         Manifest {
             format: MANIFEST_FORMAT.into(),
+            sig_alg: Some(SIG_ALG_ED25519.into()),
             device_id: "booth-1".into(),
             key_id: key.key_id(),
             public_key: keys::public_key_b64(&key.public()),
@@ -391,6 +674,7 @@ pub(crate) mod tests {
                 width: 640,
                 height: 480,
                 encoding: "png".into(),
+                encrypted: None,
             },
             analysis: AnalysisDesc {
                 verdict: "unknown".into(),
@@ -460,12 +744,13 @@ pub(crate) mod tests {
         let (k, _) = DeviceKey::generate().unwrap();
         let mut v1 = sample(&k, 2);
         v1.format = MANIFEST_FORMAT_V1.into();
+        v1.sig_alg = None;
         v1.fingerprint = None;
         let b = v1.to_canonical().unwrap();
         assert!(!String::from_utf8_lossy(&b).contains("fingerprint"));
         assert_eq!(Manifest::parse(&b).unwrap(), v1);
         let mut v2 = v1.clone();
-        v2.format = MANIFEST_FORMAT.into();
+        v2.format = MANIFEST_FORMAT_V2.into();
         assert!(matches!(
             Manifest::parse(&v2.to_canonical().unwrap()),
             Err(ParseError::Field("fingerprint", _))
@@ -509,6 +794,79 @@ pub(crate) mod tests {
             Manifest::parse(&bad.to_canonical().unwrap()),
             Err(ParseError::Field("fingerprint.sha256", _))
         ));
+    }
+
+    #[test]
+    fn v3_requires_sig_alg_and_only_v3_may_carry_an_encrypted_image() {
+        let (k, _) = DeviceKey::generate().unwrap();
+        let enc = |m: &Manifest| m.to_canonical().unwrap();
+        // v3 without sig_alg, or with another algorithm: rejected.
+        let mut m = sample(&k, 2);
+        m.sig_alg = None;
+        assert!(matches!(
+            Manifest::parse(&enc(&m)),
+            Err(ParseError::Field("sig_alg", _))
+        ));
+        m.sig_alg = Some("ES256".into());
+        assert!(matches!(
+            Manifest::parse(&enc(&m)),
+            Err(ParseError::Field("sig_alg", _))
+        ));
+        // v2 with sig_alg: rejected; v2 without: accepted.
+        let mut v2 = sample(&k, 2);
+        v2.format = MANIFEST_FORMAT_V2.into();
+        assert!(matches!(
+            Manifest::parse(&enc(&v2)),
+            Err(ParseError::Field("sig_alg", _))
+        ));
+        v2.sig_alg = None;
+        assert_eq!(Manifest::parse(&enc(&v2)).unwrap(), v2);
+        // An encrypted image round-trips in v3, is refused in v2, and is checked.
+        let r = age::x25519::Identity::generate().to_public().to_string();
+        let e = EncryptedFile {
+            file: "000000000002.png.age".into(),
+            scheme: crate::seal::encrypt::SCHEME.into(),
+            sha256: "12".repeat(32),
+            len: 99,
+            recipients: vec![r],
+        };
+        let mut m = sample(&k, 2);
+        m.image.encrypted = Some(e.clone());
+        assert_eq!(Manifest::parse(&enc(&m)).unwrap(), m);
+        assert_eq!(m.stored_file(), "000000000002.png.age");
+        v2.image.encrypted = Some(e.clone());
+        assert!(matches!(
+            Manifest::parse(&enc(&v2)),
+            Err(ParseError::Field("image.encrypted", _))
+        ));
+        for (field, bad) in [
+            ("image.encrypted.file", {
+                let mut b = e.clone();
+                b.file = "../x.age".into();
+                b
+            }),
+            ("image.encrypted.file", {
+                let mut b = e.clone();
+                b.file = "x.png".into();
+                b
+            }),
+            ("image.encrypted.recipients", {
+                let mut b = e.clone();
+                b.recipients = vec!["age1xyz".into()];
+                b
+            }),
+            ("image.encrypted.scheme", {
+                let mut b = e.clone();
+                b.scheme = "gpg".into();
+                b
+            }),
+        ] {
+            m.image.encrypted = Some(bad);
+            match Manifest::parse(&enc(&m)) {
+                Err(ParseError::Field(f, _)) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -587,6 +945,7 @@ pub(crate) mod tests {
         let (k, _) = DeviceKey::generate().unwrap();
         let c = ChainState {
             format: CHAIN_FORMAT.into(),
+            sig_alg: Some(SIG_ALG_ED25519.into()),
             device_id: "d".into(),
             key_id: k.key_id(),
             public_key: keys::public_key_b64(&k.public()),

@@ -14,14 +14,21 @@
 //! | [`verify`] | signature, image hash and chain checks |
 //! | [`cert`] | the device certificate for C2PA (self-signed pilot CA, CSR, chain install) |
 //! | [`c2pa`] | C2PA Content Credential copies of sealed captures (own writer over `ring`) |
+//! | [`encrypt`] | images encrypted in memory to the operator's age recipients; identities (operator side) |
+//! | [`erase`] | erasure on request: selection (pure), signed erasure record, removal |
+//! | [`export`] | verified captures decrypted for the operator |
 //!
-//! The `keygen`, `verify`, `bench-seal`, `cert` and `export` commands live in `commands/`.
+//! The `keygen`, `verify`, `erase`, `bench-seal`, `cert` and `export` commands live in
+//! `commands/`.
 //!
 //! The format is specified in `docs/capture-format.md`.
 
 pub mod build;
 pub mod c2pa;
 pub mod cert;
+pub mod encrypt;
+pub mod erase;
+pub mod export;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
@@ -40,8 +47,7 @@ use serde::{Deserialize, Serialize};
 use crate::decide::{Decision, Verdict};
 use crate::detect::Analysis;
 use crate::frame::Frame;
-use crate::record::fsio::{self, WriteError};
-use crate::record::Signer;
+use crate::record::fsio::WriteError;
 
 use keys::DeviceKey;
 use policy::{PolicyKind, PolicyParams};
@@ -67,6 +73,9 @@ pub enum SealError {
     KeyPermissions { path: PathBuf, mode: u32 },
     #[error("key {path} already exists; refusing to overwrite it")]
     KeyExists { path: PathBuf },
+    /// Another process (the daemon, or another `erase`) holds the chain's writer lock.
+    #[error("{path} is in use by another veriframe process (the daemon?): stop it first (systemctl stop veriframe)")]
+    Busy { path: PathBuf },
     #[error("cannot encode capture: {0}")]
     Encode(String),
     #[error("{0}")]
@@ -195,6 +204,11 @@ pub struct SealConfig {
     /// (`device.chain.pem` beside `device.key`), as
     /// `veriframe cert self-signed` and `veriframe cert install` write it.
     pub c2pa_chain: Option<PathBuf>,
+    /// Encrypt every stored image and C2PA copy to these age X25519 recipients (`age1…`, the
+    /// operator's public keys; docs/privacy.md). Only ciphertext (`<seq>.jpg.age`) reaches the
+    /// disk, and the device holds no key that decrypts it. Empty: images are stored in the
+    /// clear.
+    pub encrypt_to: Vec<String>,
 }
 
 impl Default for SealConfig {
@@ -211,6 +225,7 @@ impl Default for SealConfig {
             fsync: true,
             c2pa: false,
             c2pa_chain: None,
+            encrypt_to: Vec::new(),
         }
     }
 }
@@ -253,6 +268,9 @@ impl SealConfig {
             .is_some_and(|k| k.as_os_str().is_empty())
         {
             return Err(("seal.c2pa_chain", "must not be empty".into()));
+        }
+        if !self.encrypt_to.is_empty() {
+            encrypt::Recipients::parse(&self.encrypt_to).map_err(|e| ("seal.encrypt_to", e))?;
         }
         Ok(())
     }

@@ -9,15 +9,39 @@ use crate::decide::Decision;
 use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
 
-use super::build::{build_manifest, stored_image, ChainPos, Device, StoredFile};
+use super::build::{build_manifest, stored_image, ChainPos, Ciphertext, Device, StoredFile};
+use super::encrypt::{self, Recipients};
 use super::manifest::Manifest;
 use super::policy::{self, FrameFacts, PolicyParams, PolicyState, Step};
 use super::store::{self, Batch, Pending, Store};
 use super::{
-    boot_id, c2pa, c2pa_chain_path, device_key, dup_err, fsio, SealConfig, SealError, SealInput,
-    Sealed, Sealer, Signer,
+    boot_id, c2pa, c2pa_chain_path, device_key, dup_err, SealConfig, SealError, SealInput, Sealed,
+    Sealer,
 };
 use crate::record::hash::sha256_hex;
+use crate::record::{fsio, Signer};
+
+/// `seal.encrypt_to` parsed (`None`: stored in the clear).
+fn recipients_of(cfg: &SealConfig) -> Result<Option<Recipients>, SealError> {
+    if cfg.encrypt_to.is_empty() {
+        return Ok(None);
+    }
+    Recipients::parse(&cfg.encrypt_to)
+        .map(Some)
+        .map_err(|e| SealError::Usage(format!("seal.encrypt_to: {e}")))
+}
+
+/// Say once, at start-up, how captures are stored.
+fn log_storage(cfg: &SealConfig) {
+    if cfg.encrypt_to.is_empty() {
+        tracing::warn!("captures are stored in the clear: anyone holding the SD card can see the faces (set [seal] encrypt_to to the operator's age recipient; docs/privacy.md)");
+    } else {
+        tracing::info!(
+            recipients = cfg.encrypt_to.len(),
+            "captures are encrypted to the operator (age); this device cannot read them back"
+        );
+    }
+}
 
 /// A frame held for the evidence window.
 struct Held {
@@ -42,6 +66,8 @@ pub struct ChainSealer {
     c2pa: Option<c2pa::C2paSigner>,
     c2pa_todo: Vec<CredentialJob>,
     c2pa_counts: C2paCounts,
+    /// `seal.encrypt_to`: every stored image and C2PA copy is encrypted to these.
+    recipients: Option<Recipients>,
 }
 
 /// A credential to make for a capture of the batch being committed.
@@ -72,7 +98,9 @@ impl ChainSealer {
     /// Load (or create, when none is configured) the key and open the store under `data_dir`.
     pub fn open(cfg: &SealConfig, data_dir: &Path, device_id: &str) -> Result<Self, SealError> {
         let key = device_key(cfg, data_dir)?;
-        Self::with_key(cfg, Arc::new(key), data_dir, device_id)
+        let sealer = Self::with_key(cfg, Arc::new(key), data_dir, device_id)?;
+        log_storage(cfg);
+        Ok(sealer)
     }
 
     pub fn with_key(
@@ -106,6 +134,7 @@ impl ChainSealer {
             cfg.retention(),
             fs,
         )?;
+        let recipients = recipients_of(cfg)?;
         let c2pa = if cfg.c2pa {
             let path = c2pa_chain_path(cfg, data_dir);
             let signer = c2pa::C2paSigner::load(key.clone(), &path).map_err(|e| {
@@ -137,6 +166,7 @@ impl ChainSealer {
             c2pa,
             c2pa_todo: Vec::new(),
             c2pa_counts: C2paCounts::default(),
+            recipients,
         })
     }
 
@@ -162,6 +192,14 @@ impl ChainSealer {
                     job.media_type,
                     &job.image,
                 )?;
+                let (name, bytes) = match &self.recipients {
+                    Some(r) => (
+                        format!("{name}.{}", encrypt::EXT),
+                        r.encrypt(&bytes)
+                            .map_err(|e| c2pa::C2paError::Image(e.to_string()))?,
+                    ),
+                    None => (name, bytes),
+                };
                 c2pa::write_credential(self.store.dir(), &name, &bytes).map(|_| bytes.len())
             });
             match made {
@@ -216,6 +254,11 @@ impl ChainSealer {
             ext,
             encoding,
         };
+        // Encrypted in memory: only the ciphertext is ever written.
+        let ciphertext = match &self.recipients {
+            Some(r) => Some(r.encrypt(&stored.bytes)?),
+            None => None,
+        };
         let m = build_manifest(
             Device {
                 key: &*self.key,
@@ -228,7 +271,16 @@ impl ChainSealer {
                 policy: reason.into(),
             },
             input,
-            StoredFile::of(&stored),
+            StoredFile {
+                encrypted: match (&ciphertext, &self.recipients) {
+                    (Some(c), Some(r)) => Some(Ciphertext {
+                        bytes: c,
+                        recipients: r.as_strings(),
+                    }),
+                    _ => None,
+                },
+                ..StoredFile::of(&stored)
+            },
         );
         let image = stored.bytes;
         let bytes = m
@@ -248,10 +300,13 @@ impl ChainSealer {
             seq,
             prev: m.prev.clone(),
             wall_us: m.captured.wall_unix_us,
-            image_file: m.image.file.clone(),
+            image_file: m.stored_file().to_string(),
             manifest: bytes,
             sig,
-            image,
+            image: match ciphertext {
+                Some(c) => c.into(),
+                None => image,
+            },
         };
         self.store.stage(batch, &p)?;
         Ok(Sealed {

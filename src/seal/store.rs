@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use super::manifest::{ChainState, Manifest, CHAIN_FORMAT};
+use super::manifest::{
+    seq_ranges, ChainEntry, ChainState, Erasure, CHAIN_FORMAT, ERASURE_FORMAT, SIG_ALG_ED25519,
+};
 use super::SealError;
 use crate::record::fsio::{self, io_err, Fs, IoCounters, RealFs};
 use crate::record::hash::sha256_hex;
@@ -31,6 +33,11 @@ use crate::record::Signer;
 pub fn stem(seq: u64) -> String {
     format!("{seq:012}")
 }
+
+/// Suffixes of a capture's stored image after its stem: clear or encrypted (`seal.encrypt_to`).
+pub const IMAGE_SUFFIXES: &[&str] = &[".jpg", ".png", ".jpg.age", ".png.age"];
+/// Suffixes of a capture's C2PA copy after its stem: clear or encrypted.
+pub const C2PA_SUFFIXES: &[&str] = &[".c2pa.jpg", ".c2pa.png", ".c2pa.jpg.age", ".c2pa.png.age"];
 
 /// Chain directory for a key under `<data_dir>/captures`.
 pub fn chain_dir(captures: &Path, key_id: &str) -> PathBuf {
@@ -50,6 +57,8 @@ struct Entry {
     prev: Option<String>,
     wall_us: u64,
     bytes: u64,
+    /// A capture (with an image); `false` for an erasure record.
+    capture: bool,
 }
 
 /// One step of a batch commit (see [`plan_commit`]).
@@ -97,8 +106,13 @@ pub struct Pending {
 struct StagedCapture {
     entry: Entry,
     sha256: String,
-    paths: [PathBuf; 3],
+    /// The image (none for an erasure record), the signature, the manifest.
+    image: Option<PathBuf>,
+    sig: PathBuf,
+    manifest: PathBuf,
     tmp_manifest: PathBuf,
+    /// Erased capture ranges, for an erasure record.
+    erases: Vec<[u64; 2]>,
 }
 
 /// Captures written but not yet committed. Built by [`Store::begin`]; the chain position of the
@@ -138,6 +152,82 @@ pub struct Store {
     /// Chain start recorded in the chain state when the store is empty.
     empty_first: (u64, Option<String>),
     since_checkpoint: u32,
+    /// Capture ranges erased by the erasure records in the store.
+    erased: Vec<[u64; 2]>,
+    /// Exclusive `flock` on `<dir>/.lock`, held while the store is open: one writer per chain.
+    _lock: fs::File,
+}
+
+/// Name of the lock file in a chain directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Take the chain directory's writer lock, or say who holds it.
+fn lock_chain(dir: &Path) -> Result<fs::File, SealError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is passed.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(SealError::Busy {
+                path: dir.to_path_buf(),
+            });
+        }
+        return Err(io_err(&path, e).into());
+    }
+    Ok(f)
+}
+
+/// An erasure to record and carry out ([`Store::erase`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EraseRequest {
+    /// Captures (seqs) whose images are to be erased.
+    pub seqs: Vec<u64>,
+    /// `request` or `retention`.
+    pub trigger: &'static str,
+    pub reason: String,
+    /// How the captures were chosen, as given.
+    pub selector: String,
+}
+
+/// What [`Store::erase`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EraseOutcome {
+    /// The erasure record written: its seq and SHA-256 (none when every capture was already
+    /// covered by an earlier record).
+    pub record_seq: Option<u64>,
+    pub record_sha256: Option<String>,
+    /// Captures the new record names.
+    pub recorded: Vec<u64>,
+    /// Captures an earlier record already named (their files are removed again if present).
+    pub already_recorded: Vec<u64>,
+    /// Requested seqs that are no capture in the store (erasure records, pruned, or never
+    /// written).
+    pub not_found: Vec<u64>,
+    /// Image and C2PA files removed.
+    pub files_removed: usize,
+}
+
+/// The time retention judges an erasure record by: that of the newest capture it names still in
+/// the store (it goes when they would have gone), or 0 when none is left.
+fn record_age(entries: &VecDeque<Entry>, ranges: &[[u64; 2]]) -> u64 {
+    entries
+        .iter()
+        .filter(|e| e.capture && covered(ranges, e.seq))
+        .map(|e| e.wall_us)
+        .max()
+        .unwrap_or(0)
+}
+
+fn covered(ranges: &[[u64; 2]], seq: u64) -> bool {
+    ranges.iter().any(|[a, b]| (*a..=*b).contains(&seq))
 }
 
 /// Write a chain-state checkpoint every this many captures (besides open, prune and close).
@@ -169,9 +259,10 @@ fn scan_chain_dir(dir: &Path) -> Result<ChainFiles, SealError> {
             others.push((None, path));
         } else if let Some(seq) = seq_of(&name, ".json") {
             manifests.push((seq, path));
-        } else if let Some(seq) = seq_of(&name, ".sig")
-            .or_else(|| seq_of(&name, ".jpg"))
-            .or_else(|| seq_of(&name, ".png"))
+        } else if let Some(seq) = IMAGE_SUFFIXES
+            .iter()
+            .chain([&".sig"])
+            .find_map(|x| seq_of(&name, x))
         {
             others.push((Some(seq), path));
         }
@@ -187,6 +278,8 @@ struct Loaded {
     total: u64,
     /// (seq, SHA-256) of the last manifest.
     head: Option<(u64, String)>,
+    /// Capture ranges named by erasure records.
+    erased: Vec<[u64; 2]>,
 }
 
 /// The store's entries for `manifests` (in seq order), their size and the chain head they give.
@@ -194,11 +287,28 @@ fn load_entries(dir: &Path, manifests: &[(u64, PathBuf)]) -> Result<Loaded, Seal
     let mut entries = VecDeque::new();
     let mut total = 0;
     let mut head = None;
+    let mut erased = Vec::new();
     for (seq, path) in manifests {
         let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
         let hash = sha256_hex(&bytes);
-        let (prev, wall_us, image) = match Manifest::parse(&bytes) {
-            Ok(m) => (m.prev, m.captured.wall_unix_us, m.image.file),
+        let parsed = ChainEntry::parse(&bytes);
+        if let Ok(ChainEntry::Erasure(e)) = &parsed {
+            erased.extend_from_slice(&e.captures);
+        }
+        let capture = !matches!(parsed, Ok(ChainEntry::Erasure(_)));
+        let (prev, wall_us, image) = match parsed {
+            Ok(ChainEntry::Erasure(e)) => (
+                Some(e.prev.clone()),
+                record_age(&entries, &e.captures),
+                String::new(),
+            ),
+            Ok(e) => (
+                e.prev().map(str::to_string),
+                e.wall_us(),
+                e.capture()
+                    .map(|m| m.stored_file().to_string())
+                    .unwrap_or_default(),
+            ),
             Err(e) => {
                 // Keep it (evidence of tampering is the verifier's business) and chain on.
                 tracing::warn!(path = %path.display(), error = %e, "unreadable manifest in store");
@@ -207,8 +317,10 @@ fn load_entries(dir: &Path, manifests: &[(u64, PathBuf)]) -> Result<Loaded, Seal
         };
         let size = bytes.len() as u64
             + file_len(&dir.join(format!("{}.sig", stem(*seq))))
-            + file_len(&dir.join(format!("{}.c2pa.jpg", stem(*seq))))
-            + file_len(&dir.join(format!("{}.c2pa.png", stem(*seq))))
+            + C2PA_SUFFIXES
+                .iter()
+                .map(|x| file_len(&dir.join(format!("{}{x}", stem(*seq)))))
+                .sum::<u64>()
             + if image.is_empty() {
                 0
             } else {
@@ -220,6 +332,7 @@ fn load_entries(dir: &Path, manifests: &[(u64, PathBuf)]) -> Result<Loaded, Seal
             prev,
             wall_us,
             bytes: size,
+            capture,
         });
         head = Some((*seq, hash));
     }
@@ -227,6 +340,7 @@ fn load_entries(dir: &Path, manifests: &[(u64, PathBuf)]) -> Result<Loaded, Seal
         entries,
         total,
         head,
+        erased,
     })
 }
 
@@ -280,11 +394,13 @@ impl Store {
     ) -> Result<Self, SealError> {
         let dir = chain_dir(captures, &key.key_id());
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        let lock = lock_chain(&dir)?;
         let (manifests, others) = scan_chain_dir(&dir)?;
         let Loaded {
             entries,
             total,
             mut head,
+            erased,
         } = load_entries(&dir, &manifests)?;
         // The chain-state record may know a later head (captures deleted since): never reuse seqs.
         let state = fs::read(dir.join("chain.json"))
@@ -316,7 +432,19 @@ impl Store {
             head,
             empty_first,
             since_checkpoint: 0,
+            erased,
+            _lock: lock,
         };
+        // An erasure interrupted after its record was written: finish it.
+        let unfinished: Vec<u64> = store
+            .entries
+            .iter()
+            .filter(|e| e.capture && covered(&store.erased, e.seq))
+            .map(|e| e.seq)
+            .collect();
+        if store.remove_images(&unfinished)? > 0 {
+            tracing::info!("finished an interrupted erasure");
+        }
         store.apply_retention(key)?;
         store.checkpoint(key)?;
         Ok(store)
@@ -372,39 +500,70 @@ impl Store {
                 p.seq, p.prev
             )));
         }
-        let st = stem(seq);
-        let img = self.dir.join(&p.image_file);
-        let sig = self.dir.join(format!("{st}.sig"));
+        let entry = Entry {
+            seq,
+            prev: p.prev.clone(),
+            wall_us: p.wall_us,
+            bytes: (p.image.len() + p.sig.len() + p.manifest.len()) as u64,
+            capture: true,
+        };
+        self.stage_entry(
+            batch,
+            entry,
+            Some((p.image_file.as_str(), &p.image[..])),
+            &p.manifest,
+            &p.sig,
+            Vec::new(),
+        )
+    }
+
+    /// Write one chain entry: its image (a capture) or none (an erasure record), signature and
+    /// temporary manifest. On error nothing of it remains.
+    fn stage_entry(
+        &mut self,
+        batch: &mut Batch,
+        entry: Entry,
+        image: Option<(&str, &[u8])>,
+        manifest: &[u8],
+        sig: &[u8; 64],
+        erases: Vec<[u64; 2]>,
+    ) -> Result<(), SealError> {
+        let st = stem(entry.seq);
+        let img = image.map(|(name, _)| self.dir.join(name));
+        let sig_path = self.dir.join(format!("{st}.sig"));
         let man = self.dir.join(format!("{st}.json"));
         let tmp = fsio::temp_name(&man);
-        let res = self
-            .fs
-            .write(&img, &p.image)
-            .map_err(|e| io_err(&img, e))
-            .and_then(|()| self.fs.write(&sig, &p.sig).map_err(|e| io_err(&sig, e)))
-            .and_then(|()| {
-                self.fs
-                    .write(&tmp, &p.manifest)
-                    .map_err(|e| io_err(&tmp, e))
-            });
+        let res = match (&img, image) {
+            (Some(path), Some((_, bytes))) => {
+                self.fs.write(path, bytes).map_err(|e| io_err(path, e))
+            }
+            _ => Ok(()),
+        }
+        .and_then(|()| {
+            self.fs
+                .write(&sig_path, sig)
+                .map_err(|e| io_err(&sig_path, e))
+        })
+        .and_then(|()| self.fs.write(&tmp, manifest).map_err(|e| io_err(&tmp, e)));
         if let Err(e) = res {
-            for q in [&tmp, &sig, &img] {
+            for q in [Some(&tmp), Some(&sig_path), img.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 let _ = self.fs.remove(q);
             }
             return Err(e.into());
         }
-        let sha256 = sha256_hex(&p.manifest);
-        batch.next = (seq + 1, Some(sha256.clone()));
+        let sha256 = sha256_hex(manifest);
+        batch.next = (entry.seq + 1, Some(sha256.clone()));
         batch.staged.push(StagedCapture {
-            entry: Entry {
-                seq,
-                prev: p.prev.clone(),
-                wall_us: p.wall_us,
-                bytes: (p.image.len() + p.sig.len() + p.manifest.len()) as u64,
-            },
+            entry,
             sha256,
-            paths: [img, sig, man],
+            image: img,
+            sig: sig_path,
+            manifest: man,
             tmp_manifest: tmp,
+            erases,
         });
         Ok(())
     }
@@ -413,13 +572,35 @@ impl Store {
     /// are stored and the chain head is the batch's last capture; returns their manifest paths in
     /// order. On error none of them remains and the chain head is unchanged.
     pub fn commit(&mut self, key: &dyn Signer, batch: Batch) -> Result<Vec<PathBuf>, SealError> {
+        let out = self.commit_batch(batch)?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        // Retention and checkpoints are housekeeping: the captures themselves are safely stored.
+        let pruned = match self.apply_retention(key) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "retention failed");
+                0
+            }
+        };
+        if pruned == 0 && self.since_checkpoint >= CHECKPOINT_EVERY {
+            if let Err(e) = self.checkpoint(key) {
+                tracing::warn!(error = %e, "chain checkpoint failed");
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Store::commit`] without retention and checkpoint.
+    fn commit_batch(&mut self, batch: Batch) -> Result<Vec<PathBuf>, SealError> {
         if batch.staged.is_empty() {
             return Ok(Vec::new());
         }
         let names: Vec<(PathBuf, PathBuf)> = batch
             .staged
             .iter()
-            .map(|c| (c.tmp_manifest.clone(), c.paths[2].clone()))
+            .map(|c| (c.tmp_manifest.clone(), c.manifest.clone()))
             .collect();
         let mut res = Ok(());
         for op in plan_commit(&names) {
@@ -442,12 +623,14 @@ impl Store {
         if let Err(e) = res {
             // Manifests first, newest first: a crash while undoing leaves a chain prefix.
             for c in batch.staged.iter().rev() {
-                let _ = self.fs.remove(&c.paths[2]);
+                let _ = self.fs.remove(&c.manifest);
                 let _ = self.fs.remove(&c.tmp_manifest);
             }
             for c in &batch.staged {
-                let _ = self.fs.remove(&c.paths[0]);
-                let _ = self.fs.remove(&c.paths[1]);
+                if let Some(img) = &c.image {
+                    let _ = self.fs.remove(img);
+                }
+                let _ = self.fs.remove(&c.sig);
             }
             return Err(e.into());
         }
@@ -456,24 +639,134 @@ impl Store {
             self.total_bytes += c.entry.bytes;
             self.head = Some((c.entry.seq, c.sha256));
             self.entries.push_back(c.entry);
+            self.erased.extend_from_slice(&c.erases);
             self.since_checkpoint += 1;
-            let [_, _, man] = c.paths;
-            out.push(man);
-        }
-        // Retention and checkpoints are housekeeping: the captures themselves are safely stored.
-        let pruned = match self.apply_retention(key) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "retention failed");
-                0
-            }
-        };
-        if pruned == 0 && self.since_checkpoint >= CHECKPOINT_EVERY {
-            if let Err(e) = self.checkpoint(key) {
-                tracing::warn!(error = %e, "chain checkpoint failed");
-            }
+            out.push(c.manifest);
         }
         Ok(out)
+    }
+
+    /// Record an erasure in the chain, then remove the images and C2PA copies of the named
+    /// captures (manifests and signatures stay), then write the chain state. The record is
+    /// durable before any file is removed; a crash in between is finished on the next open.
+    /// Captures an earlier record already names get no second record.
+    pub fn erase(
+        &mut self,
+        key: &dyn Signer,
+        req: &EraseRequest,
+    ) -> Result<EraseOutcome, SealError> {
+        let mut out = EraseOutcome::default();
+        let mut seqs = req.seqs.clone();
+        seqs.sort_unstable();
+        seqs.dedup();
+        for s in seqs {
+            let is_capture = self.entries.iter().any(|e| e.seq == s && e.capture);
+            if !is_capture {
+                out.not_found.push(s);
+            } else if covered(&self.erased, s) {
+                out.already_recorded.push(s);
+            } else {
+                out.recorded.push(s);
+            }
+        }
+        if !out.recorded.is_empty() {
+            let (seq, sha) = self.append_erasure(key, req, &out.recorded)?;
+            out.record_seq = Some(seq);
+            out.record_sha256 = Some(sha);
+        }
+        let doomed: Vec<u64> = out
+            .recorded
+            .iter()
+            .chain(&out.already_recorded)
+            .copied()
+            .collect();
+        out.files_removed = self.remove_images(&doomed)?;
+        self.checkpoint(key)?;
+        Ok(out)
+    }
+
+    /// Append a signed erasure record naming `seqs` (committed: two syncs). Returns its seq and
+    /// SHA-256.
+    fn append_erasure(
+        &mut self,
+        key: &dyn Signer,
+        req: &EraseRequest,
+        seqs: &[u64],
+    ) -> Result<(u64, String), SealError> {
+        let mut batch = self.begin();
+        let (seq, prev) = batch.next();
+        let record = Erasure {
+            format: ERASURE_FORMAT.into(),
+            sig_alg: SIG_ALG_ED25519.into(),
+            device_id: self.device_id.clone(),
+            key_id: key.key_id(),
+            public_key: key.verifying_key().to_b64(),
+            seq,
+            prev: prev.unwrap_or_default(),
+            erased_unix_us: now_us(),
+            trigger: req.trigger.into(),
+            reason: req.reason.clone(),
+            selector: req.selector.clone(),
+            captures: seq_ranges(seqs),
+        };
+        let bytes = record
+            .to_canonical()
+            .map_err(|e| SealError::Encode(e.to_string()))?;
+        Erasure::parse(&bytes).map_err(|e| SealError::Encode(format!("erasure record: {e}")))?;
+        let sig = key.sign(&bytes);
+        let entry = Entry {
+            seq,
+            prev: Some(record.prev.clone()),
+            wall_us: record_age(&self.entries, &record.captures),
+            bytes: (bytes.len() + sig.len()) as u64,
+            capture: false,
+        };
+        self.stage_entry(
+            &mut batch,
+            entry,
+            None,
+            &bytes,
+            &sig,
+            record.captures.clone(),
+        )?;
+        self.commit_batch(batch)?;
+        let sha = sha256_hex(&bytes);
+        tracing::info!(
+            record_seq = seq,
+            trigger = req.trigger,
+            captures = seqs.len(),
+            "erasure recorded"
+        );
+        Ok((seq, sha))
+    }
+
+    /// Remove the image and C2PA files of captures `seqs` (best effort per file), then sync the
+    /// directory. Returns how many files were removed.
+    fn remove_images(&mut self, seqs: &[u64]) -> Result<usize, SealError> {
+        let mut n = 0;
+        for &s in seqs {
+            let st = stem(s);
+            let mut freed = 0;
+            for x in IMAGE_SUFFIXES.iter().chain(C2PA_SUFFIXES) {
+                let p = self.dir.join(format!("{st}{x}"));
+                let len = file_len(&p);
+                if self.fs.remove(&p).is_ok() {
+                    n += 1;
+                    freed += len;
+                }
+            }
+            if let Some(e) = self.entries.iter_mut().find(|e| e.seq == s) {
+                let f = freed.min(e.bytes);
+                e.bytes -= f;
+                self.total_bytes = self.total_bytes.saturating_sub(f);
+            }
+        }
+        if n > 0 {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| io_err(&self.dir, e))?;
+        }
+        Ok(n)
     }
 
     /// Write the signed chain-state record.
@@ -484,6 +777,7 @@ impl Store {
         };
         let state = ChainState {
             format: CHAIN_FORMAT.into(),
+            sig_alg: Some(SIG_ALG_ED25519.into()),
             device_id: self.device_id.clone(),
             key_id: key.key_id(),
             public_key: key.verifying_key().to_b64(),
@@ -542,16 +836,19 @@ impl Store {
     /// Delete the oldest captures beyond the limits (always keeping the newest). Returns how
     /// many were deleted.
     fn apply_retention(&mut self, key: &dyn Signer) -> Result<usize, SealError> {
-        let cutoff = self
-            .retention
-            .max_age
-            .map(|a| now_us().saturating_sub(a.as_micros() as u64));
-        let over_age = |e: &Entry| cutoff.is_some_and(|c| e.wall_us < c);
+        let now = now_us();
+        let max_age = self.retention.max_age.map(|a| a.as_micros() as u64);
+        let cutoff = max_age.map(|a| now.saturating_sub(a));
+        // Once the oldest capture is over the age limit, everything older than 99 % of it goes
+        // at once: never kept longer than the limit, and one erasure record per 1 % of the
+        // retention period rather than one per capture.
+        let early = max_age.map(|a| now.saturating_sub(a - a / 100));
+        let older = |e: &Entry, c: Option<u64>| c.is_some_and(|c| e.wall_us < c);
         let over_size = self
             .retention
             .max_bytes
             .is_some_and(|m| self.total_bytes > m);
-        let front_old = self.entries.front().is_some_and(over_age);
+        let front_old = self.entries.front().is_some_and(|e| older(e, cutoff));
         if !over_size && !front_old {
             return Ok(0);
         }
@@ -565,7 +862,7 @@ impl Store {
             .take(self.entries.len().saturating_sub(1))
         {
             let size_ok = target.is_none_or(|t| remaining <= t);
-            if size_ok && !over_age(e) {
+            if size_ok && !older(e, early) {
                 break;
             }
             remaining -= e.bytes;
@@ -574,15 +871,37 @@ impl Store {
         if n == 0 {
             return Ok(0);
         }
+        // The same signed erasure record as `veriframe erase`, before anything is deleted.
+        let seqs: Vec<u64> = self
+            .entries
+            .iter()
+            .take(n)
+            .filter(|e| e.capture && !covered(&self.erased, e.seq))
+            .map(|e| e.seq)
+            .collect();
+        if !seqs.is_empty() {
+            let req = EraseRequest {
+                seqs: seqs.clone(),
+                trigger: "retention",
+                reason: self.retention_reason(over_size, front_old),
+                selector: "retention".into(),
+            };
+            self.append_erasure(key, &req, &seqs)?;
+        }
         let doomed: Vec<Entry> = self.entries.drain(..n).collect();
-        self.total_bytes = remaining;
+        let freed: u64 = doomed.iter().map(|e| e.bytes).sum();
+        self.total_bytes = self.total_bytes.saturating_sub(freed);
         // First move the chain's start in the signed record, then delete: a crash in between
         // leaves extra old captures, which a verifier accepts.
         self.checkpoint(key)?;
         for e in &doomed {
             let st = stem(e.seq);
-            for ext in ["json", "sig", "jpg", "png", "c2pa.jpg", "c2pa.png"] {
-                let _ = self.fs.remove(&self.dir.join(format!("{st}.{ext}")));
+            for x in [".json", ".sig"]
+                .iter()
+                .chain(IMAGE_SUFFIXES)
+                .chain(C2PA_SUFFIXES)
+            {
+                let _ = self.fs.remove(&self.dir.join(format!("{st}{x}")));
             }
         }
         self.fs
@@ -595,6 +914,28 @@ impl Store {
             "retention pruned old captures"
         );
         Ok(n)
+    }
+
+    /// The erasure record's reason for a retention deletion.
+    fn retention_reason(&self, over_size: bool, over_age: bool) -> String {
+        let mut why = Vec::new();
+        if over_age {
+            if let Some(a) = self.retention.max_age {
+                why.push(format!(
+                    "older than seal.retention_max_age ({})",
+                    humantime::format_duration(a)
+                ));
+            }
+        }
+        if over_size {
+            if let Some(m) = self.retention.max_bytes {
+                why.push(format!(
+                    "store over seal.retention_max_mb ({} MiB)",
+                    m / (1024 * 1024)
+                ));
+            }
+        }
+        format!("retention: {}", why.join("; "))
     }
 }
 

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::encrypt::Identities;
 use super::keys;
-use super::manifest::{ChainState, Manifest};
+use super::manifest::{ChainEntry, ChainState, Erasure, Manifest};
 use super::store::stem;
 use super::SealError;
 use crate::record::hash::sha256_hex;
@@ -20,7 +21,10 @@ pub struct Problem {
     /// Stable machine code: `unreadable`, `malformed`, `signature_missing`, `bad_signature`,
     /// `wrong_key`, `key_changed`, `image_missing`, `image_length`, `image_hash`, `misnamed`,
     /// `duplicate`, `gap`, `broken_link`, `head_mismatch`, `chain_state_missing`,
-    /// `chain_state_invalid`, `start_link`, `tail_missing`.
+    /// `chain_state_invalid`, `start_link`, `tail_missing`; encrypted images:
+    /// `ciphertext_length`, `ciphertext_hash`, and with an identity `decrypt_failed`,
+    /// `plaintext_length`, `plaintext_hash`. Notes: `uncheckpointed`, `incomplete_write`,
+    /// `erase_incomplete`.
     pub code: &'static str,
     pub message: String,
 }
@@ -46,6 +50,29 @@ pub struct CaptureReport {
     /// The manifest's source identity (`fingerprint`; absent in `veriframe.capture/1`). As
     /// signed: only meaningful when the capture is valid.
     pub fingerprint: Option<crate::frame::identity::SourceIdentity>,
+    /// The image is stored encrypted (`image.encrypted`): its ciphertext's hash and length
+    /// were checked.
+    pub encrypted: bool,
+    /// The plaintext image's hash and length were checked: always for an image in the clear,
+    /// for an encrypted one only when it was decrypted (`verify --identity`).
+    pub plaintext_checked: bool,
+    /// `capture`, or `erasure` for an erasure record.
+    pub kind: &'static str,
+    /// The erasure record that erased this capture's image (a capture whose image is gone and
+    /// that a valid record names is `erased`, not `image_missing`).
+    pub erased: Option<ErasedBy>,
+    /// The record itself, for an erasure record.
+    pub erasure: Option<Erasure>,
+}
+
+/// Which record erased a capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErasedBy {
+    pub record_seq: u64,
+    pub record_sha256: String,
+    pub trigger: String,
+    pub reason: String,
+    pub erased_unix_us: u64,
 }
 
 impl CaptureReport {
@@ -85,7 +112,7 @@ impl ChainReport {
 struct Item {
     report: CaptureReport,
     bytes: Vec<u8>,
-    manifest: Option<Manifest>,
+    entry: Option<ChainEntry>,
     name_seq: Option<u64>,
     /// Signed by the trusted key: its seq can be believed.
     authentic: bool,
@@ -95,9 +122,9 @@ impl Item {
     /// Position in the chain: the signed seq when the signature verified, else the seq in the
     /// file name (a forged seq must not make neighbours look like gaps or duplicates).
     fn pos(&self) -> Option<u64> {
-        match &self.manifest {
-            Some(m) if self.authentic => Some(m.seq),
-            m => self.name_seq.or(m.as_ref().map(|m| m.seq)),
+        match &self.entry {
+            Some(m) if self.authentic => Some(m.seq()),
+            m => self.name_seq.or(m.as_ref().map(ChainEntry::seq)),
         }
     }
 }
@@ -164,6 +191,11 @@ fn load_item(path: &Path) -> Item {
         manifest_sha256: String::new(),
         problems: Vec::new(),
         fingerprint: None,
+        encrypted: false,
+        plaintext_checked: false,
+        kind: "capture",
+        erased: None,
+        erasure: None,
     };
     let ns = name_seq(path);
     let bytes = match fs::read(path) {
@@ -173,21 +205,28 @@ fn load_item(path: &Path) -> Item {
             return Item {
                 report,
                 bytes: Vec::new(),
-                manifest: None,
+                entry: None,
                 name_seq: ns,
                 authentic: false,
             };
         }
     };
     report.manifest_sha256 = sha256_hex(&bytes);
-    let manifest = match Manifest::parse(&bytes) {
-        Ok(m) => {
+    let entry = match ChainEntry::parse(&bytes) {
+        Ok(ChainEntry::Capture(m)) => {
             report.seq = Some(m.seq);
             report.verdict = Some(m.analysis.verdict.clone());
             report.fingerprint = m.fingerprint.clone();
             report.policy = Some(m.policy.clone());
             report.key_id = Some(m.key_id.clone());
-            Some(m)
+            Some(ChainEntry::Capture(m))
+        }
+        Ok(ChainEntry::Erasure(e)) => {
+            report.seq = Some(e.seq);
+            report.key_id = Some(e.key_id.clone());
+            report.kind = "erasure";
+            report.erasure = Some(e.as_ref().clone());
+            Some(ChainEntry::Erasure(e))
         }
         Err(e) => {
             report.seq = ns;
@@ -198,15 +237,80 @@ fn load_item(path: &Path) -> Item {
     Item {
         report,
         bytes,
-        manifest,
+        entry,
         name_seq: ns,
         authentic: false,
     }
 }
 
+/// `len` and SHA-256 of `bytes` against a manifest's; `what` names the file in the codes
+/// (`image_length`, `ciphertext_hash`, …).
+fn check_bytes(bytes: &[u8], len: u64, sha256: &str, what: &str) -> Option<Problem> {
+    let (len_code, hash_code) = match what {
+        "ciphertext" => ("ciphertext_length", "ciphertext_hash"),
+        "plaintext" => ("plaintext_length", "plaintext_hash"),
+        _ => ("image_length", "image_hash"),
+    };
+    if bytes.len() as u64 != len {
+        Some(problem(
+            len_code,
+            format!("{what} is {} bytes, manifest says {len}", bytes.len()),
+        ))
+    } else if sha256_hex(bytes) != sha256 {
+        Some(problem(
+            hash_code,
+            format!("{what} SHA-256 does not match the manifest"),
+        ))
+    } else {
+        None
+    }
+}
+
+/// The stored image of manifest `m` (beside `path`): in the clear, its length and hash; when
+/// encrypted, the ciphertext's, and with `ids` also the decrypted plaintext's. Returns whether
+/// the plaintext was checked, and the problems.
+fn check_image(path: &Path, m: &Manifest, ids: Option<&Identities>) -> (bool, Vec<Problem>) {
+    let stored = path.with_file_name(m.stored_file());
+    let bytes = match fs::read(&stored) {
+        Err(e) => {
+            return (
+                false,
+                vec![problem(
+                    "image_missing",
+                    format!("{}: {e}", stored.display()),
+                )],
+            )
+        }
+        Ok(b) => b,
+    };
+    let Some(enc) = &m.image.encrypted else {
+        let p = check_bytes(&bytes, m.image.len, &m.image.sha256, "image");
+        return (p.is_none(), p.into_iter().collect());
+    };
+    if let Some(p) = check_bytes(&bytes, enc.len, &enc.sha256, "ciphertext") {
+        return (false, vec![p]);
+    }
+    let Some(ids) = ids else {
+        return (false, Vec::new());
+    };
+    match ids.decrypt(&bytes) {
+        Err(e) => (
+            false,
+            vec![problem(
+                "decrypt_failed",
+                format!("{}: {e}", stored.display()),
+            )],
+        ),
+        Ok(plain) => {
+            let p = check_bytes(&plain, m.image.len, &m.image.sha256, "plaintext");
+            (p.is_none(), p.into_iter().collect())
+        }
+    }
+}
+
 /// Check signature, key and image of one parsed item against `trusted`.
-fn check_item(item: &mut Item, trusted: Option<&[u8; 32]>, tofu: bool) {
-    let Some(m) = &item.manifest else { return };
+fn check_item(item: &mut Item, trusted: Option<&[u8; 32]>, tofu: bool, ids: Option<&Identities>) {
+    let Some(m) = &item.entry else { return };
     let path = &item.report.path;
     let probs = &mut item.report.problems;
     let embedded = m.public_key_raw();
@@ -221,7 +325,7 @@ fn check_item(item: &mut Item, trusted: Option<&[u8; 32]>, tofu: bool) {
                 code,
                 format!(
                     "signed by key {}, not {what} {}",
-                    &m.key_id[..16],
+                    &m.key_id()[..16],
                     &keys::key_id(t)[..16]
                 ),
             ));
@@ -249,40 +353,74 @@ fn check_item(item: &mut Item, trusted: Option<&[u8; 32]>, tofu: bool) {
             }
         }
     }
-    let img_path = path.with_file_name(&m.image.file);
-    match fs::read(&img_path) {
-        Err(e) => probs.push(problem(
-            "image_missing",
-            format!("{}: {e}", img_path.display()),
-        )),
-        Ok(img) => {
-            if img.len() as u64 != m.image.len {
-                probs.push(problem(
-                    "image_length",
-                    format!(
-                        "image is {} bytes, manifest says {}",
-                        img.len(),
-                        m.image.len
-                    ),
-                ));
-            } else if sha256_hex(&img) != m.image.sha256 {
-                probs.push(problem(
-                    "image_hash",
-                    "image SHA-256 does not match the manifest",
-                ));
-            }
-        }
+    if let Some(c) = m.capture() {
+        let (checked, image_probs) = check_image(path, c, ids);
+        probs.extend(image_probs);
+        item.report.encrypted = c.image.encrypted.is_some();
+        item.report.plaintext_checked = checked;
     }
-    let expected = format!("{}.json", stem(m.seq));
+    let expected = format!("{}.json", stem(m.seq()));
     if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
         probs.push(problem(
             "misnamed",
             format!(
                 "manifest for seq {} should be named {expected} (moved or renamed)",
-                m.seq
+                m.seq()
             ),
         ));
     }
+}
+
+/// Captures whose image is missing and that a valid erasure record (signed by the trusted key,
+/// later in the chain) names are `erased`, not failing. Returns a note for named captures whose
+/// image is still there (an erasure interrupted before its files were removed).
+fn apply_erasures(items: &mut [Item]) -> Vec<Problem> {
+    let records: Vec<(Erasure, String)> = items
+        .iter()
+        .filter(|i| i.authentic && i.report.problems.is_empty())
+        .filter_map(|i| {
+            let e = i.entry.as_ref()?.erasure()?;
+            Some((e.clone(), i.report.manifest_sha256.clone()))
+        })
+        .collect();
+    if records.is_empty() {
+        return Vec::new();
+    }
+    let mut still_there = Vec::new();
+    for item in items.iter_mut() {
+        let Some(ChainEntry::Capture(m)) = &item.entry else {
+            continue;
+        };
+        let Some((rec, sha)) = records
+            .iter()
+            .find(|(r, _)| r.seq > m.seq && r.covers(m.seq))
+        else {
+            continue;
+        };
+        let probs = &mut item.report.problems;
+        if probs.is_empty() {
+            still_there.push(m.seq.to_string());
+        } else if probs.iter().all(|p| p.code == "image_missing") {
+            probs.clear();
+            item.report.erased = Some(ErasedBy {
+                record_seq: rec.seq,
+                record_sha256: sha.clone(),
+                trigger: rec.trigger.clone(),
+                reason: rec.reason.clone(),
+                erased_unix_us: rec.erased_unix_us,
+            });
+        }
+    }
+    if still_there.is_empty() {
+        return Vec::new();
+    }
+    vec![problem(
+        "erase_incomplete",
+        format!(
+            "an erasure record names captures whose image is still stored (erasure interrupted; `veriframe erase` again, or the daemon's next start, removes them): {}",
+            still_there.join(", ")
+        ),
+    )]
 }
 
 /// Chain continuity over items sorted by seq. Returns chain-level problems.
@@ -312,8 +450,8 @@ fn check_chain(items: &mut [Item]) {
                     "gap",
                     format!("captures {}..={} are missing", ps + 1, seq - 1),
                 ));
-            } else if let Some(m) = &item.manifest {
-                if *pok && this_ok && m.prev.as_deref() != Some(ph.as_str()) {
+            } else if let Some(m) = &item.entry {
+                if *pok && this_ok && m.prev() != Some(ph.as_str()) {
                     item.report.problems.push(problem(
                         "broken_link",
                         format!(
@@ -331,14 +469,36 @@ fn first_trusted_key(state: Option<&ChainState>, items: &[Item]) -> Option<[u8; 
     state.and_then(ChainState::public_key_raw).or_else(|| {
         items
             .iter()
-            .filter_map(|i| i.manifest.as_ref())
-            .min_by_key(|m| m.seq)
-            .and_then(Manifest::public_key_raw)
+            .filter_map(|i| i.entry.as_ref())
+            .min_by_key(|m| m.seq())
+            .and_then(ChainEntry::public_key_raw)
     })
+}
+
+/// What to verify against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions<'a> {
+    /// The device's public key, given out of band (`--pubkey`); `None`: trust on first use.
+    pub pubkey: Option<&'a [u8; 32]>,
+    /// The operator's identities (`--identity`): encrypted images are also decrypted and their
+    /// plaintext checked.
+    pub identities: Option<&'a Identities>,
 }
 
 /// Verify one chain directory.
 pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, SealError> {
+    verify_dir_with(
+        dir,
+        &VerifyOptions {
+            pubkey,
+            identities: None,
+        },
+    )
+}
+
+/// Verify one chain directory with `opts`.
+pub fn verify_dir_with(dir: &Path, opts: &VerifyOptions<'_>) -> Result<ChainReport, SealError> {
+    let pubkey = opts.pubkey;
     let paths = sorted_entries(dir, |p| is_manifest_name(p) && p.is_file())?;
     let mut items: Vec<Item> = paths.iter().map(|p| load_item(p)).collect();
     let mut problems = Vec::new();
@@ -351,8 +511,9 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
     let state = trusted_chain_state(dir, state, trusted, &mut problems);
 
     for item in items.iter_mut() {
-        check_item(item, trusted.as_ref(), tofu);
+        check_item(item, trusted.as_ref(), tofu, opts.identities);
     }
+    let erase_notes = apply_erasures(&mut items);
     check_chain(&mut items);
 
     let (first, last) = check_chain_ends(state.as_ref(), &mut items, &mut problems);
@@ -362,7 +523,8 @@ pub fn verify_dir(dir: &Path, pubkey: Option<&[u8; 32]>) -> Result<ChainReport, 
             dir.display()
         )));
     }
-    let notes = chain_notes(dir, state.as_ref(), last, &items);
+    let mut notes = chain_notes(dir, state.as_ref(), last, &items);
+    notes.extend(erase_notes);
     Ok(ChainReport {
         dir: Some(dir.to_path_buf()),
         key_id: trusted.map(|t| keys::key_id(&t)),
@@ -454,8 +616,8 @@ fn check_chain_ends(
                 )),
                 Some(f) if f == c.first_seq => {
                     if let Some((_, i)) = seqs.first() {
-                        if let Some(m) = &i.manifest {
-                            if m.prev != c.first_prev {
+                        if let Some(m) = &i.entry {
+                            if m.prev() != c.first_prev.as_deref() {
                                 problems.push(problem(
                                     "start_link",
                                     "first capture's prev does not match the chain state",
@@ -470,7 +632,7 @@ fn check_chain_ends(
                 match last {
                     Some(max) if max >= l => {
                         if let Some(idx) = items.iter().position(|i| {
-                            i.manifest.as_ref().map(|m| m.seq) == Some(l)
+                            i.entry.as_ref().map(ChainEntry::seq) == Some(l)
                                 && i.report.problems.is_empty()
                         }) {
                             if &items[idx].report.manifest_sha256 != h {
@@ -547,15 +709,16 @@ fn chain_notes(
 fn incomplete_files(dir: &Path, items: &[Item]) -> Vec<String> {
     let named: std::collections::HashSet<String> = items
         .iter()
-        .filter_map(|i| i.manifest.as_ref())
+        .filter_map(|i| i.entry.as_ref()?.capture())
         .flat_map(|m| {
-            [
-                m.image.file.clone(),
-                format!("{}.sig", stem(m.seq)),
-                // The C2PA copy (seal.c2pa), made after the capture was committed.
-                format!("{}.c2pa.jpg", stem(m.seq)),
-                format!("{}.c2pa.png", stem(m.seq)),
-            ]
+            // The C2PA copy (seal.c2pa), made after the capture was committed.
+            [m.stored_file().to_string(), format!("{}.sig", stem(m.seq))]
+                .into_iter()
+                .chain(
+                    super::store::C2PA_SUFFIXES
+                        .iter()
+                        .map(|x| format!("{}{x}", stem(m.seq))),
+                )
         })
         .chain(items.iter().filter_map(|i| {
             let n = i.report.path.file_stem()?.to_str()?;
@@ -567,8 +730,10 @@ fn incomplete_files(dir: &Path, items: &[Item]) -> Vec<String> {
             rd.flatten()
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
                 .filter(|n| {
-                    let capture_file =
-                        n != "chain.sig" && [".sig", ".jpg", ".png"].iter().any(|x| n.ends_with(x));
+                    let capture_file = n != "chain.sig"
+                        && [".sig", ".jpg", ".png", ".age"]
+                            .iter()
+                            .any(|x| n.ends_with(x));
                     (n.starts_with('.') && n.contains(".tmp-"))
                         || (capture_file && !named.contains(n))
                 })
@@ -581,13 +746,15 @@ fn incomplete_files(dir: &Path, items: &[Item]) -> Vec<String> {
 
 /// Verify manifest files given one by one: each file, and continuity among them (the chain's
 /// start and end are not checked).
-pub fn verify_files(files: &[PathBuf], pubkey: Option<&[u8; 32]>) -> ChainReport {
+pub fn verify_files(files: &[PathBuf], opts: &VerifyOptions<'_>) -> ChainReport {
+    let pubkey = opts.pubkey;
     let mut items: Vec<Item> = files.iter().map(|p| load_item(p)).collect();
     let tofu = pubkey.is_none();
     let trusted = pubkey.copied().or_else(|| first_trusted_key(None, &items));
     for item in items.iter_mut() {
-        check_item(item, trusted.as_ref(), tofu);
+        check_item(item, trusted.as_ref(), tofu, opts.identities);
     }
+    let notes = apply_erasures(&mut items);
     check_chain(&mut items);
     let seqs: Vec<u64> = items.iter().filter_map(|i| i.report.seq).collect();
     ChainReport {
@@ -598,7 +765,7 @@ pub fn verify_files(files: &[PathBuf], pubkey: Option<&[u8; 32]>) -> ChainReport
         first_seq: seqs.iter().min().copied(),
         last_seq: seqs.iter().max().copied(),
         problems: Vec::new(),
-        notes: Vec::new(),
+        notes,
         captures: items.into_iter().map(|i| i.report).collect(),
     }
 }
@@ -607,6 +774,20 @@ pub fn verify_files(files: &[PathBuf], pubkey: Option<&[u8; 32]>) -> ChainReport
 pub fn verify_paths(
     paths: &[PathBuf],
     pubkey: Option<&[u8; 32]>,
+) -> Result<Vec<ChainReport>, SealError> {
+    verify_paths_with(
+        paths,
+        &VerifyOptions {
+            pubkey,
+            identities: None,
+        },
+    )
+}
+
+/// Verify data directories, chain directories and manifest files with `opts`.
+pub fn verify_paths_with(
+    paths: &[PathBuf],
+    opts: &VerifyOptions<'_>,
 ) -> Result<Vec<ChainReport>, SealError> {
     let mut reports = Vec::new();
     let mut loose = Vec::new();
@@ -625,14 +806,14 @@ pub fn verify_paths(
                 )));
             }
             for d in dirs {
-                reports.push(verify_dir(&d, pubkey)?);
+                reports.push(verify_dir_with(&d, opts)?);
             }
         } else {
             loose.push(p.clone());
         }
     }
     if !loose.is_empty() {
-        reports.push(verify_files(&loose, pubkey));
+        reports.push(verify_files(&loose, opts));
     }
     Ok(reports)
 }

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::pipeline::Pipeline;
-use super::DetectError;
+use veriframe::detect::pipeline::Pipeline;
+use veriframe::detect::DetectError;
 
 /// Score given to an image without a face: rejected at every threshold.
 pub const NO_FACE_SCORE: f32 = -1.0;

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use serde::Serialize;
 
-use super::crop::crop_bgr;
-use super::nets::face::{self, BlazeFace};
-use super::nets::minifasnet::{Arch, MiniFasEnsemble, INPUT};
-use super::pipeline::Pipeline;
-use super::{DetectError, Face, FaceDetector, Quant};
-use crate::stats::percentiles;
+use veriframe::detect::crop::crop_bgr;
+use veriframe::detect::nets::face::{self, BlazeFace};
+use veriframe::detect::nets::minifasnet::{Arch, MiniFasEnsemble, INPUT};
+use veriframe::detect::pipeline::Pipeline;
+use veriframe::detect::{DetectError, Face, FaceDetector, Quant};
+use veriframe::stats::percentiles;
 
 /// The frame benchmarked.
 pub const BENCH_SAMPLE: &str = "astronaut_00.jpg";
@@ -56,7 +56,7 @@ fn stage(samples: &mut [f32]) -> Option<StageStats> {
 
 /// The sample's JPEG bytes.
 pub fn sample_jpeg() -> Result<&'static [u8], DetectError> {
-    crate::frame::samples::SAMPLES
+    veriframe::frame::samples::SAMPLES
         .iter()
         .find(|(n, _)| *n == BENCH_SAMPLE)
         .map(|(_, b)| *b)
@@ -143,7 +143,7 @@ pub fn run(
             }
         })
         .unwrap_or(0.0);
-    let peak_rss_mb = crate::stats::peak_rss_bytes()
+    let peak_rss_mb = veriframe::stats::peak_rss_bytes()
         .map(|b| b as f64 / (1024.0 * 1024.0))
         .unwrap_or(0.0);
     Ok(BenchReport {
@@ -223,7 +223,7 @@ pub fn networks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::pipeline::fakes::{face, FixedFaces, GreenFake, RedPad};
+    use veriframe::detect::pipeline::fakes::{face, FixedFaces, GreenFake, RedPad};
 
     #[test]
     fn report_has_every_stage_and_the_json_shape() {
@@ -282,7 +282,7 @@ mod tests {
         let mut bf = BlazeFace::builtin(Default::default()).unwrap();
         let r = networks(&mut bf, None, 3).unwrap();
         assert_eq!(r.keys().collect::<Vec<_>>(), ["blazeface_short_range"]);
-        let pad = crate::detect::nets::minifasnet::builtin_ensemble().unwrap();
+        let pad = veriframe::detect::nets::minifasnet::builtin_ensemble().unwrap();
         let r = networks(&mut bf, Some(&pad), 3).unwrap();
         assert_eq!(r.len(), 1 + pad.nets().len());
         for n in pad.nets() {

@@ -6,8 +6,11 @@ use super::Outcome;
 use veriframe::config::{Config, Overrides};
 use veriframe::detect::nets::minifasnet::Arch;
 use veriframe::detect::{
-    bench, build_pipeline, eval, load_face, load_pad_ensemble, DetectConfig, DetectError, Quant,
+    build_pipeline, load_face, load_pad_ensemble, DetectConfig, DetectError, Quant,
 };
+
+mod bench;
+mod eval;
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
