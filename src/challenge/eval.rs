@@ -71,10 +71,21 @@ pub fn trial(
     fps: f64,
 ) -> Result<ChallengeResult, CaptureError> {
     let light = SimLight::default();
-    let mut src = SimSource::new(spec.clone(), fps, light.clone())?;
+    let src = SimSource::new(spec.clone(), fps, light.clone())?;
+    play(src, light, spec.seed, cfg)
+}
+
+/// Play one challenge on `src` (lit by `light`): warm up, switch the light as the code from
+/// `seed`'s nonce says, measure every frame at the simulation's face box, decide.
+pub fn play(
+    mut src: SimSource,
+    light: SimLight,
+    seed: u64,
+    cfg: &ChallengeConfig,
+) -> Result<ChallengeResult, CaptureError> {
     let face = src.face_box();
     let nonce = {
-        let d = ring::digest::digest(&ring::digest::SHA256, &spec.seed.to_le_bytes());
+        let d = ring::digest::digest(&ring::digest::SHA256, &seed.to_le_bytes());
         let mut n = [0u8; 16];
         n.copy_from_slice(&d.as_ref()[..16]);
         n
@@ -162,6 +173,8 @@ pub fn run(
     }
     Ok(cells)
 }
+
+pub mod faces;
 
 #[cfg(test)]
 mod tests {
