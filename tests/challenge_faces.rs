@@ -47,7 +47,10 @@ fn quick_real_face_eval_passes_live_and_rejects_every_attack() {
         }
     }
     // The noise levels cycled are named in the output.
-    assert_eq!(v["conditions"]["noise"], serde_json::json!([1.0, 2.0, 4.0, 8.0]));
+    assert_eq!(
+        v["conditions"]["noise"],
+        serde_json::json!([1.0, 2.0, 4.0, 8.0])
+    );
     // Prints follow the code but are flat.
     let print = v["pooled"]
         .as_array()

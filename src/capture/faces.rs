@@ -50,7 +50,10 @@ fn read_index(dir: &Path) -> Result<Index, CaptureError> {
     let bytes = std::fs::read(&path).map_err(|e| {
         err(
             dir,
-            format!("cannot read {}: {e} (set `[source] sim_faces`)", path.display()),
+            format!(
+                "cannot read {}: {e} (set `[source] sim_faces`)",
+                path.display()
+            ),
         )
     })?;
     let v: serde_json::Value =

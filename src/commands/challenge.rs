@@ -57,6 +57,10 @@ pub struct ChallengeEvalArgs {
     /// With `--faces`: trials per subject of each attack (print, replay, injected).
     #[arg(long, default_value_t = 4)]
     pub attack_seeds: u64,
+    /// With `--faces`: do not render; score the trials of an earlier `--faces --json` output
+    /// (their figures do not depend on the thresholds) under this configuration's thresholds.
+    #[arg(long)]
+    pub rescore: Option<PathBuf>,
     /// With `--faces`: worker threads.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
@@ -268,26 +272,34 @@ fn score_faces(
     dir: &Path,
 ) -> Result<Outcome, ChallengeEvalError> {
     use crate::challenge::eval::faces::{self as ef, Split};
-    let split = Split::parse(&args.subjects).ok_or(ChallengeEvalError::Split(args.subjects.clone()))?;
+    let split =
+        Split::parse(&args.subjects).ok_or(ChallengeEvalError::Split(args.subjects.clone()))?;
     let (live, attacks) = if args.quick {
         (args.live_seeds.min(4), args.attack_seeds.min(1))
     } else {
         (args.live_seeds, args.attack_seeds)
     };
-    let set = crate::capture::faces::FaceSet::load(dir, |id| {
+    let want = |id: &str| {
         split.contains(id) && (args.only.is_empty() || args.only.iter().any(|o| o == id))
-    })?;
-    let ids: Vec<&str> = set.subjects.iter().map(|s| s.id.as_str()).collect();
-    if !args.json {
-        eprintln!(
-            "real faces from {}: {} subjects ({}), {live} live and {attacks} x 3 attack trials each, {} jobs",
-            dir.display(),
-            ids.len(),
-            args.subjects,
-            args.jobs
-        );
-    }
-    let trials = ef::run(&set, cfg, live, attacks, args.fps, args.jobs, |_| {})?;
+    };
+    let trials = match &args.rescore {
+        Some(f) => rescored(f, &want)?,
+        None => {
+            let set = crate::capture::faces::FaceSet::load(dir, want)?;
+            if !args.json {
+                eprintln!(
+                    "real faces from {}: {} subjects ({}), {live} live and {attacks} x 3 attack trials each, {} jobs",
+                    dir.display(),
+                    set.subjects.len(),
+                    args.subjects,
+                    args.jobs
+                );
+            }
+            ef::run(&set, cfg, live, attacks, args.fps, args.jobs, |_| {})?
+        }
+    };
+    let mut ids: Vec<&str> = trials.iter().map(|t| t.subject.as_str()).collect();
+    ids.dedup();
     let selection = (split == Split::Train)
         .then(|| ef::select(&trials, cfg))
         .flatten();
@@ -322,19 +334,42 @@ fn score_faces(
     );
     println!(
         "{:<9} {:>6} {:>6} {:>6} {:>7} {:>9} {:>9} {:>9} {:>8}",
-        "subject", "live", "passed", "inconc", "pass %", "min str", "mean str", "min resp", "min corr"
+        "subject",
+        "live",
+        "passed",
+        "inconc",
+        "pass %",
+        "min str",
+        "mean str",
+        "min resp",
+        "min corr"
     );
     for r in &rows {
         println!(
             "{:<9} {:>6} {:>6} {:>6} {:>6.1}% {:>9.4} {:>9.4} {:>9.4} {:>8.3}",
-            r.subject, r.trials, r.passed, r.inconclusive, r.pass_rate, r.min_structure,
-            r.mean_structure, r.min_response, r.min_correlation
+            r.subject,
+            r.trials,
+            r.passed,
+            r.inconclusive,
+            r.pass_rate,
+            r.min_structure,
+            r.mean_structure,
+            r.min_response,
+            r.min_correlation
         );
     }
     println!("pooled:");
     for s in &scenes {
-        let what = if s.scene == "live" { "passed" } else { "rejected" };
-        let n = if s.scene == "live" { s.passed } else { s.rejected };
+        let what = if s.scene == "live" {
+            "passed"
+        } else {
+            "rejected"
+        };
+        let n = if s.scene == "live" {
+            s.passed
+        } else {
+            s.rejected
+        };
         println!(
             "  {:<9} {what} {n}/{} ({:.1} %), max structure {:.4}, max correlation {:.3}",
             s.scene, s.trials, s.rate, s.max_structure, s.max_correlation
@@ -351,4 +386,20 @@ fn score_faces(
         );
     }
     Ok(Outcome::Ok)
+}
+
+/// The trials of an earlier `challenge-eval --faces --json` output, of the subjects `want` takes.
+fn rescored(
+    file: &Path,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<Vec<crate::challenge::eval::faces::FaceTrial>, ChallengeEvalError> {
+    let err = |reason: String| ChallengeEvalError::Read {
+        path: file.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(file).map_err(|e| err(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+    let trials: Vec<crate::challenge::eval::faces::FaceTrial> =
+        serde_json::from_value(v["trials"].clone()).map_err(|e| err(format!("trials: {e}")))?;
+    Ok(trials.into_iter().filter(|t| want(&t.subject)).collect())
 }

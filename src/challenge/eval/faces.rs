@@ -4,7 +4,7 @@
 //! thresholds chosen on the training subjects (odd-numbered) by the rule pre-registered in
 //! docs/challenge.md and reported on the held-out ones (even-numbered).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::play;
 use crate::capture::faces::{subject_number, FaceSet, Subject};
@@ -69,11 +69,11 @@ pub fn spec_for(scene: Scene, subject: u32, i: u64) -> SimSpec {
     s
 }
 
-/// One real-face trial.
-#[derive(Debug, Clone, Serialize)]
+/// One real-face trial (what `challenge-eval --faces --json` lists; `--rescore` reads it back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FaceTrial {
     pub subject: String,
-    pub scene: &'static str,
+    pub scene: String,
     pub seed: u64,
     pub noise: f32,
     pub flicker: f32,
@@ -110,7 +110,7 @@ fn one(
     let r = play(src, light, spec.seed, cfg)?;
     Ok(FaceTrial {
         subject: subject.id.clone(),
-        scene: scene.as_str(),
+        scene: scene.as_str().to_string(),
         seed: spec.seed,
         noise: spec.noise,
         flicker: spec.flicker,
@@ -170,7 +170,7 @@ pub fn run(
     for r in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
         out.push(r?);
     }
-    out.sort_by(|a, b| (&a.subject, a.scene, a.seed).cmp(&(&b.subject, b.scene, b.seed)));
+    out.sort_by(|a, b| (&a.subject, &a.scene, a.seed).cmp(&(&b.subject, &b.scene, b.seed)));
     Ok(out)
 }
 
@@ -265,7 +265,13 @@ pub struct SceneRow {
 pub fn summarize(trials: &[FaceTrial], cfg: &ChallengeConfig) -> (Vec<SubjectRow>, Vec<SceneRow>) {
     let mut subjects: Vec<&str> = trials.iter().map(|t| t.subject.as_str()).collect();
     subjects.dedup();
-    let pct = |n: u32, d: u32| if d == 0 { 0.0 } else { 100.0 * n as f64 / d as f64 };
+    let pct = |n: u32, d: u32| {
+        if d == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / d as f64
+        }
+    };
     let rows = subjects
         .iter()
         .map(|&s| {
@@ -275,7 +281,8 @@ pub fn summarize(trials: &[FaceTrial], cfg: &ChallengeConfig) -> (Vec<SubjectRow
                 .collect();
             let n = live.len() as u32;
             let passed = live.iter().filter(|t| t.passes(cfg)).count() as u32;
-            let fold = |f: fn(&FaceTrial) -> f32| live.iter().map(|t| f(t)).fold(f32::MAX, f32::min);
+            let fold =
+                |f: fn(&FaceTrial) -> f32| live.iter().map(|t| f(t)).fold(f32::MAX, f32::min);
             SubjectRow {
                 subject: s.to_string(),
                 trials: n,
@@ -333,7 +340,7 @@ mod tests {
     fn t(scene: &'static str, structure: f32, response: f32, correlation: f32) -> FaceTrial {
         FaceTrial {
             subject: "yaleB01".into(),
-            scene,
+            scene: scene.into(),
             seed: 0,
             noise: 2.0,
             flicker: 0.0,
@@ -360,8 +367,11 @@ mod tests {
         assert_eq!(s.min_response, 0.015);
         assert_eq!(s.min_correlation, 0.6);
         // A figure that does not separate is reported as such.
-        let s = select(&[t("live", 0.01, 0.1, 0.9), t("print", 0.02, 0.1, 0.9)], &ChallengeConfig::default())
-            .unwrap();
+        let s = select(
+            &[t("live", 0.01, 0.1, 0.9), t("print", 0.02, 0.1, 0.9)],
+            &ChallengeConfig::default(),
+        )
+        .unwrap();
         assert!(!s.separates);
     }
 
