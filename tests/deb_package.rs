@@ -1,5 +1,7 @@
-//! The Debian package: builds it with cargo-deb (a release build) and checks its contents and
-//! control data with `dpkg-deb`. Skips, saying why, when cargo-deb or dpkg-deb is missing, unless
+//! The Debian package: packages the `veriframe` binary this test run was built with (cargo-deb
+//! `--no-build --profile dev`: the packaging is under test here, not the compiler, and CI builds
+//! the release binaries in their own steps) and checks its contents and control data with
+//! `dpkg-deb`. Skips, saying why, when cargo-deb or dpkg-deb is missing, unless
 //! `VERIFRAME_REQUIRE_DEB` is set (CI installs cargo-deb and sets it).
 
 use std::path::{Path, PathBuf};
@@ -61,8 +63,12 @@ fn package_contents_and_control() {
         return skip("dpkg-deb is not installed (apt-get install dpkg-dev)");
     }
     let out_dir = tempfile::tempdir().expect("tempdir");
+    // Cargo builds the binary before it runs integration tests; package exactly that one.
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_veriframe"));
+    assert!(bin.is_file(), "{} not built", bin.display());
     let status = Command::new("cargo-deb")
         .current_dir(root())
+        .args(["--no-build", "--profile", "dev", "--quiet"])
         .arg("--output")
         .arg(out_dir.path())
         .status()

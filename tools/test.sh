@@ -13,7 +13,7 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
 fi
 # mosquitto's package starts a system broker on :1883; tests start their own on ephemeral ports.
-# seal (issue 16): the independent C2PA reader for tests/c2pa_interop.rs, c2pa-python from PyPI
+# The independent C2PA reader for tests/c2pa_interop.rs, c2pa-python from PyPI
 # in a venv (the test fails, not skips, without it).
 C2PA_VENV="$PWD/target/c2pa-venv"
 if ! "$C2PA_VENV/bin/python" -c "import c2pa" 2>/dev/null; then
