@@ -369,13 +369,10 @@ fn frame_of(s: &Shot, ring: Option<&[f32]>, wall_ring: f32) -> (Vec<f32>, Vec<f3
         let wall = s.wall * (1.15 - 0.3 * y as f32 / REAL_H as f32);
         for x in 0..REAL_W {
             let (al, idx) = face_alpha(x, y);
-            for c in 0..3 {
+            for (c, tint) in SKIN_TINT.iter().enumerate() {
                 let j = (y * REAL_W + x) * 3 + c;
                 let (face, face_ring) = match idx {
-                    Some(i) => (
-                        SKIN_TINT[c] * s.room[i],
-                        SKIN_TINT[c] * ring.map_or(0.0, |r| r[i]),
-                    ),
+                    Some(i) => (tint * s.room[i], tint * ring.map_or(0.0, |r| r[i])),
                     None => (0.0, 0.0),
                 };
                 a[j] = al * face + (1.0 - al) * wall;

@@ -60,7 +60,7 @@ pub fn spec_for(scene: Scene, subject: u32, i: u64) -> SimSpec {
     s.model = FaceModel::Real;
     s.noise = NOISE[(i % 4) as usize];
     s.flicker = FLICKER[((i / 4) % 3) as usize];
-    s.depth = if (i / 12) % 2 == 0 { 0.1 } else { 0.3 };
+    s.depth = if (i / 12).is_multiple_of(2) { 0.1 } else { 0.3 };
     s.ae = AE[((i / 2) % 2) as usize];
     s.drift = if s.ae > 0.5 { 0.03 } else { 0.01 };
     // A low-discrepancy draw (golden ratio) of the ring's strength.
