@@ -326,6 +326,45 @@ fn score_faces(
         );
         return Ok(Outcome::Ok);
     }
+    print_faces(
+        args,
+        dir,
+        cfg,
+        (live, attacks),
+        &rows,
+        &scenes,
+        selection.as_ref(),
+    );
+    Ok(Outcome::Ok)
+}
+
+/// The trials of an earlier `challenge-eval --faces --json` output, of the subjects `want` takes.
+fn rescored(
+    file: &Path,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<Vec<crate::challenge::eval::faces::FaceTrial>, ChallengeEvalError> {
+    let err = |reason: String| ChallengeEvalError::Read {
+        path: file.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(file).map_err(|e| err(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+    let trials: Vec<crate::challenge::eval::faces::FaceTrial> =
+        serde_json::from_value(v["trials"].clone()).map_err(|e| err(format!("trials: {e}")))?;
+    Ok(trials.into_iter().filter(|t| want(&t.subject)).collect())
+}
+
+/// The text report of `challenge-eval --faces`.
+fn print_faces(
+    args: &ChallengeEvalArgs,
+    dir: &Path,
+    cfg: &ChallengeConfig,
+    (live, attacks): (u64, u64),
+    rows: &[crate::challenge::eval::faces::SubjectRow],
+    scenes: &[crate::challenge::eval::faces::SceneRow],
+    selection: Option<&crate::challenge::eval::faces::Selection>,
+) {
+    use crate::challenge::eval::faces as ef;
     println!(
         "light challenge on real faces ({}, subjects: {}): {live} live, {attacks} per attack per subject; noise {:?}, flicker {:?} Hz, ae {:?}, led {}-{}; {} fps, code {} bits x {} frames, max lag {}; thresholds: correlation {}, response {}, structure {}",
         dir.display(), args.subjects, ef::NOISE, ef::FLICKER, ef::AE, ef::LED.0, ef::LED.1,
@@ -344,7 +383,7 @@ fn score_faces(
         "min resp",
         "min corr"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<9} {:>6} {:>6} {:>6} {:>6.1}% {:>9.4} {:>9.4} {:>9.4} {:>8.3}",
             r.subject,
@@ -359,7 +398,7 @@ fn score_faces(
         );
     }
     println!("pooled:");
-    for s in &scenes {
+    for s in scenes {
         let what = if s.scene == "live" {
             "passed"
         } else {
@@ -385,21 +424,4 @@ fn score_faces(
             sel.live_min_response, sel.min_correlation, sel.live_min_correlation
         );
     }
-    Ok(Outcome::Ok)
-}
-
-/// The trials of an earlier `challenge-eval --faces --json` output, of the subjects `want` takes.
-fn rescored(
-    file: &Path,
-    want: &dyn Fn(&str) -> bool,
-) -> Result<Vec<crate::challenge::eval::faces::FaceTrial>, ChallengeEvalError> {
-    let err = |reason: String| ChallengeEvalError::Read {
-        path: file.display().to_string(),
-        reason,
-    };
-    let bytes = std::fs::read(file).map_err(|e| err(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
-    let trials: Vec<crate::challenge::eval::faces::FaceTrial> =
-        serde_json::from_value(v["trials"].clone()).map_err(|e| err(format!("trials: {e}")))?;
-    Ok(trials.into_iter().filter(|t| want(&t.subject)).collect())
 }

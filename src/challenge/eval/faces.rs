@@ -378,9 +378,9 @@ mod tests {
     #[test]
     fn passes_rejudges_against_thresholds() {
         let cfg = ChallengeConfig::default();
-        assert!(t("live", 0.06, 0.1, 0.9).passes(&cfg));
+        assert!(t("live", 0.08, 0.1, 0.9).passes(&cfg));
         assert!(!t("live", 0.04, 0.1, 0.9).passes(&cfg));
-        let mut inc = t("live", 0.06, 0.1, 0.9);
+        let mut inc = t("live", 0.08, 0.1, 0.9);
         inc.outcome = Outcome::Inconclusive;
         assert!(!inc.passes(&cfg));
     }
