@@ -12,7 +12,7 @@
 # float measurement, and the crypto primitives (ring's per-architecture assembly). The rest of the
 # library (state machines, codecs, storage, MQTT) is the same code on every target and is tested on
 # the host; the armv7 step of CI also runs the daemon and verifies its captures on a 32-bit ARM core.
-ARM_TESTS=(detect:: frame:: challenge::measure challenge::decide seal::keys)
+ARM_TESTS=(detect:: frame:: challenge::measure challenge::decide record:: seal::keys)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC="${RUSTC:-/usr/bin/rustc}" RUSTDOC="${RUSTDOC:-/usr/bin/rustdoc}"

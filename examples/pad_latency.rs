@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use veriframe::detect::crop::crop_bgr;
-use veriframe::detect::minifasnet::{load_ensemble, softmax3, MiniFasEnsemble};
+use veriframe::detect::nets::minifasnet::{load_ensemble, softmax3, MiniFasEnsemble};
 use veriframe::detect::Quant;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {

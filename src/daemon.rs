@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use crate::alert::{AlertKind, AlertRequest, DetectorErrors, StorageFull};
 use crate::camera::{self, FrameTrust, SourceGuard};
-use crate::capture::{
-    self, monotonic_now, Capture, CaptureError, CaptureEvent, Frame, FrameSource,
-};
-use crate::challenge::{self, ChallengeRecord, ChallengeStage, LightDriver, LightTag};
+use crate::capture::{self, Capture, CaptureError, CaptureEvent, FrameSource};
+use crate::challenge::session::LightTag;
+use crate::challenge::{self, ChallengeRecord, ChallengeStage, LightDriver};
 use crate::config::Config;
 use crate::decide::{self, DeciderState, Decision};
 use crate::detect::{self, Analysis, Analyzer};
-use crate::device::{self, Actuator, Device, NoDevice, TamperFlag};
+use crate::device::tamper::TamperFlag;
+use crate::device::{self, Actuator, Device, NoDevice};
+use crate::frame::{monotonic_now, Frame};
 use crate::publish::{Event, EventSink, LogSink};
 use crate::queue::{DropOldest, Pop};
 use crate::seal::{ChainSealer, SealError, SealInput, Sealed, Sealer};
@@ -66,7 +67,7 @@ pub struct Components {
     pub sealer: Box<dyn Sealer>,
     pub sink: Arc<dyn EventSink>,
     pub actuator: Box<dyn Actuator>,
-    /// The light challenge (issue 15), when an illuminator is configured.
+    /// The light challenge, when an illuminator is configured.
     pub challenge: Option<ChallengeParts>,
 }
 
@@ -106,9 +107,9 @@ impl Components {
     /// Build the stages described by `cfg`.
     pub fn from_config(cfg: &Config) -> Result<Self, DaemonError> {
         let sealer = ChainSealer::open(&cfg.seal, &cfg.data_dir, &cfg.device_id)?;
-        // camera hook (issue 14): pins are signed with the device key, kept in the data dir.
+        // camera hook: pins are signed with the device key, kept in the data dir.
         let guard = SourceGuard::new(
-            camera::GuardConfig::from_source(&cfg.source),
+            cfg.source.guard_config(),
             Box::new(camera::fingerprint::SystemInfo::default()),
             Some(camera::pin::PinStore::new(
                 &cfg.data_dir,
@@ -363,9 +364,9 @@ fn analysis_loop(
         Stats::inc(&stats.analysed);
         let (next, decision) = decide::step(state, analysis.as_ref(), frame.captured_mono);
         state = next;
-        // camera hook (issue 14): an untrusted source overrides the verdict; its alerts join.
+        // camera hook: an untrusted source overrides the verdict; its alerts join.
         let decision = camera::apply(decision, &trust);
-        // challenge hook (issue 15): an unproven face is not authentic, a failed one an attack.
+        // challenge hook: an unproven face is not authentic, a failed one an attack.
         let (decision, challenge) = match &mut challenge {
             Some(c) => c.on_frame(&frame, light, analysis.as_ref(), decision),
             None => (decision, None),

@@ -11,7 +11,10 @@ use clap::{Parser, Subcommand};
 use veriframe::config::{Config, LogFormat, Overrides};
 use veriframe::daemon::{self, Components, Limits};
 use veriframe::shutdown::Shutdown;
-use veriframe::{commands, Outcome};
+
+mod commands;
+
+use commands::Outcome;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,4 +1,4 @@
-//! C2PA Content Credentials checked by an independent reader (issue 16): c2pa-python, the C2PA
+//! C2PA Content Credentials checked by an independent reader: c2pa-python, the C2PA
 //! SDK's Python binding from PyPI (`tools/test.sh` and `.ci/run` install it into
 //! `target/c2pa-venv`). The reader must be there: a missing reader fails the test.
 //!
@@ -167,7 +167,7 @@ fn strip_app11(jpeg: &[u8]) -> (Vec<u8>, Vec<u8>, usize) {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    veriframe::seal::keys::sha256_hex(b)
+    veriframe::record::hash::sha256_hex(b)
 }
 
 fn replace(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {

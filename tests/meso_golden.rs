@@ -17,8 +17,8 @@ mod common;
 use std::time::Instant;
 
 use common::pad::require;
-use veriframe::detect::meso::{resize_nearest_rgb, Meso4, INPUT};
-use veriframe::detect::modelfile::sha256_hex;
+use veriframe::detect::model::file::sha256_hex;
+use veriframe::detect::nets::meso::{resize_nearest_rgb, Meso4, INPUT};
 
 const MESO: &str = "models/upstream/mesonet";
 const SAMPLES: &str = "data/mesonet-samples";

@@ -11,10 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mqtt::{alert_ids, Broker};
+use veriframe::alert::AlertRequest;
 use veriframe::alert::{AlertKind, Severity};
 use veriframe::publish::alert;
 use veriframe::publish::store::Store;
-use veriframe::publish::AlertRequest;
 use veriframe::seal::keys::load_or_create;
 
 const BIN: &str = env!("CARGO_BIN_EXE_veriframe");

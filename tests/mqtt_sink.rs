@@ -9,13 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::mqtt::{alert_ids, Broker, Collector};
+use veriframe::alert::AlertRequest;
+use veriframe::alert::ModelId;
 use veriframe::alert::{AlertKind, Severity};
 use veriframe::capture::CaptureEvent;
-use veriframe::detect::ModelId;
 use veriframe::publish::alert::{self, Alert, SigCheck};
-use veriframe::publish::{AlertRequest, Event, EventSink, MqttConfig, MqttSink, SinkOptions};
+use veriframe::publish::mqtt::sink::MqttSink;
+use veriframe::publish::mqtt::SinkOptions;
+use veriframe::publish::{Event, EventSink, MqttConfig};
+use veriframe::record::Signer;
 use veriframe::seal::keys::DeviceKey;
-use veriframe::seal::{Sealed, Signer};
+use veriframe::seal::Sealed;
 use veriframe::stats::Stats;
 
 fn runtime() -> tokio::runtime::Runtime {

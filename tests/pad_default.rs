@@ -1,5 +1,5 @@
-//! The shipped default detector, driven through the binary (issue 13): the default model set
-//! loads the shipped MiniFASNet pair, runs on the bundled samples without a `presentation_attack`
+//! The shipped default detector, driven through the binary: the default model set loads the
+//! MiniFASNet pair built into the binary (from wherever the binary is copied), runs on the bundled samples without a `presentation_attack`
 //! alert on their real faces, fails closed on a missing model file, and running without PAD is an
 //! explicit, announced choice whose frames are never sealed as `authentic`.
 
@@ -84,6 +84,50 @@ fn defaults_on_the_bundled_samples_raise_no_presentation_attack() {
     assert!(!verdicts.iter().any(|v| v == "attack"), "{verdicts:?}");
 }
 
+/// The binary copied alone into an empty directory, run there (no `models/` beside it or below
+/// the working directory), loads the default pair: it is compiled in.
+#[test]
+fn the_binary_copied_alone_loads_the_built_in_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("veriframe");
+    std::fs::copy(env!("CARGO_BIN_EXE_veriframe"), &bin).unwrap();
+    let out = Command::new(&bin)
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--frames",
+            "3",
+            "--data-dir",
+            "d",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!dir.path().join("models").exists());
+    let ev = events(&out);
+    let ready = ev
+        .iter()
+        .find(|e| e["fields"]["message"] == "detector ready")
+        .unwrap_or_else(|| panic!("no 'detector ready' line:\n{err}"));
+    let models = ready["fields"]["models"].as_str().unwrap_or_default();
+    assert!(
+        models.contains("minifasnet_v2/q8_0") && models.contains("minifasnet_v1se/q8_0"),
+        "{models}"
+    );
+    let loaded = ev
+        .iter()
+        .find(|e| e["fields"]["message"] == "PAD classifier loaded")
+        .unwrap_or_else(|| panic!("no 'PAD classifier loaded' line:\n{err}"));
+    let paths = loaded["fields"]["paths"].as_str().unwrap_or_default();
+    assert!(
+        paths.contains("built-in minifasnet-v2.q8_0.gguf"),
+        "{paths}"
+    );
+}
+
 #[test]
 fn a_missing_configured_model_is_a_startup_error_naming_the_file() {
     let data = tempfile::tempdir().unwrap();
@@ -135,13 +179,11 @@ fn without_pad_is_explicit_announced_and_never_authentic() {
     assert!(!verdicts.iter().any(|v| v == "authentic"), "{verdicts:?}");
 }
 
-/// The measured-but-not-default v5 and v6 files (models/veriframe-pad-v5.md, -v6.md) load, carry
-/// their architecture, and their weights match the hash recorded at conversion.
+/// The opt-in v6 files (models/veriframe-pad-v6.md; docs/models.md, "Which PAD model") load,
+/// carry their architecture, and their weights match the hash recorded at conversion.
 #[test]
-fn the_v5_and_v6_models_load_and_verify() {
+fn the_opt_in_v6_model_loads_and_verifies() {
     for (file, arch) in [
-        ("veriframe-pad-v5-v2.q8_0.gguf", "minifasnet_v2"),
-        ("veriframe-pad-v5-v1se.q8_0.gguf", "minifasnet_v1se"),
         ("veriframe-pad-v6-v2.q8_0.gguf", "minifasnet_v2"),
         ("veriframe-pad-v6-v1se.q8_0.gguf", "minifasnet_v1se"),
     ] {

@@ -12,7 +12,7 @@ mod common;
 
 use common::pad::{png_bgr, require, MINIFAS, V1SE, V2};
 use veriframe::detect::crop::crop_bgr;
-use veriframe::detect::minifasnet::{load_ensemble, softmax3, MiniFasNet};
+use veriframe::detect::nets::minifasnet::{load_ensemble, softmax3, MiniFasNet};
 use veriframe::detect::Quant;
 
 fn expected() -> Option<(std::path::PathBuf, serde_json::Value)> {
@@ -137,7 +137,7 @@ fn golden_images_through_our_crop_match_loosely() {
     eprintln!("full images: max |d logit| = {worst_logit:e}, max |d score| = {worst_score:e}");
 }
 
-/// `[detect] pad_model` with four files (v7's ensembles: v5's pair beside v6's) runs all four
+/// `[detect] pad_model` with four files (the default pair beside the opt-in v6's) runs all four
 /// networks, each on its own crop, and scores the mean of their real probabilities: exactly the
 /// mean of the two pairs' scores, through the config path the daemon uses.
 #[test]
@@ -145,10 +145,10 @@ fn four_model_files_score_the_mean_of_both_pairs() {
     use veriframe::detect::{load_pad_ensemble, DetectConfig};
     let Some((dir, exp)) = expected() else { return };
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let files = |v: &str| -> Vec<std::path::PathBuf> {
+    let files = |prefix: &str| -> Vec<std::path::PathBuf> {
         ["v2", "v1se"]
             .iter()
-            .map(|n| models.join(format!("veriframe-pad-{v}-{n}.q8_0.gguf")))
+            .map(|n| models.join(format!("{prefix}-{n}.q8_0.gguf")))
             .collect()
     };
     let ensemble = |paths: Vec<std::path::PathBuf>| {
@@ -160,28 +160,31 @@ fn four_model_files_score_the_mean_of_both_pairs() {
             .expect("loads")
             .expect("minifasnet model set has PAD")
     };
-    let v5 = ensemble(files("v5"));
-    let v6 = ensemble(files("v6"));
-    let both = ensemble([files("v5"), files("v6")].concat());
+    let pair = ensemble(files("minifasnet"));
+    let v6 = ensemble(files("veriframe-pad-v6"));
+    let both = ensemble([files("minifasnet"), files("veriframe-pad-v6")].concat());
     assert_eq!(both.nets().len(), 4);
     let (mut checked, mut differ) = (0, 0);
     for (img, v) in exp.as_object().expect("object") {
         let full = open_oriented(&dir.join(img));
         let b = &v["bbox_xywh"];
         let bbox = [0, 1, 2, 3].map(|i| b[i].as_f64().expect("bbox") as f32);
-        let (s5, s6) = (
-            v5.score(&full, bbox).unwrap(),
+        let (sp, s6) = (
+            pair.score(&full, bbox).unwrap(),
             v6.score(&full, bbox).unwrap(),
         );
         let s = both.score(&full, bbox).expect("score");
         assert!(
-            (s - (s5 + s6) / 2.0).abs() < 1e-5,
-            "{img}: four-file score {s}, pairs {s5} and {s6}"
+            (s - (sp + s6) / 2.0).abs() < 1e-5,
+            "{img}: four-file score {s}, pairs {sp} and {s6}"
         );
         checked += 1;
-        differ += usize::from((s5 - s6).abs() > 1e-3);
+        differ += usize::from((sp - s6).abs() > 1e-3);
     }
     assert_eq!(checked, 7);
     // the mean is only a check where the pairs disagree
-    assert!(differ > 0, "v5 and v6 score all golden images alike");
+    assert!(
+        differ > 0,
+        "the default pair and v6 score all golden images alike"
+    );
 }

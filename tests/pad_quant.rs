@@ -7,8 +7,9 @@ mod common;
 use std::process::Command;
 
 use common::pad::{png_bgr, require, MINIFAS, V1SE, V2};
-use veriframe::detect::minifasnet::{self, softmax3, Arch, MiniFasNet};
-use veriframe::detect::{modelfile, Quant};
+use veriframe::detect::model::file as modelfile;
+use veriframe::detect::nets::minifasnet::{self, softmax3, Arch, MiniFasNet};
+use veriframe::detect::Quant;
 
 #[test]
 fn converted_files_agree_with_source() {
@@ -21,7 +22,7 @@ fn converted_files_agree_with_source() {
         let src = std::fs::read(mdir.join(format!("{model}.safetensors"))).expect("weights");
         let mut nets = Vec::new();
         for quant in [Quant::F32, Quant::Q8_0] {
-            let m = minifasnet::convert(&src, Some(arch), quant).expect("convert");
+            let m = minifasnet::convert::convert(&src, Some(arch), quant).expect("convert");
             let path = tmp.path().join(format!("{}_{quant:?}.gguf", arch.name()));
             modelfile::write(&m, &path).expect("write");
             let back = modelfile::read(&path).expect("read back");
@@ -38,7 +39,7 @@ fn converted_files_agree_with_source() {
         } else {
             Arch::MiniFasNetV2
         };
-        assert!(minifasnet::convert(&src, Some(other), Quant::F32).is_err());
+        assert!(minifasnet::convert::convert(&src, Some(other), Quant::F32).is_err());
 
         let mut max_dsoft = 0f32;
         for (img, v) in exp.as_object().expect("object") {

@@ -25,11 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use veriframe::decide::{Decision, Verdict};
-use veriframe::seal::fsio::{Fs, IoCounters, RealFs};
+use veriframe::record::fsio::{Fs, IoCounters, RealFs};
+use veriframe::record::Signer;
 use veriframe::seal::keys::DeviceKey;
 use veriframe::seal::store::chain_dir;
 use veriframe::seal::verify::verify_dir;
-use veriframe::seal::{ChainSealer, SealInput, Sealer, Signer};
+use veriframe::seal::{ChainSealer, SealInput, Sealer};
 
 #[derive(Debug, Clone)]
 enum Rec {
@@ -254,7 +255,7 @@ fn power_cut_at_every_point_of_group_commits_leaves_a_verifiable_prefix() {
                 s.seal(&SealInput::unanalysed(
                     &f,
                     &decision,
-                    &veriframe::camera::SourceIdentity::not_a_camera(),
+                    &veriframe::frame::identity::SourceIdentity::not_a_camera(),
                 ))
                 .unwrap()
                 .unwrap();
@@ -329,7 +330,7 @@ fn seal_n(s: &mut ChainSealer, first: u64, n: u64) -> Vec<Result<Option<u64>, St
     let frames: Vec<_> = (first..first + n)
         .map(|i| common::seal::frame(i, SystemTime::now()))
         .collect();
-    let identity = veriframe::camera::SourceIdentity::not_a_camera();
+    let identity = veriframe::frame::identity::SourceIdentity::not_a_camera();
     let inputs: Vec<SealInput<'_>> = frames
         .iter()
         .map(|frame| SealInput::unanalysed(frame, &decision, &identity))

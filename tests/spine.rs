@@ -7,14 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use veriframe::alert::ModelId;
 use veriframe::capture::reconnect::{Backoff, Opener, Reconnecting};
 use veriframe::capture::replay::Replay;
 use veriframe::capture::synthetic::Synthetic;
-use veriframe::capture::{Capture, CaptureError, CaptureEvent, FrameSource, SourceInfo};
+use veriframe::capture::{Capture, CaptureError, CaptureEvent, FrameSource};
 use veriframe::config::Config;
 use veriframe::daemon::{run_pipeline, Components, Limits};
-use veriframe::detect::{Analysis, Analyzer, DecodeOnly, DetectError, ModelId};
+use veriframe::detect::{Analysis, Analyzer, DecodeOnly, DetectError};
 use veriframe::device::NoDevice;
+use veriframe::frame::SourceInfo;
 use veriframe::publish::{Event, EventSink};
 use veriframe::seal::{SealError, SealInput, Sealed, Sealer};
 use veriframe::shutdown::Shutdown;
@@ -227,7 +229,7 @@ fn backoff_is_capped_exponential() {
 
 struct SlowAnalyzer(Duration);
 impl Analyzer for SlowAnalyzer {
-    fn analyze(&mut self, frame: &veriframe::capture::Frame) -> Result<Analysis, DetectError> {
+    fn analyze(&mut self, frame: &veriframe::frame::Frame) -> Result<Analysis, DetectError> {
         std::thread::sleep(self.0);
         DecodeOnly.analyze(frame)
     }
@@ -560,7 +562,7 @@ fn bench_json_reports_stages_and_networks() {
 /// Fails on every frame whose seq is in `failing`, decodes the others.
 struct FailingAnalyzer(std::ops::Range<u64>);
 impl Analyzer for FailingAnalyzer {
-    fn analyze(&mut self, frame: &veriframe::capture::Frame) -> Result<Analysis, DetectError> {
+    fn analyze(&mut self, frame: &veriframe::frame::Frame) -> Result<Analysis, DetectError> {
         if self.0.contains(&frame.seq) {
             return Err(DetectError::Model(format!("boom on {}", frame.seq)));
         }
@@ -576,7 +578,7 @@ fn detector_errors_raise_one_alert_per_episode() {
     // Frames 3..6 and 10..12 fail: two episodes, two `detector_error` alerts.
     struct TwoEpisodes(FailingAnalyzer, FailingAnalyzer);
     impl Analyzer for TwoEpisodes {
-        fn analyze(&mut self, f: &veriframe::capture::Frame) -> Result<Analysis, DetectError> {
+        fn analyze(&mut self, f: &veriframe::frame::Frame) -> Result<Analysis, DetectError> {
             self.0.analyze(f).and_then(|_| self.1.analyze(f))
         }
         fn models(&self) -> Vec<ModelId> {

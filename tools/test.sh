@@ -21,4 +21,12 @@ if ! "$C2PA_VENV/bin/python" -c "import c2pa" 2>/dev/null; then
   "$C2PA_VENV/bin/pip" install -q c2pa-python==0.38.1
 fi
 export VERIFRAME_C2PA_PYTHON="$C2PA_VENV/bin/python"
+# The PAD calibration tool's packages (tools/train/requirements.txt: numpy, OpenCV, ONNX Runtime,
+# safetensors; no PyTorch) for tests/padcal.rs, which fails, not skips, without them.
+PADCAL_VENV="$PWD/target/padcal-venv"
+if ! "$PADCAL_VENV/bin/python" -c "import numpy, cv2, onnx, onnxruntime, safetensors" 2>/dev/null; then
+  python3 -m venv "$PADCAL_VENV"
+  "$PADCAL_VENV/bin/pip" install -q -r tools/train/requirements.txt
+fi
+export VERIFRAME_PADCAL_PYTHON="$PADCAL_VENV/bin/python"
 cargo test --all-targets -- --test-threads=2

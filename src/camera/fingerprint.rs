@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::CameraError;
-pub use crate::frame::identity::{UsbIdentity, V4l2Identity};
+use crate::frame::identity::{UsbIdentity, V4l2Identity};
 
 /// Everything the fingerprint covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +30,8 @@ impl CameraIdentity {
     /// identity: `{"usb":…,"v4l2":{…}}`.
     pub fn sha256(&self) -> String {
         // Strings and integers below 2^53 only (capabilities are 32 bits): always encodable.
-        let bytes = crate::seal::manifest::canonical(self).unwrap_or_default();
-        crate::seal::keys::sha256_hex(&bytes)
+        let bytes = crate::record::json::canonical(self).unwrap_or_default();
+        crate::record::hash::sha256_hex(&bytes)
     }
 
     /// Field-by-field differences to `other`, as `name: old -> new` (for alert details).
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(a.sha256(), a.clone().sha256());
         assert_eq!(a.sha256().len(), 64);
         // Golden value: the canonical form is part of the format (pins and manifests carry it).
-        let canon = String::from_utf8(crate::seal::manifest::canonical(&a).unwrap()).unwrap();
+        let canon = String::from_utf8(crate::record::json::canonical(&a).unwrap()).unwrap();
         assert!(
             canon.starts_with("{\"usb\":{\"bcd_device\":\"0011\","),
             "{canon}"

@@ -236,8 +236,8 @@ pub fn describe(found: &[Instrument]) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::fingerprint::fixtures::*;
-    use super::super::fingerprint::{UsbIdentity, V4l2Identity};
     use super::*;
+    use crate::frame::identity::{UsbIdentity, V4l2Identity};
 
     fn rules(id: &CameraIdentity) -> Vec<String> {
         classify(id).into_iter().map(|i| i.rule).collect()

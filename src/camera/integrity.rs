@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use crate::capture::IntegrityConfig;
+use super::settings::IntegrityConfig;
 use crate::frame::PixelFormat;
 
 /// What the checks need to know about one frame (cheap to compute in the capture thread).

@@ -21,6 +21,7 @@ pub mod fingerprint;
 pub mod instruments;
 pub mod integrity;
 pub mod pin;
+pub mod settings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,11 +31,11 @@ use crate::alert::AlertKind;
 use crate::decide::{Action, Decision, Verdict};
 use crate::frame::{Frame, SourceInfo};
 
-use crate::capture::{ExpectConfig, IntegrityConfig};
-pub use crate::frame::identity::SourceIdentity;
+use crate::frame::identity::SourceIdentity;
 use fingerprint::{CameraIdentity, CameraInfoSource};
 use integrity::{FrameMeta, IntegrityState};
 use pin::{Check, PinStore};
+use settings::{ExpectConfig, IntegrityConfig};
 
 /// Errors reading a camera's identity or its pin record.
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +44,6 @@ pub enum CameraError {
     Read { path: String, reason: String },
     #[error("camera pin record {path}: {reason}")]
     Pin { path: PathBuf, reason: String },
-    #[error("{0}")]
-    Usage(String),
 }
 
 /// Alert kind: the camera is not the pinned (or expected) one.
@@ -61,17 +60,6 @@ pub struct GuardConfig {
     pub allow_virtual: bool,
     pub expect: Option<ExpectConfig>,
     pub integrity: IntegrityConfig,
-}
-
-impl GuardConfig {
-    /// The camera-trust settings of a `[source]` section.
-    pub fn from_source(cfg: &crate::capture::SourceConfig) -> Self {
-        Self {
-            allow_virtual: cfg.allow_virtual,
-            expect: cfg.expect.clone(),
-            integrity: cfg.integrity.clone(),
-        }
-    }
 }
 
 impl SourceIdentity {

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::{CameraIdentity, CameraInfoSource, Fingerprint};
+use super::settings::ExpectConfig;
 use super::{instruments, unix_us_now, CameraError};
-pub use crate::capture::ExpectConfig;
-use crate::seal::{fsio, keys, manifest, Signer};
+use crate::record::hash::sha256_hex;
+use crate::record::{fsio, json, verify_signature, Signer};
 
 /// `format` of a pin record.
 pub const PIN_FORMAT: &str = "veriframe.camera-pin/1";
@@ -175,17 +176,17 @@ impl PinStore {
         };
         let sig_path = self.dir.join("pin.sig");
         let sig = std::fs::read(&sig_path).map_err(|e| io(&sig_path, e))?;
-        if !keys::verify_signature(&self.signer.public_key(), &bytes, &sig) {
+        if !verify_signature(&self.signer.public_key(), &bytes, &sig) {
             return Err(io(&path, "signature is not valid for this device's key"));
         }
         let rec: PinRecord = serde_json::from_slice(&bytes).map_err(|e| io(&path, e))?;
-        if manifest::canonical(&rec).map_err(|e| io(&path, e))? != bytes {
+        if json::canonical(&rec).map_err(|e| io(&path, e))? != bytes {
             return Err(io(&path, "not in canonical form"));
         }
         if rec.format != PIN_FORMAT || !rec.fingerprint.consistent() {
             return Err(io(&path, "wrong format or inconsistent fingerprint"));
         }
-        Ok(Some((rec, keys::sha256_hex(&bytes))))
+        Ok(Some((rec, sha256_hex(&bytes))))
     }
 
     /// Write a new pin record for `id` (atomically: history copy first, then `pin.json` and
@@ -211,11 +212,11 @@ impl PinStore {
             key_id: self.signer.key_id(),
             device: device.into(),
             fingerprint: Fingerprint::of(id),
-            pinned_unix_us: now_unix_us.min(manifest::MAX_INT),
+            pinned_unix_us: now_unix_us.min(json::MAX_INT),
             reason: reason.into(),
             prev,
         };
-        let bytes = manifest::canonical(&rec).map_err(|e| io(&self.path(), e))?;
+        let bytes = json::canonical(&rec).map_err(|e| io(&self.path(), e))?;
         let sig = self.signer.sign(&bytes);
         let hist = self.dir.join("history");
         std::fs::create_dir_all(&hist).map_err(|e| io(&hist, e))?;
@@ -229,7 +230,7 @@ impl PinStore {
         // reads as "invalid pin" (untrusted until re-pinned), never as a valid wrong pin.
         w(self.dir.join("pin.sig"), &sig)?;
         w(self.path(), &bytes)?;
-        Ok((rec, keys::sha256_hex(&bytes)))
+        Ok((rec, sha256_hex(&bytes)))
     }
 }
 
@@ -278,11 +279,10 @@ pub fn repin(
 mod tests {
     use super::super::fingerprint::fixtures::*;
     use super::*;
-    use crate::seal::keys::DeviceKey;
+    use crate::record::TestSigner;
 
-    fn store(dir: &Path) -> (PinStore, Arc<DeviceKey>) {
-        let (k, _) = DeviceKey::generate().unwrap();
-        let k = Arc::new(k);
+    fn store(dir: &Path) -> (PinStore, Arc<TestSigner>) {
+        let k = Arc::new(TestSigner::generate());
         (PinStore::new(dir, k.clone(), "booth-1", false), k)
     }
 

@@ -11,7 +11,6 @@ pub mod reconnect;
 pub mod replay;
 pub mod sim;
 pub mod synthetic;
-pub mod trust;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 
@@ -22,10 +21,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::alert::AlertRequest;
-// The frame types live in `crate::frame`; re-exported because every source hands them out.
-pub use crate::frame::{convert, monotonic_now, samples, Frame, PixelFormat, SourceInfo};
+use crate::camera::settings::{ExpectConfig, IntegrityConfig};
+use crate::camera::GuardConfig;
+use crate::frame::{Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
-pub use trust::{ExpectConfig, IntegrityConfig};
 
 /// Something a source wants reported (as a log line, a status update or an alert).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -258,6 +257,15 @@ impl Default for SourceConfig {
 }
 
 impl SourceConfig {
+    /// The camera-trust settings of this section.
+    pub fn guard_config(&self) -> GuardConfig {
+        GuardConfig {
+            allow_virtual: self.allow_virtual,
+            expect: self.expect.clone(),
+            integrity: self.integrity.clone(),
+        }
+    }
+
     /// Check values; returns (key, reason) of the first bad one.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(self.fps > 0.0 && self.fps <= 1000.0) {

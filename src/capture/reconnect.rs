@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Capture, CaptureError, CaptureEvent, FrameSource, SourceInfo};
+use super::{Capture, CaptureError, CaptureEvent, FrameSource};
+use crate::frame::SourceInfo;
 use crate::shutdown::Shutdown;
 
 /// Opens (or reopens) a source.

@@ -7,9 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{
-    samples, Capture, CaptureError, CaptureEvent, Frame, FrameSource, PixelFormat, SourceInfo,
-};
+use super::{Capture, CaptureError, CaptureEvent, FrameSource};
+use crate::frame::{samples, Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 enum Item {

@@ -42,8 +42,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::faces::{self, FaceSet, Subject};
-use super::{Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
+use super::{Capture, CaptureError, FrameSource};
 use crate::frame::samples::SAMPLES;
+use crate::frame::{Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 /// The simulated booth light: set by the challenge's illuminator, read by the sim source.

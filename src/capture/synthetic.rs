@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{Capture, CaptureError, Frame, FrameSource, PixelFormat, SourceInfo};
+use super::{Capture, CaptureError, FrameSource};
+use crate::frame::{Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 pub struct Synthetic {
@@ -28,6 +29,19 @@ impl Synthetic {
             pacer: super::Pacer::new(fps),
             n: 0,
         }
+    }
+
+    /// Pattern number `n` as a JPEG (quality 85): a camera-like MJPEG frame for benches and tests.
+    pub fn jpeg(width: u32, height: u32, n: u64) -> Result<Vec<u8>, image::ImageError> {
+        let rgb = Self::render(width, height, n);
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode(
+            &rgb,
+            width,
+            height,
+            image::ExtendedColorType::Rgb8,
+        )?;
+        Ok(out)
     }
 
     /// Render pattern number `n`.

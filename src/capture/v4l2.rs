@@ -3,8 +3,8 @@
 //!
 //! MJPEG frames are handed on as the camera's JPEG bytes, untouched (those bytes are what gets
 //! signed). YUYV frames are handed on raw; the analyser converts them to RGB
-//! ([`super::convert::yuyv_to_rgb`]). Errors that mean the camera went away (ENODEV, EIO, ENXIO,
-//! ESHUTDOWN, EPIPE, a dequeue timeout) are *transient*: [`super::reconnect::Reconnecting`]
+//! ([`crate::frame::convert::yuyv_to_rgb`]). Errors that mean the camera went away (ENODEV, EIO,
+//! ENXIO, ESHUTDOWN, EPIPE, a dequeue timeout) are *transient*: [`super::reconnect::Reconnecting`]
 //! reopens the device with capped backoff.
 
 use std::io;
@@ -22,10 +22,8 @@ use v4l::video::Capture as _;
 use v4l::{Device, Format, FourCC, Fraction};
 
 use super::reconnect::Opener;
-use super::{
-    choose_format, monotonic_now, CameraFormat, Capture, CaptureError, Frame, FrameSource,
-    PixelFormat, SourceConfig, SourceInfo,
-};
+use super::{choose_format, CameraFormat, Capture, CaptureError, FrameSource, SourceConfig};
+use crate::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
 use crate::shutdown::Shutdown;
 
 /// How long a dequeue waits before the camera is considered stalled (and reopened).

@@ -1,4 +1,4 @@
-//! Liveness by light (issue 15): a challenge a screen, a print or an injected feed cannot answer.
+//! Liveness by light: a challenge a screen, a print or an injected feed cannot answer.
 //!
 //! When a new face appears (and every `interval` while it stays), the booth's illuminator is
 //! switched on and off in a pseudo-random code derived from a fresh nonce; the analyser measures
@@ -25,13 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::AlertKind;
 use crate::capture::sim::SimLight;
-use crate::capture::Frame;
 use crate::decide::{Action, Decision, Verdict};
 use crate::detect::Analysis;
+use crate::frame::Frame;
 
-pub use code::Code;
-pub use decide::{ChallengeResult, Outcome};
-pub use session::{Challenger, FrameView, LightTag, Player, Proof};
+use code::Code;
+use decide::Outcome;
+use session::{Challenger, FrameView, LightTag, Player, Proof};
 
 /// Errors of the challenge stage.
 #[derive(Debug, thiserror::Error)]

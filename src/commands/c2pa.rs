@@ -4,14 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Config, Overrides};
-use crate::seal::c2pa::{self, C2paSigner};
-use crate::seal::cert::{self, CertChain};
-use crate::seal::keys;
-use crate::seal::manifest::Manifest;
-use crate::seal::verify::{self, ChainReport};
-use crate::seal::{self as seal_mod, SealError};
-use crate::Outcome;
+use super::{Outcome, UsageError};
+use veriframe::config::{Config, Overrides};
+use veriframe::seal::c2pa::{self, C2paSigner};
+use veriframe::seal::cert::{self, CertChain};
+use veriframe::seal::manifest::Manifest;
+use veriframe::seal::verify::{self, ChainReport};
+use veriframe::seal::{self as seal_mod, SealError};
 
 #[derive(Debug, clap::Args)]
 pub struct CertArgs {
@@ -76,13 +75,13 @@ fn load_config(
     config: Option<&Path>,
     data_dir: Option<&PathBuf>,
     key: Option<&PathBuf>,
-) -> Result<Config, SealError> {
+) -> Result<Config, UsageError> {
     let ov = Overrides {
         data_dir: data_dir.cloned(),
         key: key.cloned(),
         ..Default::default()
     };
-    Config::load(config, &ov).map_err(|e| SealError::Usage(e.to_string()))
+    Config::load(config, &ov).map_err(|e| UsageError(e.to_string()))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SealError + '_ {
@@ -93,17 +92,23 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SealError + '_ {
 }
 
 /// Write `text` to `path` (mode 0644) unless it exists and `force` is off.
-fn write_new(path: &Path, text: &str, force: bool) -> Result<(), SealError> {
+fn write_new(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
     if path.exists() && !force {
-        return Err(SealError::Usage(format!(
+        return Err(UsageError(format!(
             "{} exists; pass --force to replace it",
             path.display()
-        )));
+        ))
+        .into());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    crate::seal::fsio::atomic_write(path, text.as_bytes(), 0o644, true)
+    Ok(veriframe::record::fsio::atomic_write(
+        path,
+        text.as_bytes(),
+        0o644,
+        true,
+    )?)
 }
 
 /// Where `cert self-signed` puts the CA certificate: beside the chain, `.chain.pem` → `.ca.pem`.
@@ -115,7 +120,7 @@ fn ca_path(chain: &Path) -> PathBuf {
     }
 }
 
-pub fn cert(args: &CertArgs) -> Result<Outcome, SealError> {
+pub fn cert(args: &CertArgs) -> anyhow::Result<Outcome> {
     let cfg = load_config(
         args.config.as_deref(),
         args.data_dir.as_ref(),
@@ -126,9 +131,9 @@ pub fn cert(args: &CertArgs) -> Result<Outcome, SealError> {
     match &args.command {
         CertCommand::SelfSigned { days, force } => {
             if *days == 0 {
-                return Err(SealError::Usage("--days must be at least 1".into()));
+                return Err(UsageError("--days must be at least 1".into()).into());
             }
-            let s = cert::self_signed(&key, &cfg.device_id, *days).map_err(SealError::Usage)?;
+            let s = cert::self_signed(&key, &cfg.device_id, *days).map_err(UsageError)?;
             let ca = ca_path(&chain_path);
             write_new(&ca, &s.ca_pem, *force)?;
             write_new(&chain_path, &s.chain.to_pem(), *force)?;
@@ -144,7 +149,7 @@ pub fn cert(args: &CertArgs) -> Result<Outcome, SealError> {
             );
         }
         CertCommand::Csr { out } => {
-            let pem = cert::csr(&key, &cfg.device_id).map_err(SealError::Usage)?;
+            let pem = cert::csr(&key, &cfg.device_id).map_err(UsageError)?;
             match out {
                 Some(p) => {
                     write_new(p, &pem, true)?;
@@ -156,10 +161,10 @@ pub fn cert(args: &CertArgs) -> Result<Outcome, SealError> {
         CertCommand::Install { chain } => {
             let pem = std::fs::read(chain).map_err(io(chain))?;
             let parsed = CertChain::from_pem(&pem)
-                .map_err(|e| SealError::Usage(format!("{}: {e}", chain.display())))?;
+                .map_err(|e| UsageError(format!("{}: {e}", chain.display())))?;
             parsed
                 .check_leaf_key(&key.public())
-                .map_err(|e| SealError::Usage(format!("{}: {e}", chain.display())))?;
+                .map_err(|e| UsageError(format!("{}: {e}", chain.display())))?;
             write_new(&chain_path, &parsed.to_pem(), true)?;
             println!(
                 "installed {} certificate(s) as {}",
@@ -171,11 +176,11 @@ pub fn cert(args: &CertArgs) -> Result<Outcome, SealError> {
     Ok(Outcome::Ok)
 }
 
-pub fn export(args: &ExportArgs) -> Result<Outcome, SealError> {
+pub fn export(args: &ExportArgs) -> anyhow::Result<Outcome> {
     if !args.c2pa {
-        return Err(SealError::Usage(
-            "choose what to export: --c2pa (C2PA Content Credentials)".into(),
-        ));
+        return Err(
+            UsageError("choose what to export: --c2pa (C2PA Content Credentials)".into()).into(),
+        );
     }
     let cfg = load_config(args.config.as_deref(), None, args.key.as_ref())?;
     let key = Arc::new(seal_mod::device_key(&cfg.seal, &cfg.data_dir)?);
@@ -183,7 +188,7 @@ pub fn export(args: &ExportArgs) -> Result<Outcome, SealError> {
         key.clone(),
         &seal_mod::c2pa_chain_path(&cfg.seal, &cfg.data_dir),
     )
-    .map_err(|e| SealError::Usage(e.to_string()))?;
+    .map_err(|e| UsageError(e.to_string()))?;
     // Only a chain that verifies, under this device's key, gets credentials.
     let reports = verify::verify_paths(std::slice::from_ref(&args.dir), Some(&key.public()))?;
     if !reports.iter().all(ChainReport::valid) {
@@ -211,7 +216,12 @@ pub fn export(args: &ExportArgs) -> Result<Outcome, SealError> {
             let name = c2pa::credential_file(m.seq, &m.image.media_type)
                 .map_err(|e| SealError::Encode(e.to_string()))?;
             let signed = signer
-                .sign(&m, &keys::sha256_hex(&bytes), &m.image.media_type, &image)
+                .sign(
+                    &m,
+                    &veriframe::record::hash::sha256_hex(&bytes),
+                    &m.image.media_type,
+                    &image,
+                )
                 .map_err(|e| SealError::Encode(format!("{}: {e}", c.path.display())))?;
             c2pa::write_credential(&args.out, &name, &signed)
                 .map_err(|e| SealError::Encode(e.to_string()))?;

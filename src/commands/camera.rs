@@ -1,15 +1,14 @@
 //! `veriframe camera pin`: bind the device to the camera now attached (an operator's decision,
-//! logged and recorded as a signed, hash-linked pin record; [`crate::camera::pin::repin`]).
+//! logged and recorded as a signed, hash-linked pin record; [`veriframe::camera::pin::repin`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::camera::fingerprint::SystemInfo;
-use crate::camera::pin::{repin, PinStore};
-use crate::camera::CameraError;
-use crate::capture::SourceSpec;
-use crate::config::Config;
-use crate::Outcome;
+use super::{Outcome, UsageError};
+use veriframe::camera::fingerprint::SystemInfo;
+use veriframe::camera::pin::{repin, PinStore};
+use veriframe::capture::SourceSpec;
+use veriframe::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct CameraArgs {
@@ -36,34 +35,34 @@ pub struct PinArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-pub fn camera(args: &CameraArgs) -> Result<Outcome, CameraError> {
+pub fn camera(args: &CameraArgs) -> anyhow::Result<Outcome> {
     match &args.command {
         CameraCommand::Pin(a) => pin_cli(a),
     }
 }
 
-fn pin_cli(a: &PinArgs) -> Result<Outcome, CameraError> {
-    let ov = crate::config::Overrides {
+fn pin_cli(a: &PinArgs) -> anyhow::Result<Outcome> {
+    let ov = veriframe::config::Overrides {
         source: a.source.clone(),
         data_dir: a.data_dir.clone(),
         ..Default::default()
     };
-    let cfg =
-        Config::load(a.config.as_deref(), &ov).map_err(|e| CameraError::Usage(e.to_string()))?;
+    let cfg = Config::load(a.config.as_deref(), &ov).map_err(|e| UsageError(e.to_string()))?;
     let device = match SourceSpec::parse(&cfg.source.uri) {
         Ok(SourceSpec::V4l2(p)) => p,
         _ => {
-            return Err(CameraError::Usage(format!(
+            return Err(UsageError(format!(
                 "source {:?} is not a camera (/dev/videoN): nothing to pin",
                 cfg.source.uri
-            )))
+            ))
+            .into())
         }
     };
     if cfg.source.expect.is_some() {
         println!("note: [source.expect] is set: the daemon checks the camera against it, not against the pin");
     }
-    let key = crate::seal::device_key(&cfg.seal, &cfg.data_dir)
-        .map_err(|e| CameraError::Usage(format!("device key: {e}")))?;
+    let key = veriframe::seal::device_key(&cfg.seal, &cfg.data_dir)
+        .map_err(|e| UsageError(format!("device key: {e}")))?;
     let store = PinStore::new(&cfg.data_dir, Arc::new(key), &cfg.device_id, cfg.seal.fsync);
     let r = repin(&store, &mut SystemInfo::default(), &device)?;
     println!("pinned {} as this device's camera", device.display());

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::capture::sim::Scene;
-use crate::capture::CaptureError;
-use crate::challenge::eval::{self, Cell};
-use crate::challenge::{ChallengeConfig, ChallengeRecord};
-use crate::config::{Config, Overrides};
-use crate::seal::manifest::Manifest;
-use crate::Outcome;
+use super::Outcome;
+use veriframe::capture::sim::Scene;
+use veriframe::capture::CaptureError;
+use veriframe::challenge::eval::{self, Cell};
+use veriframe::challenge::{ChallengeConfig, ChallengeRecord};
+use veriframe::config::{Config, Overrides};
+use veriframe::seal::manifest::Manifest;
 
 #[derive(Debug, clap::Args)]
 pub struct ChallengeEvalArgs {
@@ -70,7 +70,7 @@ pub struct ChallengeEvalArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ChallengeEvalError {
     #[error("{0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] veriframe::config::ConfigError),
     #[error("simulation: {0}")]
     Sim(#[from] CaptureError),
     #[error("{path}: {reason}")]
@@ -271,7 +271,7 @@ fn score_faces(
     cfg: &ChallengeConfig,
     dir: &Path,
 ) -> Result<Outcome, ChallengeEvalError> {
-    use crate::challenge::eval::faces::{self as ef, Split};
+    use veriframe::challenge::eval::faces::{self as ef, Split};
     let split =
         Split::parse(&args.subjects).ok_or(ChallengeEvalError::Split(args.subjects.clone()))?;
     let (live, attacks) = if args.quick {
@@ -285,7 +285,7 @@ fn score_faces(
     let trials = match &args.rescore {
         Some(f) => rescored(f, &want)?,
         None => {
-            let set = crate::capture::faces::FaceSet::load(dir, want)?;
+            let set = veriframe::capture::faces::FaceSet::load(dir, want)?;
             if !args.json {
                 eprintln!(
                     "real faces from {}: {} subjects ({}), {live} live and {attacks} x 3 attack trials each, {} jobs",
@@ -342,14 +342,14 @@ fn score_faces(
 fn rescored(
     file: &Path,
     want: &dyn Fn(&str) -> bool,
-) -> Result<Vec<crate::challenge::eval::faces::FaceTrial>, ChallengeEvalError> {
+) -> Result<Vec<veriframe::challenge::eval::faces::FaceTrial>, ChallengeEvalError> {
     let err = |reason: String| ChallengeEvalError::Read {
         path: file.display().to_string(),
         reason,
     };
     let bytes = std::fs::read(file).map_err(|e| err(e.to_string()))?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
-    let trials: Vec<crate::challenge::eval::faces::FaceTrial> =
+    let trials: Vec<veriframe::challenge::eval::faces::FaceTrial> =
         serde_json::from_value(v["trials"].clone()).map_err(|e| err(format!("trials: {e}")))?;
     Ok(trials.into_iter().filter(|t| want(&t.subject)).collect())
 }
@@ -360,11 +360,11 @@ fn print_faces(
     dir: &Path,
     cfg: &ChallengeConfig,
     (live, attacks): (u64, u64),
-    rows: &[crate::challenge::eval::faces::SubjectRow],
-    scenes: &[crate::challenge::eval::faces::SceneRow],
-    selection: Option<&crate::challenge::eval::faces::Selection>,
+    rows: &[veriframe::challenge::eval::faces::SubjectRow],
+    scenes: &[veriframe::challenge::eval::faces::SceneRow],
+    selection: Option<&veriframe::challenge::eval::faces::Selection>,
 ) {
-    use crate::challenge::eval::faces as ef;
+    use veriframe::challenge::eval::faces as ef;
     println!(
         "light challenge on real faces ({}, subjects: {}): {live} live, {attacks} per attack per subject; noise {:?}, flicker {:?} Hz, ae {:?}, led {}-{}; {} fps, code {} bits x {} frames, max lag {}; thresholds: correlation {}, response {}, structure {}",
         dir.display(), args.subjects, ef::NOISE, ef::FLICKER, ef::AE, ef::LED.0, ef::LED.1,

@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Overrides};
-use crate::detect::minifasnet::Arch;
-use crate::detect::{
+use super::Outcome;
+use veriframe::config::{Config, Overrides};
+use veriframe::detect::nets::minifasnet::Arch;
+use veriframe::detect::{
     bench, build_pipeline, eval, load_face, load_pad_ensemble, DetectConfig, DetectError, Quant,
 };
-use crate::Outcome;
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -241,15 +241,19 @@ pub struct ConvertArgs {
 }
 
 pub fn model(args: &ModelArgs) -> Result<Outcome, DetectError> {
-    use crate::detect::modelfile;
+    use veriframe::detect::model::file as modelfile;
     match &args.command {
         ModelCommand::Convert(a) => {
             let bytes = std::fs::read(&a.input)?;
-            let m = crate::detect::minifasnet::convert(&bytes, Some(a.arch), a.quant)
-                .map_err(|e| DetectError::Model(format!("{}: {e}", a.input.display())))?;
+            let m = veriframe::detect::nets::minifasnet::convert::convert(
+                &bytes,
+                Some(a.arch),
+                a.quant,
+            )
+            .map_err(|e| DetectError::Model(format!("{}: {e}", a.input.display())))?;
             modelfile::write(&m, &a.out)?;
             // Prove the file loads as a network before reporting success.
-            let net = crate::detect::minifasnet::MiniFasNet::load(&a.out, a.quant)?;
+            let net = veriframe::detect::nets::minifasnet::MiniFasNet::load(&a.out, a.quant)?;
             let size = std::fs::metadata(&a.out)?.len();
             println!(
                 "wrote {} ({} bytes): {} weights_sha256={}",
@@ -298,7 +302,7 @@ pub struct FacesArgs {
 
 /// `veriframe faces`: the primary face box `[x, y, w, h]` (frame pixels, rounded) the runtime's own
 /// detector finds in each image, or `null`, as one JSON object keyed by path. The training tools
-/// read it as a box cache (`tools/train/train_pad.py --box-cache`), so a model is trained on the
+/// read it as a box cache (`tools/train/padcal`, `calibrate.py embed`), so a model is trained on the
 /// same crops `run` and `eval` will give it.
 pub fn faces(args: &FacesArgs) -> Result<Outcome, DetectError> {
     init_logging();

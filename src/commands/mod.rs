@@ -1,6 +1,6 @@
-//! The subcommands: argument types (clap) and what each command does, on top of the library's
-//! stage modules. `main.rs` parses arguments and dispatches here; no stage module depends on this
-//! one.
+//! The subcommands, part of the binary: argument types (clap) and what each command does, on top
+//! of the library's stage modules. `main.rs` parses arguments and dispatches here; the library
+//! knows nothing of them (nor of clap).
 
 pub mod c2pa;
 pub mod camera;
@@ -9,6 +9,21 @@ pub mod detect;
 pub mod probe;
 pub mod publish;
 pub mod seal;
+
+/// What a command reports back to `main`, which turns it into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything checked out: exit 0.
+    Ok,
+    /// A check failed (e.g. a capture did not verify): exit 1.
+    CheckFailed,
+}
+
+/// A mistake in how a command was called that only the command can see (a flag combination, a
+/// file it refuses to overwrite): exit 2 with this message, as every error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// A clap value parser for one of the library's plain enums (which know nothing of clap): `--help`
 /// lists `name` of each value in `all` as the possible values, and a value parses to the one with
@@ -38,10 +53,10 @@ pub fn use_colour() -> bool {
 #[cfg(test)]
 mod tests {
     use super::enum_parser;
-    use crate::config::LogFormat;
-    use crate::detect::minifasnet::Arch;
-    use crate::detect::Quant;
     use clap::builder::TypedValueParser;
+    use veriframe::config::LogFormat;
+    use veriframe::detect::nets::minifasnet::Arch;
+    use veriframe::detect::Quant;
 
     fn parse<T: Copy + Send + Sync + 'static>(
         all: &'static [T],

@@ -1,9 +1,9 @@
 //! `veriframe probe`: the V4L2 devices, their formats, frame sizes and intervals.
 
+use super::Outcome;
 #[cfg(target_os = "linux")]
-use crate::capture::v4l2;
-use crate::capture::CaptureError;
-use crate::Outcome;
+use veriframe::capture::v4l2;
+use veriframe::capture::CaptureError;
 
 #[cfg(target_os = "linux")]
 /// `veriframe probe`.
@@ -33,13 +33,13 @@ pub fn probe(_json: bool) -> Result<Outcome, CaptureError> {
 /// Add the camera fingerprint and the injection-instrument matches to a probed device.
 #[cfg(target_os = "linux")]
 fn with_fingerprint(mut rep: v4l2::DeviceReport) -> v4l2::DeviceReport {
-    use crate::camera::fingerprint::{CameraInfoSource as _, Fingerprint, SystemInfo};
+    use veriframe::camera::fingerprint::{CameraInfoSource as _, Fingerprint, SystemInfo};
     if !rep.capture || rep.error.is_some() {
         return rep;
     }
     match SystemInfo::default().read(std::path::Path::new(&rep.path)) {
         Ok(id) => {
-            rep.instruments = crate::camera::instruments::classify(&id)
+            rep.instruments = veriframe::camera::instruments::classify(&id)
                 .iter()
                 .filter_map(|i| serde_json::to_value(i).ok())
                 .collect();

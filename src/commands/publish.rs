@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event as MqEvent, Packet, QoS};
 
-use crate::publish::alert::{self, SigCheck};
-use crate::publish::mqtt::{self, ConnectOptions};
-use crate::publish::{
-    AlertRequest, Event, EventSink, MqttConfig, MqttSink, PublishError, SinkOptions,
-};
-use crate::Outcome;
+use super::Outcome;
+use veriframe::alert::AlertRequest;
+use veriframe::publish::alert::{self, SigCheck};
+use veriframe::publish::mqtt::connection::{self, ConnectOptions};
+use veriframe::publish::mqtt::sink::MqttSink;
+use veriframe::publish::mqtt::SinkOptions;
+use veriframe::publish::{Event, EventSink, MqttConfig, PublishError};
 
 /// TLS and credential options shared by the client subcommands.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,7 +69,7 @@ fn connect_options(
     c: &ClientArgs,
 ) -> Result<ConnectOptions, PublishError> {
     Ok(ConnectOptions {
-        broker: mqtt::parse_broker(broker)?,
+        broker: connection::parse_broker(broker)?,
         client_id,
         username: c.username.clone(),
         password: c.password.clone(),
@@ -90,7 +91,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, PublishError> {
 /// `veriframe watch`: subscribe, verify, print. Exit 1 when any alert had a bad signature or was
 /// malformed.
 pub fn watch(args: &WatchArgs) -> Result<Outcome, PublishError> {
-    mqtt::install_crypto_provider();
+    connection::install_crypto_provider();
     let pubkey = match &args.pubkey {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -104,7 +105,7 @@ pub fn watch(args: &WatchArgs) -> Result<Outcome, PublishError> {
         .clone()
         .unwrap_or_else(|| format!("veriframe-watch-{}", &alert::new_id()[..8]));
     let co = connect_options(&args.broker, client_id, &args.client)?;
-    let mut opts = mqtt::mqtt_options(&co, None)?;
+    let mut opts = connection::mqtt_options(&co, None)?;
     opts.set_clean_session(!args.persistent);
     runtime()?.block_on(async move {
         let (client, mut el) = AsyncClient::new(opts, 64);
@@ -137,12 +138,12 @@ pub fn watch(args: &WatchArgs) -> Result<Outcome, PublishError> {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let why = mqtt::describe(&e);
-                    if mqtt::is_config_error(&e) {
+                    let why = connection::describe(&e);
+                    if connection::is_config_error(&e) {
                         return Err(PublishError::Connect(why));
                     }
                     eprintln!("veriframe watch: {why}; retrying");
-                    let d = mqtt::backoff(
+                    let d = connection::backoff(
                         failures,
                         Duration::from_millis(250),
                         Duration::from_secs(10),
@@ -271,7 +272,7 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
     let mut opts = SinkOptions::new(&cfg, &args.device_id, &dir)?;
     opts.record_latency = true;
     let signer = Arc::new(
-        crate::seal::keys::load_or_create(&dir.join("bench.key"))
+        veriframe::seal::keys::load_or_create(&dir.join("bench.key"))
             .map_err(|e| PublishError::Key(e.to_string()))?
             .0,
     );
@@ -303,7 +304,7 @@ pub fn bench_outbox(args: &BenchOutboxArgs) -> Result<Outcome, PublishError> {
         let secs = t0.elapsed().as_secs_f64();
         sink.close(Duration::from_secs(2)).await;
         let mut lat = sink.take_latencies_ms();
-        let (p50, p99) = crate::stats::percentiles(&mut lat).unwrap_or((f32::NAN, f32::NAN));
+        let (p50, p99) = veriframe::stats::percentiles(&mut lat).unwrap_or((f32::NAN, f32::NAN));
         let rate = args.n as f64 / secs;
         if args.json {
             println!(

@@ -4,15 +4,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::capture::synthetic::Synthetic;
-use crate::decide::{Decision, Verdict};
-use crate::frame::{Frame, PixelFormat, SourceInfo};
-use crate::seal::fsio::RealFs;
-use crate::seal::keys::{self, DeviceKey};
-use crate::seal::policy::PolicyKind;
-use crate::seal::verify::{self, ChainReport};
-use crate::seal::{ChainSealer, SealConfig, SealError, SealInput, Sealer, Signer};
-use crate::Outcome;
+use super::{Outcome, UsageError};
+use veriframe::capture::synthetic::Synthetic;
+use veriframe::decide::{Decision, Verdict};
+use veriframe::frame::{Frame, PixelFormat, SourceInfo};
+use veriframe::record::fsio::RealFs;
+use veriframe::record::hash::sha256_hex;
+use veriframe::record::Signer;
+use veriframe::seal::keys::{self, DeviceKey};
+use veriframe::seal::policy::PolicyKind;
+use veriframe::seal::verify::{self, ChainReport};
+use veriframe::seal::{ChainSealer, SealConfig, SealError, SealInput, Sealer};
 
 #[derive(Debug, clap::Args)]
 pub struct KeygenArgs {
@@ -56,7 +58,7 @@ pub struct BenchSealArgs {
     #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
     /// Sleep this long after every sync that reaches the disk (the store's `Fs` seam, see
-    /// `seal::fsio::RealFs`): models a slow SD card's cache flush.
+    /// `record::fsio::RealFs`): models a slow SD card's cache flush.
     #[arg(long, default_value_t = 0)]
     pub fsync_delay_ms: u64,
 }
@@ -188,16 +190,6 @@ pub fn verify(args: &VerifyArgs) -> Result<Outcome, SealError> {
     })
 }
 
-/// A 640x480 JPEG test frame (the synthetic pattern, quality 85).
-pub fn test_jpeg(width: u32, height: u32, n: u64) -> Result<Vec<u8>, SealError> {
-    let rgb = Synthetic::render(width, height, n);
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
-        .encode(&rgb, width, height, image::ExtendedColorType::Rgb8)
-        .map_err(|e| SealError::Encode(e.to_string()))?;
-    Ok(out)
-}
-
 fn jpeg_frame(bytes: Vec<u8>, seq: u64) -> Frame {
     let source = Arc::new(SourceInfo {
         kind: "bench".into(),
@@ -301,7 +293,7 @@ impl BenchC2pa {
     fn new(dir: &Path) -> Result<Self, SealError> {
         let (key, _) = DeviceKey::generate()?;
         let key = Arc::new(key);
-        let s = crate::seal::cert::self_signed(&key, "bench", 1).map_err(SealError::Encode)?;
+        let s = veriframe::seal::cert::self_signed(&key, "bench", 1).map_err(SealError::Encode)?;
         std::fs::create_dir_all(dir).map_err(|source| SealError::Io {
             path: dir.to_path_buf(),
             source,
@@ -353,7 +345,7 @@ fn bench_burst(
     jpeg: &[u8],
 ) -> Result<BurstRun, SealError> {
     let mut sealer = bench_sealer(dir, true, delay)?;
-    let capacity = crate::config::Config::default()
+    let capacity = veriframe::config::Config::default()
         .pipeline
         .seal_queue_capacity;
     let decision = Decision {
@@ -362,7 +354,7 @@ fn bench_burst(
     };
     let (mut times, mut batches) = (Vec::new(), Vec::new());
     let (mut dropped, mut errors, mut sealed) = (0u64, 0u64, 0u64);
-    let identity = crate::frame::identity::SourceIdentity::not_a_camera();
+    let identity = veriframe::frame::identity::SourceIdentity::not_a_camera();
     let io0 = sealer.store().io_counters();
     for r in 0..rounds {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(capacity);
@@ -433,16 +425,16 @@ fn bench_burst(
 
 /// Making a C2PA credential for one capture, in memory (`n` times), and its size.
 fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, usize), SealError> {
-    let signer = crate::seal::c2pa::C2paSigner::load(c2pa.key.clone(), &c2pa.chain)
+    let signer = veriframe::seal::c2pa::C2paSigner::load(c2pa.key.clone(), &c2pa.chain)
         .map_err(|e| SealError::Encode(e.to_string()))?;
     let frame = jpeg_frame(jpeg.to_vec(), 0);
     let decision = Decision {
         verdict: Verdict::Authentic,
         actions: Vec::new(),
     };
-    let identity = crate::frame::identity::SourceIdentity::not_a_camera();
+    let identity = veriframe::frame::identity::SourceIdentity::not_a_camera();
     let input = SealInput::unanalysed(&frame, &decision, &identity);
-    let m = crate::seal::build_manifest(
+    let m = veriframe::seal::build_manifest(
         &c2pa.key,
         "bench",
         "bench",
@@ -458,7 +450,7 @@ fn bench_c2pa_sign(c2pa: &BenchC2pa, n: usize, jpeg: &[u8]) -> Result<(Summary, 
     let bytes = m
         .to_canonical()
         .map_err(|e| SealError::Encode(e.to_string()))?;
-    let sha = keys::sha256_hex(&bytes);
+    let sha = sha256_hex(&bytes);
     let (mut times, mut len) = (Vec::with_capacity(n), 0);
     for _ in 0..n {
         let t0 = Instant::now();
@@ -487,7 +479,7 @@ fn bench_store(
         actions: Vec::new(),
     };
     let io0 = sealer.store().io_counters();
-    let identity = crate::frame::identity::SourceIdentity::not_a_camera();
+    let identity = veriframe::frame::identity::SourceIdentity::not_a_camera();
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let frame = jpeg_frame(jpeg.to_vec(), i as u64);
@@ -516,16 +508,14 @@ fn bench_store(
     Ok(sum)
 }
 
-pub fn bench_seal(args: &BenchSealArgs) -> Result<Outcome, SealError> {
+pub fn bench_seal(args: &BenchSealArgs) -> anyhow::Result<Outcome> {
     if args.n == 0 || args.burst == 0 || args.rounds == 0 {
-        return Err(SealError::Usage(
-            "--n, --burst and --rounds must be at least 1".into(),
-        ));
+        return Err(UsageError("--n, --burst and --rounds must be at least 1".into()).into());
     }
     if !(args.fps >= 0.0 && args.fps.is_finite()) {
-        return Err(SealError::Usage("--fps must be 0 or more".into()));
+        return Err(UsageError("--fps must be 0 or more".into()).into());
     }
-    let jpeg = test_jpeg(640, 480, 7)?;
+    let jpeg = Synthetic::jpeg(640, 480, 7).map_err(|e| SealError::Encode(e.to_string()))?;
     let (hash, sign) = bench_primitives(args.n, &jpeg)?;
     let scratch = args
         .dir
@@ -556,7 +546,7 @@ fn bench_primitives(n: usize, jpeg: &[u8]) -> Result<(Summary, Summary), SealErr
     let msg = vec![b'x'; 1200]; // about a manifest's size
     for _ in 0..n {
         let t0 = Instant::now();
-        std::hint::black_box(keys::sha256_hex(jpeg));
+        std::hint::black_box(sha256_hex(jpeg));
         hash_t.push(t0.elapsed());
         let t0 = Instant::now();
         std::hint::black_box(key.sign(&msg));

@@ -14,8 +14,8 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::crop::crop_bgr;
-use super::face::{self, BlazeFace};
-use super::minifasnet::{Arch, MiniFasEnsemble, INPUT};
+use super::nets::face::{self, BlazeFace};
+use super::nets::minifasnet::{Arch, MiniFasEnsemble, INPUT};
 use super::pipeline::Pipeline;
 use super::{DetectError, Face, FaceDetector, Quant};
 use crate::stats::percentiles;
@@ -282,9 +282,7 @@ mod tests {
         let mut bf = BlazeFace::builtin(Default::default()).unwrap();
         let r = networks(&mut bf, None, 3).unwrap();
         assert_eq!(r.keys().collect::<Vec<_>>(), ["blazeface_short_range"]);
-        let shipped =
-            crate::detect::shipped_pad_model(Quant::Q8_0).expect("models/ in the checkout");
-        let pad = crate::detect::minifasnet::load_ensemble(&shipped, Quant::Q8_0).unwrap();
+        let pad = crate::detect::nets::minifasnet::builtin_ensemble().unwrap();
         let r = networks(&mut bf, Some(&pad), 3).unwrap();
         assert_eq!(r.len(), 1 + pad.nets().len());
         for n in pad.nets() {

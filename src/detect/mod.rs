@@ -12,9 +12,7 @@ pub mod nets;
 pub mod pipeline;
 
 // The networks and the model-file format keep their paths from before the split
-// (`detect::face`, `detect::minifasnet`, `detect::meso`, `detect::modelfile`).
-pub use model::file as modelfile;
-pub use nets::{face, meso, minifasnet};
+// (`detect::nets::face`, `detect::nets::minifasnet`, `detect::nets::meso`, `detect::model::file`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +21,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, PixelFormat};
+use nets::{face, meso, minifasnet};
 
 /// Errors from analysis.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +40,7 @@ pub enum DetectError {
     Config(String),
 }
 
-pub use crate::alert::ModelId;
+use crate::alert::ModelId;
 
 /// One detected face, in frame pixel coordinates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,8 +180,8 @@ pub struct DetectConfig {
     pub nms_iou: f32,
     /// PAD weights: one path or a list (a MiniFASNet directory such as
     /// `../shared/models/upstream/minifasnet`, or Veriframe model files, scored as one ensemble).
-    /// Empty (default): the shipped default set [`SHIPPED_PAD_FILES`] (the upstream
-    /// MiniFASNetV2 + V1SE pair, see `models/minifasnet.md`). A missing or unreadable file is a
+    /// Empty (default): the shipped default pair ([`shipped_pad_files`], the upstream
+    /// MiniFASNetV2 + V1SE pair, see `models/minifasnet.md`), built into the binary for Q8_0. A missing or unreadable file is a
     /// start-up error: the detector fails closed.
     #[serde(deserialize_with = "one_or_many_paths")]
     pub pad_model: Vec<PathBuf>,
@@ -273,17 +272,14 @@ fn set_threads(threads: usize) {
     }
 }
 
-/// Where the shipped PAD model files are looked for, in order: the Debian package's location,
-/// then the source checkout this binary was built from.
-pub const SHIPPED_MODEL_DIRS: [&str; 2] = [
-    "/usr/share/veriframe/models",
-    concat!(env!("CARGO_MANIFEST_DIR"), "/models"),
-];
+/// Where the Debian package installs the model files. The default Q8_0 pair is also compiled into
+/// the binary ([`minifasnet::BUILTIN_Q8_0`]); the f32 pair is read from here.
+pub const SHIPPED_MODEL_DIR: &str = "/usr/share/veriframe/models";
 
 /// The shipped default PAD model set for a precision: the upstream MiniFASNetV2 + V1SE pair
 /// (Apache-2.0, converted with `veriframe model convert`; provenance in `models/NOTICE`, figures
 /// in `models/minifasnet.md`). Why it is the default: it is the best model measured on images no
-/// Veriframe model was trained or tuned on (`veriframe-pad-v2` is kept beside it, not default).
+/// Veriframe model was trained or tuned on (docs/models.md, "Which PAD model").
 pub fn shipped_pad_files(quant: Quant) -> [&'static str; 2] {
     match quant {
         Quant::Q8_0 => ["minifasnet-v2.q8_0.gguf", "minifasnet-v1se.q8_0.gguf"],
@@ -291,35 +287,40 @@ pub fn shipped_pad_files(quant: Quant) -> [&'static str; 2] {
     }
 }
 
-/// The shipped default PAD model files for `quant`, from the first directory of
-/// [`SHIPPED_MODEL_DIRS`] that holds all of them.
-pub fn shipped_pad_model(quant: Quant) -> Option<Vec<PathBuf>> {
-    SHIPPED_MODEL_DIRS.iter().find_map(|d| {
-        let files: Vec<PathBuf> = shipped_pad_files(quant)
-            .iter()
-            .map(|f| Path::new(d).join(f))
-            .collect();
-        files.iter().all(|p| p.is_file()).then_some(files)
-    })
+/// Where the PAD weights of a configuration come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PadWeights {
+    /// The default Q8_0 pair compiled into the binary.
+    Builtin,
+    /// Model files: `detect.pad_model`, or the shipped f32 pair.
+    Files(Vec<PathBuf>),
 }
 
 /// The PAD weights of the configured model set: `Ok(None)` when the set has no PAD (`face`,
-/// `none`: an explicit choice), and an error naming the file when a configured or shipped model
-/// file is missing: the detector fails closed rather than running without PAD unannounced.
-pub fn pad_model_path(cfg: &DetectConfig) -> Result<Option<Vec<PathBuf>>, DetectError> {
+/// `none`: an explicit choice). Without `detect.pad_model`, the default pair: built in for
+/// Q8_0, the Debian package's files for f32. An error names the file when a configured (or the
+/// f32 default) model file is missing: the detector fails closed rather than running without PAD
+/// unannounced.
+pub fn pad_weights(cfg: &DetectConfig) -> Result<Option<PadWeights>, DetectError> {
     if cfg.model != "minifasnet" {
         return Ok(None);
     }
     if cfg.pad_model.is_empty() {
-        return match shipped_pad_model(cfg.quant) {
-            Some(files) => Ok(Some(files)),
-            None => Err(DetectError::Model(format!(
-                "shipped PAD model {} not found in {} (set detect.pad_model to the model files, \
-                 or detect.model = \"face\" to run without presentation-attack detection)",
-                shipped_pad_files(cfg.quant).join(" + "),
-                SHIPPED_MODEL_DIRS.join(" or ")
-            ))),
-        };
+        if cfg.quant == Quant::Q8_0 {
+            return Ok(Some(PadWeights::Builtin));
+        }
+        let files: Vec<PathBuf> = shipped_pad_files(cfg.quant)
+            .iter()
+            .map(|f| Path::new(SHIPPED_MODEL_DIR).join(f))
+            .collect();
+        if files.iter().all(|p| p.is_file()) {
+            return Ok(Some(PadWeights::Files(files)));
+        }
+        return Err(DetectError::Model(format!(
+            "shipped PAD model {} not found in {SHIPPED_MODEL_DIR} (set detect.pad_model to the \
+             model files, or detect.model = \"face\" to run without presentation-attack detection)",
+            shipped_pad_files(cfg.quant).join(" + "),
+        )));
     }
     if let Some(missing) = cfg.pad_model.iter().find(|p| !p.exists()) {
         return Err(DetectError::Model(format!(
@@ -327,19 +328,29 @@ pub fn pad_model_path(cfg: &DetectConfig) -> Result<Option<Vec<PathBuf>>, Detect
             missing.display()
         )));
     }
-    Ok(Some(cfg.pad_model.clone()))
+    Ok(Some(PadWeights::Files(cfg.pad_model.clone())))
 }
 
-/// Load the PAD classifier of the configured model set (see [`pad_model_path`]).
+/// Load the PAD classifier of the configured model set (see [`pad_weights`]).
 pub fn load_pad_ensemble(
     cfg: &DetectConfig,
 ) -> Result<Option<minifasnet::MiniFasEnsemble>, DetectError> {
-    let Some(paths) = pad_model_path(cfg)? else {
-        return Ok(None);
+    let (shown, ens) = match pad_weights(cfg)? {
+        None => return Ok(None),
+        Some(PadWeights::Builtin) => (
+            minifasnet::BUILTIN_Q8_0
+                .iter()
+                .map(|(name, _)| format!("built-in {name}"))
+                .collect::<Vec<_>>(),
+            minifasnet::builtin_ensemble(),
+        ),
+        Some(PadWeights::Files(paths)) => (
+            paths.iter().map(|p| p.display().to_string()).collect(),
+            minifasnet::load_ensemble(&paths, cfg.quant),
+        ),
     };
-    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let ens = minifasnet::load_ensemble(&paths, cfg.quant)
-        .map_err(|e| DetectError::Model(format!("PAD model {}: {e}", shown.join(", "))))?;
+    let ens =
+        ens.map_err(|e| DetectError::Model(format!("PAD model {}: {e}", shown.join(", "))))?;
     tracing::info!(paths = ?shown, models = ?ens.models(), "PAD classifier loaded");
     Ok(Some(ens))
 }
@@ -460,8 +471,7 @@ mod tests {
     #[test]
     fn defaults_load_the_shipped_pair_and_face_only_is_explicit() {
         let cfg = DetectConfig::default();
-        let files = shipped_pad_model(cfg.quant).expect("models/ in the checkout");
-        assert_eq!(files.len(), 2);
+        assert_eq!(pad_weights(&cfg).unwrap(), Some(PadWeights::Builtin));
         let p = build_pipeline(&cfg).unwrap().unwrap();
         assert!(p.has_pad());
         assert!(!p.has_deepfake(), "deepfake classifier is off by default");
@@ -488,6 +498,23 @@ mod tests {
         .unwrap()
         .models()
         .is_empty());
+    }
+
+    /// The built-in pair is byte for byte the shipped files, so manifests name the same weight
+    /// hashes whether the pair is read from the binary or from `models/`.
+    #[test]
+    fn the_built_in_pair_is_the_shipped_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+        let mut files = Vec::new();
+        for (name, bytes) in minifasnet::BUILTIN_Q8_0 {
+            let file = dir.join(name);
+            assert!(std::fs::read(&file).unwrap() == bytes, "{name}");
+            files.push(file);
+        }
+        let builtin = minifasnet::builtin_ensemble().unwrap();
+        let read = minifasnet::load_ensemble(&files, Quant::Q8_0).unwrap();
+        assert_eq!(builtin.models(), read.models());
+        assert_eq!(builtin.models()[0].name, "minifasnet_v2/q8_0");
     }
 
     #[test]

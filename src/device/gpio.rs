@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::alert::AlertRequest;
 use crate::decide::Verdict;
-use crate::publish::{AlertRequest, Event, EventSink};
+use crate::publish::{Event, EventSink};
 
 use super::led::{led_level, led_state, relay_level, DeviceStatus, LedState, LedTiming};
 use super::tamper::{debounce, Debounce, TamperFlag};

@@ -25,8 +25,8 @@ use crate::capture::CaptureEvent;
 use crate::decide::Verdict;
 use crate::publish::EventSink;
 
-pub use notify::SystemdNotifier;
-pub use tamper::TamperFlag;
+use notify::SystemdNotifier;
+use tamper::TamperFlag;
 
 /// Errors from the device layer.
 #[derive(Debug, thiserror::Error)]

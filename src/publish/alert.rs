@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::{AlertRequest, PublishError};
 use crate::alert::{AlertKind, Severity};
-use crate::seal::Signer;
+use crate::record::Signer;
 
 /// Schema identifier carried in every alert.
 pub const ALERT_SCHEMA: &str = "veriframe.alert/1";
@@ -287,7 +287,7 @@ pub fn public_key_pem(pk: &[u8; 32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::ModelId;
+    use crate::alert::ModelId;
 
     fn req() -> AlertRequest {
         AlertRequest {

@@ -1,7 +1,7 @@
 //! Publishing: everything operators hear about goes through [`EventSink`]. Only this module knows
 //! topic strings and payload schemas.
 //!
-//! Without a broker configured, [`LogSink`] writes events to the log. With one, [`MqttSink`]
+//! Without a broker configured, [`LogSink`] writes events to the log. With one, [`mqtt::sink::MqttSink`]
 //! publishes signed alerts through a durable outbox, plus availability, status, stats, the device
 //! public key and Home Assistant discovery (topics and schemas: `docs/mqtt.md`).
 
@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use mqtt::{MqttSink, SinkOptions};
-
-pub use crate::alert::AlertRequest;
+use crate::alert::AlertRequest;
 use crate::capture::CaptureEvent;
 use crate::seal::Sealed;
 use crate::stats::StatsSnapshot;
@@ -162,7 +160,7 @@ impl Default for MqttConfig {
 impl MqttConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if let Some(b) = self.broker.as_deref().filter(|b| !b.is_empty()) {
-            mqtt::parse_broker(b).map_err(|e| ("mqtt.broker", e.to_string()))?;
+            mqtt::connection::parse_broker(b).map_err(|e| ("mqtt.broker", e.to_string()))?;
         }
         if let Some(p) = &self.topic_prefix {
             if p.is_empty() || p.contains('+') || p.contains('#') {
@@ -199,17 +197,17 @@ impl MqttConfig {
     }
 }
 
-/// Build the sink for `cfg`: [`MqttSink`] when a broker is configured, else [`LogSink`].
+/// Build the sink for `cfg`: [`mqtt::sink::MqttSink`] when a broker is configured, else [`LogSink`].
 /// Must run inside a tokio runtime.
 pub fn build_sink(
     cfg: &MqttConfig,
     device_id: &str,
     data_dir: &std::path::Path,
-    signer: Arc<dyn crate::seal::Signer>,
+    signer: Arc<dyn crate::record::Signer>,
 ) -> Result<Arc<dyn EventSink>, PublishError> {
     if !cfg.enabled() {
         return Ok(Arc::new(LogSink));
     }
-    let opts = SinkOptions::new(cfg, device_id, data_dir)?;
-    Ok(Arc::new(MqttSink::start(opts, signer)?))
+    let opts = mqtt::SinkOptions::new(cfg, device_id, data_dir)?;
+    Ok(Arc::new(mqtt::sink::MqttSink::start(opts, signer)?))
 }

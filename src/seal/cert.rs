@@ -1,4 +1,4 @@
-//! Device certificates for C2PA signing (issue 16): an end-entity certificate for the device's
+//! Device certificates for C2PA signing: an end-entity certificate for the device's
 //! Ed25519 key, issued by a one-off self-signed device CA (pilots) or by an operator's CA from a
 //! PKCS#10 request. Signing goes through the device key (`rcgen`'s remote key seam over
 //! [`DeviceKey`]), so the private key never leaves the key file's owner.
@@ -19,7 +19,7 @@ use rcgen::{
 };
 
 use super::keys::{DeviceKey, SPKI_PREFIX};
-use super::Signer;
+use crate::record::Signer;
 
 /// id-kp-emailProtection: listed by C2PA for claim signers, and the only one of the three that
 /// c2pa-rs based readers (c2pa-python 0.38) accept before a trust configuration is loaded.

@@ -10,32 +10,19 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
 
-use super::{fsio, SealError, Signer};
+use super::SealError;
+use crate::record::fsio::{self, WriteError};
+use crate::record::hash::sha256_hex;
+use crate::record::Signer;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID
 /// 1.3.101.112 }, BIT STRING (32 bytes) }. The raw key follows.
 pub const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// SHA-256 as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
 
 /// Key id of a raw public key.
 pub fn key_id(public_key: &[u8; 32]) -> String {
@@ -55,13 +42,6 @@ pub fn public_key_pem(public_key: &[u8; 32]) -> String {
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
         base64::engine::general_purpose::STANDARD.encode(der)
     )
-}
-
-/// Verify an Ed25519 signature.
-pub fn verify_signature(public_key: &[u8; 32], msg: &[u8], sig: &[u8]) -> bool {
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(msg, sig)
-        .is_ok()
 }
 
 /// The device's signing key. Private bytes live only inside; `Debug` shows the key id.
@@ -232,12 +212,12 @@ pub fn create_key_files(path: &Path) -> Result<DeviceKey, SealError> {
     }
     let (key, der) = DeviceKey::generate()?;
     fsio::atomic_create_new(path, &der, 0o600, true).map_err(|e| match e {
-        SealError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+        WriteError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
             SealError::KeyExists {
                 path: path.to_path_buf(),
             }
         }
-        other => other,
+        other => other.into(),
     })?;
     fsio::atomic_write(
         &pub_path(path),
@@ -265,6 +245,8 @@ pub fn load_or_create(path: &Path) -> Result<(DeviceKey, bool), SealError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::hash::hex;
+    use crate::record::verify_signature;
 
     #[test]
     fn keygen_files_round_trip() {

@@ -1,16 +1,12 @@
-//! Capture manifests and chain-state records, and their canonical encoding.
-//!
-//! Canonical form (see docs/capture-format.md): UTF-8 JSON, object keys sorted, no whitespace,
-//! integers only (|n| ≤ 2^53−1), strings escaped as RFC 8785 (JCS) does. With integer-only numbers
-//! this is exactly the JCS encoding, so any JCS library reproduces the signed bytes. A parser
-//! accepts a document only if re-encoding it yields the same bytes, so every signed manifest has
-//! exactly one byte representation.
+//! Capture manifests and chain-state records, signed in canonical JSON ([`crate::record::json`],
+//! docs/capture-format.md). A parser accepts a document only if re-encoding it yields the same
+//! bytes, so every signed manifest has exactly one byte representation.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::keys;
+use crate::record::json::{canonical, NotCanonical, MAX_INT};
 
 /// `format` of a capture manifest written by this version (with `fingerprint`).
 pub const MANIFEST_FORMAT: &str = "veriframe.capture/2";
@@ -21,8 +17,6 @@ pub const MANIFEST_FORMAT_V1: &str = "veriframe.capture/1";
 pub const CHAIN_FORMAT: &str = "veriframe.chain/1";
 /// Largest manifest or chain record a parser accepts.
 pub const MAX_LEN: usize = 64 * 1024;
-/// Largest integer in a canonical document (IEEE double safe range, as JCS requires).
-pub const MAX_INT: u64 = (1 << 53) - 1;
 
 /// Why a document was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +29,12 @@ pub enum ParseError {
     NonCanonical,
     #[error("field `{0}`: {1}")]
     Field(&'static str, String),
+}
+
+impl From<NotCanonical> for ParseError {
+    fn from(e: NotCanonical) -> Self {
+        ParseError::Syntax(e.0)
+    }
 }
 
 /// How the stored image was produced and what it is.
@@ -147,7 +147,7 @@ pub struct Manifest {
     /// `veriframe.capture/2` manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<crate::frame::identity::SourceIdentity>,
-    /// The face's latest light challenge (issue 15, docs/challenge.md); absent when no
+    /// The face's latest light challenge (docs/challenge.md); absent when no
     /// challenge was decided for the face in view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<crate::challenge::ChallengeRecord>,
@@ -172,74 +172,6 @@ pub struct ChainState {
     /// SHA-256 of that manifest.
     pub last_sha256: Option<String>,
     pub written_unix_us: u64,
-}
-
-fn write_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn write_value(out: &mut String, v: &Value) -> Result<(), ParseError> {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => match n.as_u64() {
-            Some(u) if u <= MAX_INT => out.push_str(&u.to_string()),
-            _ => {
-                return Err(ParseError::Syntax(format!(
-                    "number {n} is not an integer in 0..=2^53-1"
-                )))
-            }
-        },
-        Value::String(s) => write_string(out, s),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, x)?;
-            }
-            out.push(']');
-        }
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            // JCS sorts by UTF-16 code units; all our keys are ASCII, where that is byte order.
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_value(out, &m[k])?;
-            }
-            out.push('}');
-        }
-    }
-    Ok(())
-}
-
-/// Canonical bytes of any serializable document.
-pub fn canonical<T: Serialize>(doc: &T) -> Result<Vec<u8>, ParseError> {
-    let v = serde_json::to_value(doc).map_err(|e| ParseError::Syntax(e.to_string()))?;
-    let mut s = String::new();
-    write_value(&mut s, &v)?;
-    Ok(s.into_bytes())
 }
 
 /// Parse strictly: size limit, schema (unknown or missing fields rejected), canonical form.
@@ -296,7 +228,7 @@ fn check_file_name(s: &str) -> Result<(), ParseError> {
 
 impl Manifest {
     pub fn to_canonical(&self) -> Result<Vec<u8>, ParseError> {
-        canonical(self)
+        Ok(canonical(self)?)
     }
 
     /// Parse and validate signed manifest bytes. Never panics, whatever the input.
@@ -362,7 +294,7 @@ impl Manifest {
 
 impl ChainState {
     pub fn to_canonical(&self) -> Result<Vec<u8>, ParseError> {
-        canonical(self)
+        Ok(canonical(self)?)
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
@@ -421,8 +353,8 @@ pub fn pixel(x: f32) -> u64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::record::Signer;
     use crate::seal::keys::DeviceKey;
-    use crate::seal::Signer;
 
     pub(crate) fn sample(key: &DeviceKey, seq: u64) -> Manifest {
         Manifest {
@@ -482,7 +414,8 @@ pub(crate) mod tests {
 
     #[test]
     fn challenge_records_round_trip_and_a_code_not_from_its_nonce_is_rejected() {
-        use crate::challenge::{code, ChallengeRecord, Code};
+        use crate::challenge::code::{self, Code};
+        use crate::challenge::ChallengeRecord;
         let (k, _) = DeviceKey::generate().unwrap();
         let mut m = sample(&k, 3);
         let nonce = [7u8; 16];

@@ -19,7 +19,6 @@
 
 pub mod c2pa;
 pub mod cert;
-pub mod fsio;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
@@ -36,6 +35,10 @@ use serde::{Deserialize, Serialize};
 use crate::decide::{Action, Decision, Verdict};
 use crate::detect::Analysis;
 use crate::frame::{Frame, StoredImage};
+use crate::record::fsio::{self, WriteError};
+use crate::record::hash::sha256_hex;
+use crate::record::json::MAX_INT;
+use crate::record::Signer;
 
 use keys::DeviceKey;
 use manifest::{
@@ -69,6 +72,15 @@ pub enum SealError {
     Encode(String),
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<WriteError> for SealError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Io { path, source } => SealError::Io { path, source },
+            WriteError::StorageFull { path } => SealError::StorageFull { path },
+        }
+    }
 }
 
 /// What the seal stage is given for one frame.
@@ -112,17 +124,6 @@ pub struct Sealed {
     pub manifest_sha256: String,
     pub image_sha256: String,
     pub path: PathBuf,
-}
-
-/// Signs bytes with the device key (Ed25519). Implemented by the seal module's key type; the
-/// publish stage uses it to sign alert payloads without touching key material.
-pub trait Signer: Send + Sync {
-    /// Key id: lowercase hex SHA-256 of the raw 32-byte Ed25519 public key.
-    fn key_id(&self) -> String;
-    /// Raw 32-byte Ed25519 public key.
-    fn public_key(&self) -> [u8; 32];
-    /// 64-byte Ed25519 signature over `msg`.
-    fn sign(&self, msg: &[u8]) -> [u8; 64];
 }
 
 /// The seal seam.
@@ -355,7 +356,7 @@ pub fn build_manifest(
         image: ImageInfo {
             file: format!("{}.{ext}", store::stem(seq)),
             media_type: media_type.into(),
-            sha256: keys::sha256_hex(image),
+            sha256: sha256_hex(image),
             len: image.len() as u64,
             width: f.width.into(),
             height: f.height.into(),
@@ -376,11 +377,11 @@ fn capture_info(f: &Frame, boot_id: &str) -> CaptureInfo {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
     CaptureInfo {
-        wall_unix_us: wall_us.min(manifest::MAX_INT),
-        mono_us: (f.captured_mono.as_micros() as u64).min(manifest::MAX_INT),
+        wall_unix_us: wall_us.min(MAX_INT),
+        mono_us: (f.captured_mono.as_micros() as u64).min(MAX_INT),
         boot_id: boot_id.into(),
-        frame_seq: f.seq.min(manifest::MAX_INT),
-        device_seq: f.device_seq.map(|s| s.min(manifest::MAX_INT)),
+        frame_seq: f.seq.min(MAX_INT),
+        device_seq: f.device_seq.map(|s| s.min(MAX_INT)),
     }
 }
 
@@ -396,7 +397,7 @@ fn source_desc(src: &crate::frame::SourceInfo) -> SourceDesc {
         width: src.width.into(),
         height: src.height.into(),
         fps_milli: if src.fps.is_finite() && src.fps > 0.0 {
-            ((src.fps * 1000.0).round() as u64).min(manifest::MAX_INT)
+            ((src.fps * 1000.0).round() as u64).min(MAX_INT)
         } else {
             0
         },
@@ -651,7 +652,7 @@ impl ChainSealer {
             .to_canonical()
             .map_err(|e| SealError::Encode(e.to_string()))?;
         let sig = self.key.sign(&bytes);
-        let manifest_sha256 = keys::sha256_hex(&bytes);
+        let manifest_sha256 = sha256_hex(&bytes);
         if self.c2pa.is_some() {
             self.c2pa_todo.push(CredentialJob {
                 manifest: m.clone(),

@@ -21,10 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
-use super::fsio::{self, io_err, Fs, IoCounters, RealFs};
 use super::keys::{self, DeviceKey};
 use super::manifest::{ChainState, Manifest, CHAIN_FORMAT};
-use super::{SealError, Signer};
+use super::SealError;
+use crate::record::fsio::{self, io_err, Fs, IoCounters, RealFs};
+use crate::record::hash::sha256_hex;
+use crate::record::Signer;
 
 /// File name stem of a capture.
 pub fn stem(seq: u64) -> String {
@@ -195,7 +197,7 @@ fn load_entries(dir: &Path, manifests: &[(u64, PathBuf)]) -> Result<Loaded, Seal
     let mut head = None;
     for (seq, path) in manifests {
         let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
-        let hash = keys::sha256_hex(&bytes);
+        let hash = sha256_hex(&bytes);
         let (prev, wall_us, image) = match Manifest::parse(&bytes) {
             Ok(m) => (m.prev, m.captured.wall_unix_us, m.image.file),
             Err(e) => {
@@ -390,9 +392,9 @@ impl Store {
             for q in [&tmp, &sig, &img] {
                 let _ = self.fs.remove(q);
             }
-            return Err(e);
+            return Err(e.into());
         }
-        let sha256 = keys::sha256_hex(&p.manifest);
+        let sha256 = sha256_hex(&p.manifest);
         batch.next = (seq + 1, Some(sha256.clone()));
         batch.staged.push(StagedCapture {
             entry: Entry {
@@ -448,7 +450,7 @@ impl Store {
                 let _ = self.fs.remove(&c.paths[0]);
                 let _ = self.fs.remove(&c.paths[1]);
             }
-            return Err(e);
+            return Err(e.into());
         }
         let mut out = Vec::with_capacity(batch.staged.len());
         for c in batch.staged {

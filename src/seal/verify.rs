@@ -11,6 +11,8 @@ use super::keys;
 use super::manifest::{ChainState, Manifest};
 use super::store::stem;
 use super::SealError;
+use crate::record::hash::sha256_hex;
+use crate::record::verify_signature;
 
 /// One thing wrong with a capture or a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -177,7 +179,7 @@ fn load_item(path: &Path) -> Item {
             };
         }
     };
-    report.manifest_sha256 = keys::sha256_hex(&bytes);
+    report.manifest_sha256 = sha256_hex(&bytes);
     let manifest = match Manifest::parse(&bytes) {
         Ok(m) => {
             report.seq = Some(m.seq);
@@ -233,8 +235,7 @@ fn check_item(item: &mut Item, trusted: Option<&[u8; 32]>, tofu: bool) {
         )),
         Ok(sig) => {
             let key = trusted.or(embedded.as_ref());
-            let ok = sig.len() == 64
-                && key.is_some_and(|k| keys::verify_signature(k, &item.bytes, &sig));
+            let ok = sig.len() == 64 && key.is_some_and(|k| verify_signature(k, &item.bytes, &sig));
             item.authentic = ok && trusted.is_none_or(|t| embedded.as_ref() == Some(t));
             if !ok {
                 probs.push(problem(
@@ -264,7 +265,7 @@ fn check_item(item: &mut Item, trusted: Option<&[u8; 32]>, tofu: bool) {
                         m.image.len
                     ),
                 ));
-            } else if keys::sha256_hex(&img) != m.image.sha256 {
+            } else if sha256_hex(&img) != m.image.sha256 {
                 probs.push(problem(
                     "image_hash",
                     "image SHA-256 does not match the manifest",
@@ -408,8 +409,7 @@ fn trusted_chain_state(
     let (c, bytes) = state?;
     let sig = fs::read(dir.join("chain.sig")).unwrap_or_default();
     let key_ok = trusted.is_some_and(|t| c.public_key_raw() == Some(t));
-    let sig_ok =
-        sig.len() == 64 && trusted.is_some_and(|t| keys::verify_signature(&t, &bytes, &sig));
+    let sig_ok = sig.len() == 64 && trusted.is_some_and(|t| verify_signature(&t, &bytes, &sig));
     if !key_ok {
         problems.push(problem(
             "chain_state_invalid",

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use veriframe::capture::{monotonic_now, Frame, PixelFormat, SourceInfo};
-use veriframe::commands;
 use veriframe::decide::{Decision, Verdict};
+use veriframe::frame::{monotonic_now, Frame, PixelFormat, SourceInfo};
 use veriframe::seal::keys::DeviceKey;
 use veriframe::seal::policy::PolicyKind;
 use veriframe::seal::{ChainSealer, SealConfig, SealInput, Sealer};
@@ -28,7 +27,7 @@ pub fn frame(n: u64, wall: SystemTime) -> Frame {
     let (format, bytes) = if n.is_multiple_of(2) {
         (
             PixelFormat::Jpeg,
-            commands::seal::test_jpeg(w, h, n).unwrap(),
+            veriframe::capture::synthetic::Synthetic::jpeg(w, h, n).unwrap(),
         )
     } else {
         (
@@ -80,7 +79,7 @@ pub fn seal_frames(
             .seal(&SealInput::unanalysed(
                 &f,
                 &decision,
-                &veriframe::camera::SourceIdentity::not_a_camera(),
+                &veriframe::frame::identity::SourceIdentity::not_a_camera(),
             ))
             .unwrap();
         assert!(out.is_some());

@@ -75,8 +75,10 @@ print(f"defaults: alerts {kinds}; {len(caps)} capture(s) sealed, all verdict unt
       f"policy evidence (nothing sealed as authentic)")
 
 # 3. allow_virtual: runs as before
-frames, final, alerts = [], None, []
+frames, final, alerts, ready = [], None, [], None
 for f in events(steps["allow_virtual"]):
+    if f.get("message") == "detector ready":
+        ready = str(f.get("models", ""))
     if f.get("message") == "frame":
         frames.append((int(f["seq"]), int(f["device_seq"])))
     if f.get("message") == "alert":
@@ -84,6 +86,9 @@ for f in events(steps["allow_virtual"]):
     if str(f.get("message", "")).startswith("final:"):
         final = f["message"]
 assert final, "no final stats line"
+# Only the binary was copied into the VM: the default PAD pair is the one compiled into it.
+assert ready and "minifasnet_v2/q8_0" in ready and "minifasnet_v1se/q8_0" in ready, \
+    f"the default PAD pair is not loaded: detector ready {ready!r}"
 assert len(frames) == frames_wanted, f"expected {frames_wanted} captured frames, saw {len(frames)}"
 seqs = [s for s, _ in frames]
 dev = [d for _, d in frames]

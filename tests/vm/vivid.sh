@@ -42,8 +42,7 @@ stats_interval = "1s"
 shutdown_timeout = "60s"
 '
 { echo 'device_id = "vm-test"'; echo 'data_dir = "/tmp/vf"'; echo "$common" | sed 's/^fps = 25.0$/fps = 25.0\nallow_virtual = true/'
-  # The VM has no /usr/share/veriframe/models: the shipped PAD pair is copied in (cwd /data).
-  printf '[detect]\npad_model = ["minifasnet-v2.q8_0.gguf", "minifasnet-v1se.q8_0.gguf"]\n'
+  # No model files in the VM: the default PAD pair is the one compiled into the binary.
   # vivid shows colour bars (no face): let the authentic policy seal no_face frames too, so the
   # run shows a trusted source's frames sealed under it, with its fingerprint.
   printf '[seal]\nverdicts = ["authentic", "unknown", "no_face"]\n'; } > "$W/vivid.toml"
@@ -51,7 +50,6 @@ shutdown_timeout = "60s"
 { echo 'device_id = "vm-test"'; echo 'data_dir = "/tmp/vf-default"'; echo "$common"
   printf '[detect]\nmodel = "none"\n'; } > "$W/defaults.toml"
 
-"$VM" -f "$W/veriframe" -f "$W/vivid.toml" -f "$W/defaults.toml" \
-  -f models/minifasnet-v2.q8_0.gguf -f models/minifasnet-v1se.q8_0.gguf tests/vm/steps.sh "$FRAMES" \
+"$VM" -f "$W/veriframe" -f "$W/vivid.toml" -f "$W/defaults.toml" tests/vm/steps.sh "$FRAMES" \
   | tee "$W/out.txt" || true
 python3 tests/vm/check_vivid.py "$W/out.txt" "$FRAMES"

@@ -40,10 +40,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
+use crate::alert::ModelId;
 use crate::detect::crop::crop_bgr;
 use crate::detect::kernels::pointwise::{pointwise, Isa, Pointwise};
 use crate::detect::model::file::sha256_hex;
-use crate::detect::{DeepfakeClassifier, DetectError, Face, ModelId};
+use crate::detect::{DeepfakeClassifier, DetectError, Face};
 
 /// Input side length.
 pub const INPUT: usize = 256;

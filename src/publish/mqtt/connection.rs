@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::publish::PublishError;
 
-use super::sink::{Shared, TaskMsg};
+use super::{Shared, TaskMsg};
 
 /// Install the process-wide rustls crypto provider (ring). Idempotent.
 pub fn install_crypto_provider() {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::sink::SinkOptions;
+use super::SinkOptions;
 
 /// Home Assistant discovery messages: (topic, retained config).
 pub fn ha_discovery(o: &SinkOptions) -> Vec<(String, serde_json::Value)> {

@@ -18,7 +18,7 @@ use crate::stats::StatsSnapshot;
 
 use super::connection::{Link, Net, Tag};
 use super::discovery::ha_discovery;
-use super::sink::{Shared, SinkOptions, TaskMsg, WriterMsg};
+use super::{Shared, SinkOptions, TaskMsg, WriterMsg};
 use super::{CAPTURE_SCHEMA, PUBKEY_SCHEMA, STATS_SCHEMA, STATUS_SCHEMA};
 
 #[derive(Debug, Default, Clone, PartialEq)]

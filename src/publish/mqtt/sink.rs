@@ -1,159 +1,29 @@
-//! The sink the pipeline sends to: [`SinkOptions`], [`MqttSink`] (the `EventSink`), its shared
-//! counters, and the outbox writer thread (build, sign, append, group commit).
+//! The sink the pipeline sends to: [`MqttSink`] (the `EventSink`) and the outbox writer thread
+//! (build, sign, append, group commit).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::alert::AlertKind;
+use crate::alert::AlertRequest;
 use crate::capture::CaptureEvent;
 use crate::publish::alert;
 use crate::publish::outbox::OutboxCore;
 use crate::publish::store::Store;
-use crate::publish::{AlertRequest, Event, EventSink, MqttConfig, PublishError};
-use crate::seal::Signer;
-use crate::stats::StatsSnapshot;
+use crate::publish::{Event, EventSink, PublishError};
+use crate::record::Signer;
 
-use super::connection::{
-    connection_loop, install_crypto_provider, mqtt_options, parse_broker, ConnectOptions, Link, Net,
-};
+use super::connection::{connection_loop, install_crypto_provider, mqtt_options, Link};
 use super::publisher::{Publisher, StatusState};
+use super::{Shared, SinkOptions, TaskMsg, WriterMsg};
 
 /// Alerts waiting for the outbox writer beyond which new ones are dropped (counted), so a stuck
 /// disk never grows memory without bound.
 const WRITER_QUEUE_MAX: usize = 4096;
-
-/// Everything the sink needs, resolved from the config.
-#[derive(Debug, Clone)]
-pub struct SinkOptions {
-    pub connect: ConnectOptions,
-    pub device_id: String,
-    /// Topic prefix, ends with `/`.
-    pub prefix: String,
-    pub outbox_dir: PathBuf,
-    pub outbox_capacity: usize,
-    pub window: u16,
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
-    pub publish_captures: bool,
-    pub ha_discovery: bool,
-    pub ha_prefix: String,
-    pub attack_hold: Duration,
-    /// Keep enqueue-to-PUBACK latencies (benchmarks).
-    pub record_latency: bool,
-}
-
-impl SinkOptions {
-    pub fn new(
-        cfg: &MqttConfig,
-        device_id: &str,
-        data_dir: &std::path::Path,
-    ) -> Result<Self, PublishError> {
-        let url = cfg
-            .broker
-            .as_deref()
-            .ok_or_else(|| PublishError::BadBroker("no broker configured".into()))?;
-        let broker = parse_broker(url)?;
-        let prefix = match &cfg.topic_prefix {
-            Some(p) if p.ends_with('/') => p.clone(),
-            Some(p) => format!("{p}/"),
-            None => format!("veriframe/{device_id}/"),
-        };
-        Ok(Self {
-            connect: ConnectOptions {
-                broker,
-                client_id: cfg
-                    .client_id
-                    .clone()
-                    .unwrap_or_else(|| format!("veriframe-{device_id}")),
-                username: cfg.username.clone(),
-                password: cfg.password.clone(),
-                ca_file: cfg.ca_file.clone(),
-                client_cert: cfg.client_cert.clone(),
-                client_key: cfg.client_key.clone(),
-                keep_alive: cfg.keep_alive,
-            },
-            device_id: device_id.into(),
-            prefix,
-            outbox_dir: cfg
-                .outbox_dir
-                .clone()
-                .unwrap_or_else(|| data_dir.join("outbox")),
-            outbox_capacity: cfg.outbox_capacity,
-            window: cfg.inflight,
-            reconnect_initial: cfg.reconnect_initial,
-            reconnect_max: cfg.reconnect_max,
-            publish_captures: cfg.publish_captures,
-            ha_discovery: cfg.ha_discovery,
-            ha_prefix: cfg.ha_prefix.clone(),
-            attack_hold: cfg.attack_hold,
-            record_latency: false,
-        })
-    }
-
-    pub fn topic(&self, leaf: &str) -> String {
-        format!("{}{leaf}", self.prefix)
-    }
-}
-
-/// Counters and state the sink exposes (tests, benchmarks, stats payloads).
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub(super) connected: AtomicBool,
-    pub(super) connects: AtomicU64,
-    pub(super) last_error: Mutex<Option<String>>,
-    pub(super) outbox_len: AtomicUsize,
-    pub(super) evicted: AtomicU64,
-    pub(super) acked: AtomicU64,
-    /// Events dropped because a queue was full (never blocks the caller).
-    pub(super) dropped_events: AtomicU64,
-    pub(super) dropped_alerts: AtomicU64,
-    /// Alerts handed to `send` that have not reached the outbox core yet: queued for the writer,
-    /// being signed and synced, or on their way to the task, which decrements this only after it
-    /// has counted the alert in `outbox_len` (so their sum never misses an alert in between).
-    pub(super) writer_queued: AtomicUsize,
-    pub(super) last_frame: AtomicU64,
-    pub(super) latencies_ms: Mutex<Vec<f32>>,
-    /// fdatasyncs of the outbox log so far (group commit: one per writer batch).
-    pub(super) outbox_syncs: AtomicU64,
-}
-
-pub(super) enum WriterMsg {
-    Alert {
-        req: AlertRequest,
-        at: SystemTime,
-        t0: Instant,
-    },
-    Delete(u64),
-    Flush(std::sync::mpsc::Sender<()>),
-}
-
-pub(super) enum TaskMsg {
-    Committed {
-        seq: u64,
-        payload: Arc<[u8]>,
-        t0: Option<Instant>,
-    },
-    Stats(Box<StatsSnapshot>),
-    Camera(CaptureEvent),
-    Sealed(Box<crate::seal::Sealed>),
-    AlertSeen {
-        kind: AlertKind,
-        score: Option<f32>,
-    },
-    Net(Net),
-    /// Answered once every alert committed before it has reached the outbox core.
-    FlushAck(std::sync::mpsc::Sender<()>),
-    Shutdown {
-        deadline: Instant,
-        done: oneshot::Sender<bool>,
-    },
-}
 
 /// Publishes events to MQTT through the durable outbox.
 pub struct MqttSink {

@@ -119,7 +119,7 @@ mod tests {
     /// Examples from RFC 8949 appendix A.
     #[test]
     fn encodes_rfc8949_examples() {
-        let hex = |v: Value| crate::seal::keys::hex(&v.to_vec());
+        let hex = |v: Value| crate::record::hash::hex(&v.to_vec());
         assert_eq!(hex(Value::Uint(0)), "00");
         assert_eq!(hex(Value::Uint(23)), "17");
         assert_eq!(hex(Value::Uint(24)), "1818");

@@ -26,9 +26,9 @@ use cbor::Value;
 use embed::Kind;
 
 use super::cert::CertChain;
-use super::keys::{self, DeviceKey};
+use super::keys::DeviceKey;
 use super::manifest::Manifest;
-use super::Signer;
+use crate::record::{fsio, hash, Signer};
 
 /// IPTC digital source type of a camera capture.
 pub const DIGITAL_CAPTURE: &str = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture";
@@ -252,7 +252,7 @@ impl Ids {
             u.copy_from_slice(&b[..16]);
             u[6] = (u[6] & 0x0f) | 0x80;
             u[8] = (u[8] & 0x3f) | 0x80;
-            let x = keys::hex(&u);
+            let x = hash::hex(&u);
             format!(
                 "{}-{}-{}-{}-{}",
                 &x[0..8],
@@ -399,7 +399,7 @@ pub fn credential_file(seq: u64, media_type: &str) -> Result<String, C2paError> 
 /// made again from the sealed capture with `veriframe export --c2pa`).
 pub fn write_credential(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, C2paError> {
     let path = dir.join(name);
-    let tmp = super::fsio::temp_name(&path);
+    let tmp = fsio::temp_name(&path);
     let io = |source| C2paError::Io {
         path: path.clone(),
         source,
@@ -425,7 +425,7 @@ mod tests {
             "source": {"kind": "replay", "path": "x", "driver": "", "card": "", "bus": "",
                        "format": "jpeg", "width": 2, "height": 2, "fps_milli": 0},
             "image": {"file": "000000000005.jpg", "media_type": media_type,
-                      "sha256": keys::sha256_hex(image), "len": image.len(), "width": 2,
+                      "sha256": hash::sha256_hex(image), "len": image.len(), "width": 2,
                       "height": 2, "encoding": "source"},
             "analysis": {"verdict": "authentic", "analysed": true,
                          "faces": [{"bbox": [1, 2, 3, 4], "score_micro": 900000,

@@ -17,5 +17,5 @@ include!("bindings/arm.rs");
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")))]
 compile_error!(
     "v4l2-sys-mit (vendored): no pre-generated bindings for this target architecture; \
-     generate them with tools/v4l2-bindings.sh (see vendor/v4l2-sys-mit/README.md)"
+     generate them with tools/gen-v4l2-bindings.sh (see vendor/v4l2-sys-mit/README.md)"
 );

@@ -6,8 +6,8 @@
 //! from any directory; a path in the config overrides it.
 //!
 //! Pipeline for one frame:
-//! 1. [`letterbox()`]: scale the frame to fit 128×128 keeping its aspect ratio (area averaging, as
-//!    PIL's `BOX` filter), centre it on a black canvas, map pixels to `[-1, 1]`.
+//! 1. [`letterbox::letterbox()`]: scale the frame to fit 128×128 keeping its aspect ratio (area
+//!    averaging, as PIL's `BOX` filter), centre it on a black canvas, map pixels to `[-1, 1]`.
 //! 2. The network: a 5×5/2 stem and 16 depthwise-separable residual blocks (3×3 depthwise +
 //!    1×1 pointwise; stride-2 blocks take a 2×2 max-pool on the residual path; wider blocks pad
 //!    the residual with zero channels), heads at 16×16 (2 anchors a cell) and 8×8 (6 a cell) —
@@ -29,16 +29,16 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
+use crate::alert::ModelId;
 use crate::detect::kernels::depthwise::{dw3x3_rows, Dw3x3, Padding};
 use crate::detect::kernels::pointwise::{pointwise, Aligned, Isa, Pointwise, LANES};
-use crate::detect::{DetectError, Face, FaceDetector, ModelId};
+use crate::detect::{DetectError, Face, FaceDetector};
 
-mod anchors;
-mod letterbox;
+pub mod anchors;
+pub mod letterbox;
 
-pub use anchors::{anchors, decode, iou, nms, to_faces, RawDetection};
-pub use letterbox::{letterbox, Letterbox};
-use letterbox::{letterbox_pixels, BoxPlan};
+use anchors::{anchors, decode, nms, to_faces, RawDetection};
+use letterbox::{letterbox_pixels, BoxPlan, Letterbox};
 
 /// Network input side, pixels.
 pub const INPUT: usize = 128;
@@ -609,7 +609,7 @@ mod tests {
         for (w, h) in [(640u32, 480u32), (320, 240), (640, 480)] {
             let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x + y) as u8, 9, 200]));
             let lb = bf.letterbox_input(&img).unwrap();
-            let (_, want) = letterbox(&img).unwrap();
+            let (_, want) = letterbox::letterbox(&img).unwrap();
             assert_eq!(lb, want);
             assert_eq!(
                 bf.plan.as_ref().map(|p| p.src),
@@ -696,7 +696,7 @@ mod tests {
             ])
         });
         let mut m = BlazeFace::builtin(BlazeFaceOptions::default()).unwrap();
-        let (input, lb) = letterbox(&img).unwrap();
+        let (input, lb) = letterbox::letterbox(&img).unwrap();
         let want = m.raw_outputs(&input).unwrap();
         // Leave stale values in the buffer first: the direct path must overwrite all of it.
         m.ws.img.iter_mut().skip(3 * STEM_IN).for_each(|v| *v = 0.5);

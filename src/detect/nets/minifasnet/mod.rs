@@ -36,14 +36,14 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use image::RgbImage;
 
+use crate::alert::ModelId;
 use crate::detect::crop::crop_bgr;
 use crate::detect::kernels::depthwise::{bias_prelu, dw3x3, Dw3x3, Padding};
 use crate::detect::kernels::q8::{self, Q8Matrix};
 use crate::detect::model::file::{self as modelfile, sha256_hex, ModelFile};
-use crate::detect::{DetectError, Face, ModelId, PadClassifier, Quant};
+use crate::detect::{DetectError, Face, PadClassifier, Quant};
 
-mod convert;
-pub use convert::convert;
+pub mod convert;
 
 /// Input side length.
 pub const INPUT: usize = 80;
@@ -358,14 +358,18 @@ impl MiniFasNet {
     /// `Quant::Q8_0`, quantized in memory). A `.gguf` file keeps its own precision.
     pub fn load(path: &Path, quant: Quant) -> Result<Self, DetectError> {
         let bytes = std::fs::read(path)?;
-        let sha = sha256_hex(&bytes);
-        let ctx = |e: DetectError| err(format!("{}: {e}", path.display()));
+        Self::from_bytes(&bytes, quant).map_err(|e| err(format!("{}: {e}", path.display())))
+    }
+
+    /// Load from the bytes of a model file (or upstream safetensors, converted to `quant`).
+    pub fn from_bytes(bytes: &[u8], quant: Quant) -> Result<Self, DetectError> {
+        let sha = sha256_hex(bytes);
         let m = if bytes.starts_with(b"GGUF") {
-            modelfile::from_bytes(&bytes).map_err(ctx)?
+            modelfile::from_bytes(bytes)?
         } else {
-            convert(&bytes, None, quant).map_err(ctx)?
+            convert::convert(bytes, None, quant)?
         };
-        Self::from_model_file(m, sha).map_err(ctx)
+        Self::from_model_file(m, sha)
     }
 
     pub fn arch(&self) -> Arch {
@@ -631,6 +635,32 @@ impl PadClassifier for MiniFasEnsemble {
 /// the networks are ordered V2 first. `quant` applies to `.safetensors` sources (folded and
 /// quantized at load); `.gguf` files keep the precision they were converted with, and a mismatch
 /// is an error.
+/// The default PAD pair, compiled into the binary as BlazeFace is (so the binary runs on defaults
+/// wherever it is copied): `(file name in models/, bytes)`, V2 first. The same bytes as the files,
+/// so manifests name the same weight hashes.
+pub const BUILTIN_Q8_0: [(&str, &[u8]); 2] = [
+    (
+        "minifasnet-v2.q8_0.gguf",
+        include_bytes!("../../../../models/minifasnet-v2.q8_0.gguf"),
+    ),
+    (
+        "minifasnet-v1se.q8_0.gguf",
+        include_bytes!("../../../../models/minifasnet-v1se.q8_0.gguf"),
+    ),
+];
+
+/// The built-in default pair ([`BUILTIN_Q8_0`]) as an ensemble.
+pub fn builtin_ensemble() -> Result<MiniFasEnsemble, DetectError> {
+    let nets = BUILTIN_Q8_0
+        .iter()
+        .map(|(name, bytes)| {
+            MiniFasNet::from_bytes(bytes, Quant::Q8_0)
+                .map_err(|e| err(format!("built-in {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    MiniFasEnsemble::new(nets)
+}
+
 pub fn load_ensemble<P: AsRef<Path>>(
     dir_or_files: &[P],
     quant: Quant,
