@@ -1,6 +1,9 @@
-//! The light challenge end to end: the real daemon on the simulated booth sources
-//! (`sim:live`, `sim:replay`, `sim:injected`), alerts through a real mosquitto, every frame
-//! sealed (`policy = "every"`) and the manifests read back and verified.
+//! The light challenge end to end: the real daemon on the simulated booth sources (`sim:live`,
+//! `sim:replay`, `sim:print`, `sim:injected`) with the real-face model (real people under real
+//! strobes, `../shared/data/illumination`; with `VERIFRAME_REQUIRE_SHARED` set a missing set
+//! fails the tests, else they fall back to the rendered relief and say so), alerts through a
+//! real mosquitto, every frame sealed (`policy = "every"`) and the manifests read back and
+//! verified.
 
 mod common;
 
@@ -28,10 +31,15 @@ fn run(dir: &Path, broker: &Broker, device: &str, uri: &str, extra: &str) -> Out
     sub.wait_connected(Duration::from_secs(10));
     let data = dir.join(device);
     let cfg = dir.join(format!("{device}.toml"));
+    // The real-face model when the set is there (required in CI), else the rendered relief.
+    let (uri, faces) = match common::shared("data/illumination") {
+        Some(p) => (format!("{uri}&model=real"), p.display().to_string()),
+        None => (format!("{uri}&model=photo"), String::new()),
+    };
     std::fs::write(
         &cfg,
         format!(
-            "device_id = \"{device}\"\ndata_dir = \"{}\"\n[source]\nuri = \"{uri}\"\n[seal]\npolicy = \"every\"\n[mqtt]\nbroker = \"{}\"\n{extra}",
+            "device_id = \"{device}\"\ndata_dir = \"{}\"\n[source]\nuri = \"{uri}\"\nsim_faces = \"{faces}\"\n[seal]\npolicy = \"every\"\n[mqtt]\nbroker = \"{}\"\n{extra}",
             data.display(),
             broker.url()
         ),

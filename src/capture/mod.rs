@@ -6,6 +6,7 @@
 //! original bytes (MJPEG frames keep the camera's JPEG untouched — those bytes are what gets
 //! signed) and the analyser decodes.
 
+pub mod faces;
 pub mod reconnect;
 pub mod replay;
 pub mod sim;
@@ -137,7 +138,8 @@ pub fn open(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, CaptureError> {
 pub fn open_with_light(
     cfg: &SourceConfig,
 ) -> Result<(Box<dyn FrameSource>, Option<sim::SimLight>), CaptureError> {
-    if let SourceSpec::Sim(spec) = SourceSpec::parse(&cfg.uri)? {
+    if let SourceSpec::Sim(mut spec) = SourceSpec::parse(&cfg.uri)? {
+        spec.faces_dir = cfg.sim_faces.clone();
         let light = sim::SimLight::default();
         let source = sim::SimSource::new(spec, cfg.fps, light.clone())?;
         return Ok((Box::new(source), Some(light)));
@@ -148,7 +150,10 @@ pub fn open_with_light(
 fn open_plain(cfg: &SourceConfig) -> Result<Box<dyn FrameSource>, CaptureError> {
     match SourceSpec::parse(&cfg.uri)? {
         SourceSpec::Sim(spec) => Ok(Box::new(sim::SimSource::new(
-            spec,
+            sim::SimSpec {
+                faces_dir: cfg.sim_faces.clone(),
+                ..spec
+            },
             cfg.fps,
             sim::SimLight::default(),
         )?)),
@@ -226,6 +231,10 @@ pub struct SourceConfig {
     pub expect: Option<ExpectConfig>,
     /// `[source.integrity]`: stream-integrity checks on camera streams.
     pub integrity: IntegrityConfig,
+    /// `sim:` sources: the real-face set (a directory with `index.json`, research data, not
+    /// shipped), relative to the working directory. Without it `sim:` falls back to the
+    /// rendered relief (logged once); `sim:live?model=real` then fails, naming the path.
+    pub sim_faces: PathBuf,
 }
 
 impl Default for SourceConfig {
@@ -242,6 +251,7 @@ impl Default for SourceConfig {
             allow_virtual: false,
             expect: None,
             integrity: Default::default(),
+            sim_faces: PathBuf::from(sim::faces_default_dir()),
         }
     }
 }

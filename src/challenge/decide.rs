@@ -18,7 +18,7 @@
 //!    `on = s · off + a`: the fit's residual is ~0). The structure figure is the smaller of the
 //!    two.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::code::Code;
 use super::measure::{Measurement, GRID};
@@ -32,7 +32,7 @@ pub struct Sample {
 }
 
 /// The outcome of one challenge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Passed,

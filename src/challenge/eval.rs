@@ -11,7 +11,7 @@ use super::code::Code;
 use super::decide::{decide, ChallengeResult, Outcome, Sample};
 use super::measure::measure;
 use super::ChallengeConfig;
-use crate::capture::sim::{Scene, SimLight, SimSource, SimSpec};
+use crate::capture::sim::{FaceModel, Scene, SimLight, SimSource, SimSpec};
 use crate::capture::CaptureError;
 
 /// A named set of simulation parameters.
@@ -71,10 +71,21 @@ pub fn trial(
     fps: f64,
 ) -> Result<ChallengeResult, CaptureError> {
     let light = SimLight::default();
-    let mut src = SimSource::new(spec.clone(), fps, light.clone())?;
+    let src = SimSource::new(spec.clone(), fps, light.clone())?;
+    play(src, light, spec.seed, cfg)
+}
+
+/// Play one challenge on `src` (lit by `light`): warm up, switch the light as the code from
+/// `seed`'s nonce says, measure every frame at the simulation's face box, decide.
+pub fn play(
+    mut src: SimSource,
+    light: SimLight,
+    seed: u64,
+    cfg: &ChallengeConfig,
+) -> Result<ChallengeResult, CaptureError> {
     let face = src.face_box();
     let nonce = {
-        let d = ring::digest::digest(&ring::digest::SHA256, &spec.seed.to_le_bytes());
+        let d = ring::digest::digest(&ring::digest::SHA256, &seed.to_le_bytes());
         let mut n = [0u8; 16];
         n.copy_from_slice(&d.as_ref()[..16]);
         n
@@ -140,6 +151,7 @@ pub fn run(
             };
             for seed in 0..seeds {
                 let mut spec = SimSpec::new(scene, 1000 + seed);
+                spec.model = FaceModel::Photo;
                 (cond.apply)(&mut spec);
                 let r = trial(&spec, cfg, fps)?;
                 cell.trials += 1;
@@ -163,16 +175,24 @@ pub fn run(
     Ok(cells)
 }
 
+pub mod faces;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn photo(scene: Scene, seed: u64) -> SimSpec {
+        SimSpec {
+            model: FaceModel::Photo,
+            ..SimSpec::new(scene, seed)
+        }
+    }
+
     #[test]
     fn rendering_is_seeded_and_the_live_face_follows_the_light() {
         let light = SimLight::default();
-        let mut a = SimSource::new(SimSpec::new(Scene::Live, 3), 10.0, light.clone()).unwrap();
-        let mut b =
-            SimSource::new(SimSpec::new(Scene::Live, 3), 10.0, SimLight::default()).unwrap();
+        let mut a = SimSource::new(photo(Scene::Live, 3), 10.0, light.clone()).unwrap();
+        let mut b = SimSource::new(photo(Scene::Live, 3), 10.0, SimLight::default()).unwrap();
         assert_eq!(a.render_next().unwrap(), b.render_next().unwrap());
         let face = a.face_box();
         let ratio = |jpeg: &[u8]| {
@@ -193,10 +213,10 @@ mod tests {
     fn each_scene_gets_its_expected_outcome_on_a_few_seeds() {
         let cfg = ChallengeConfig::default();
         for seed in 0..2 {
-            let r = trial(&SimSpec::new(Scene::Live, seed), &cfg, 10.0).unwrap();
+            let r = trial(&photo(Scene::Live, seed), &cfg, 10.0).unwrap();
             assert_eq!(r.outcome, Outcome::Passed, "live seed {seed}: {r:?}");
             for scene in [Scene::Replay, Scene::Print, Scene::Injected] {
-                let r = trial(&SimSpec::new(scene, seed), &cfg, 10.0).unwrap();
+                let r = trial(&photo(scene, seed), &cfg, 10.0).unwrap();
                 assert_ne!(r.outcome, Outcome::Passed, "{scene:?} seed {seed}: {r:?}");
             }
         }

@@ -271,7 +271,8 @@ pub struct ChallengeConfig {
     pub min_correlation: f32,
     /// Least relative brightening of the face (0.02 = 2 %).
     pub min_response: f32,
-    /// Least spatial structure of the response across the face.
+    /// Least spatial structure of the response across the face (0.068: chosen on real faces of
+    /// the training subjects, docs/challenge.md).
     pub min_structure: f32,
     /// Least fraction of the challenge's frames with a measured face.
     pub min_coverage: f32,
@@ -290,7 +291,7 @@ impl Default for ChallengeConfig {
             max_attempts: 3,
             min_correlation: 0.6,
             min_response: 0.02,
-            min_structure: 0.05,
+            min_structure: 0.068,
             min_coverage: 0.75,
         }
     }

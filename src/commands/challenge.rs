@@ -38,6 +38,32 @@ pub struct ChallengeEvalArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Score on real faces instead: the real-face set at this directory (default: the
+    /// configuration's `[source] sim_faces`, else ../shared/data/illumination).
+    #[arg(long, num_args = 0..=1)]
+    #[allow(clippy::option_option)]
+    pub faces: Option<Option<PathBuf>>,
+    /// With `--faces`: which subjects, by the fixed split (`train`: odd-numbered, thresholds
+    /// are chosen on them; `held-out`: even-numbered; `all`).
+    #[arg(long, default_value = "held-out")]
+    pub subjects: String,
+    /// With `--faces`: only these subjects (ids of the set, e.g. `yaleB02`; repeatable), within
+    /// the `--subjects` split.
+    #[arg(long = "subject")]
+    pub only: Vec<String>,
+    /// With `--faces`: live trials per subject.
+    #[arg(long, default_value_t = 24)]
+    pub live_seeds: u64,
+    /// With `--faces`: trials per subject of each attack (print, replay, injected).
+    #[arg(long, default_value_t = 4)]
+    pub attack_seeds: u64,
+    /// With `--faces`: do not render; score the trials of an earlier `--faces --json` output
+    /// (their figures do not depend on the thresholds) under this configuration's thresholds.
+    #[arg(long)]
+    pub rescore: Option<PathBuf>,
+    /// With `--faces`: worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
 }
 
 /// Errors of the command.
@@ -51,6 +77,8 @@ pub enum ChallengeEvalError {
     Read { path: String, reason: String },
     #[error("--label must be `live` or `attack`, got {0:?}")]
     Label(String),
+    #[error("--subjects must be `train`, `held-out` or `all`, got {0:?}")]
+    Split(String),
 }
 
 fn pct(n: u32, d: u32) -> f64 {
@@ -62,12 +90,17 @@ fn pct(n: u32, d: u32) -> f64 {
 }
 
 pub fn challenge_eval(args: &ChallengeEvalArgs) -> Result<Outcome, ChallengeEvalError> {
-    let cfg = match &args.config {
-        Some(p) => Config::load(Some(p), &Overrides::default())?.challenge,
-        None => ChallengeConfig::default(),
+    let full = match &args.config {
+        Some(p) => Config::load(Some(p), &Overrides::default())?,
+        None => Config::default(),
     };
+    let cfg = full.challenge.clone();
     if let Some(dir) = &args.captures {
         return score_captures(dir, &args.label, args.json);
+    }
+    if let Some(dir) = &args.faces {
+        let dir = dir.clone().unwrap_or_else(|| full.source.sim_faces.clone());
+        return score_faces(args, &cfg, &dir);
     }
     let mut conds = eval::conditions();
     if args.quick {
@@ -231,4 +264,164 @@ fn score_captures(dir: &Path, label: &str, json: bool) -> Result<Outcome, Challe
         }
     }
     Ok(Outcome::Ok)
+}
+
+fn score_faces(
+    args: &ChallengeEvalArgs,
+    cfg: &ChallengeConfig,
+    dir: &Path,
+) -> Result<Outcome, ChallengeEvalError> {
+    use veriframe::challenge::eval::faces::{self as ef, Split};
+    let split =
+        Split::parse(&args.subjects).ok_or(ChallengeEvalError::Split(args.subjects.clone()))?;
+    let (live, attacks) = if args.quick {
+        (args.live_seeds.min(4), args.attack_seeds.min(1))
+    } else {
+        (args.live_seeds, args.attack_seeds)
+    };
+    let want = |id: &str| {
+        split.contains(id) && (args.only.is_empty() || args.only.iter().any(|o| o == id))
+    };
+    let trials = match &args.rescore {
+        Some(f) => rescored(f, &want)?,
+        None => {
+            let set = veriframe::capture::faces::FaceSet::load(dir, want)?;
+            if !args.json {
+                eprintln!(
+                    "real faces from {}: {} subjects ({}), {live} live and {attacks} x 3 attack trials each, {} jobs",
+                    dir.display(),
+                    set.subjects.len(),
+                    args.subjects,
+                    args.jobs
+                );
+            }
+            ef::run(&set, cfg, live, attacks, args.fps, args.jobs, |_| {})?
+        }
+    };
+    let mut ids: Vec<&str> = trials.iter().map(|t| t.subject.as_str()).collect();
+    ids.dedup();
+    let selection = (split == Split::Train)
+        .then(|| ef::select(&trials, cfg))
+        .flatten();
+    let (rows, scenes) = ef::summarize(&trials, cfg);
+    let conditions = serde_json::json!({
+        "noise": ef::NOISE, "flicker_hz": ef::FLICKER, "flicker_depth": [0.1, 0.3],
+        "ae": ef::AE, "led": [ef::LED.0, ef::LED.1], "fps": args.fps,
+        "code_bits": cfg.code_bits, "frames_per_bit": cfg.frames_per_bit, "max_lag": cfg.max_lag,
+        "seeds": "1000 * subject number + 0..n; trial i: noise NOISE[i % 4], flicker FLICKER[i / 4 % 3], depth 0.1/0.3 by i / 12 % 2, ae AE[i / 2 % 2]",
+    });
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "faces": dir.display().to_string(), "split": split, "subjects": ids,
+                "live_seeds": live, "attack_seeds": attacks, "conditions": conditions,
+                "thresholds": {
+                    "min_correlation": cfg.min_correlation, "min_response": cfg.min_response,
+                    "min_structure": cfg.min_structure,
+                },
+                "per_subject": rows, "pooled": scenes, "selection": selection,
+                "trials": trials,
+            })
+        );
+        return Ok(Outcome::Ok);
+    }
+    print_faces(
+        args,
+        dir,
+        cfg,
+        (live, attacks),
+        &rows,
+        &scenes,
+        selection.as_ref(),
+    );
+    Ok(Outcome::Ok)
+}
+
+/// The trials of an earlier `challenge-eval --faces --json` output, of the subjects `want` takes.
+fn rescored(
+    file: &Path,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<Vec<veriframe::challenge::eval::faces::FaceTrial>, ChallengeEvalError> {
+    let err = |reason: String| ChallengeEvalError::Read {
+        path: file.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(file).map_err(|e| err(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+    let trials: Vec<veriframe::challenge::eval::faces::FaceTrial> =
+        serde_json::from_value(v["trials"].clone()).map_err(|e| err(format!("trials: {e}")))?;
+    Ok(trials.into_iter().filter(|t| want(&t.subject)).collect())
+}
+
+/// The text report of `challenge-eval --faces`.
+fn print_faces(
+    args: &ChallengeEvalArgs,
+    dir: &Path,
+    cfg: &ChallengeConfig,
+    (live, attacks): (u64, u64),
+    rows: &[veriframe::challenge::eval::faces::SubjectRow],
+    scenes: &[veriframe::challenge::eval::faces::SceneRow],
+    selection: Option<&veriframe::challenge::eval::faces::Selection>,
+) {
+    use veriframe::challenge::eval::faces as ef;
+    println!(
+        "light challenge on real faces ({}, subjects: {}): {live} live, {attacks} per attack per subject; noise {:?}, flicker {:?} Hz, ae {:?}, led {}-{}; {} fps, code {} bits x {} frames, max lag {}; thresholds: correlation {}, response {}, structure {}",
+        dir.display(), args.subjects, ef::NOISE, ef::FLICKER, ef::AE, ef::LED.0, ef::LED.1,
+        args.fps, cfg.code_bits, cfg.frames_per_bit, cfg.max_lag,
+        cfg.min_correlation, cfg.min_response, cfg.min_structure
+    );
+    println!(
+        "{:<9} {:>6} {:>6} {:>6} {:>7} {:>9} {:>9} {:>9} {:>8}",
+        "subject",
+        "live",
+        "passed",
+        "inconc",
+        "pass %",
+        "min str",
+        "mean str",
+        "min resp",
+        "min corr"
+    );
+    for r in rows {
+        println!(
+            "{:<9} {:>6} {:>6} {:>6} {:>6.1}% {:>9.4} {:>9.4} {:>9.4} {:>8.3}",
+            r.subject,
+            r.trials,
+            r.passed,
+            r.inconclusive,
+            r.pass_rate,
+            r.min_structure,
+            r.mean_structure,
+            r.min_response,
+            r.min_correlation
+        );
+    }
+    println!("pooled:");
+    for s in scenes {
+        let what = if s.scene == "live" {
+            "passed"
+        } else {
+            "rejected"
+        };
+        let n = if s.scene == "live" {
+            s.passed
+        } else {
+            s.rejected
+        };
+        println!(
+            "  {:<9} {what} {n}/{} ({:.1} %), max structure {:.4}, max correlation {:.3}",
+            s.scene, s.trials, s.rate, s.max_structure, s.max_correlation
+        );
+    }
+    let worst = rows.iter().map(|r| r.pass_rate).fold(f64::MAX, f64::min);
+    println!("  lowest subject live pass rate: {worst:.1} %");
+    if let Some(sel) = selection {
+        println!(
+            "selection (pre-registered rule, these subjects): min_structure {} (lowest live {:.4}, highest print {:.4}, separates: {}, margins x{:.2} live / x{:.2} print), min_response {} (lowest live {:.4}), min_correlation {} (lowest live {:.3})",
+            sel.min_structure, sel.live_min_structure, sel.print_max_structure, sel.separates,
+            sel.structure_margin_live, sel.structure_margin_print, sel.min_response,
+            sel.live_min_response, sel.min_correlation, sel.live_min_correlation
+        );
+    }
 }
