@@ -7,7 +7,6 @@
 //! open them.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -120,17 +119,7 @@ impl Identities {
 
     /// Read an identity file, refusing one that group or others can read (as the device key).
     pub fn load(path: &Path) -> Result<Self, SealError> {
-        let meta = std::fs::metadata(path).map_err(|source| SealError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(SealError::KeyPermissions {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
+        super::keys::check_private_mode(path)?;
         let text = std::fs::read_to_string(path).map_err(|source| SealError::Io {
             path: path.to_path_buf(),
             source,

@@ -189,8 +189,9 @@ impl Es256Key {
     }
 }
 
-/// Load a private key file, refusing one that group or others can read (as ssh does).
-pub fn load_key(path: &Path) -> Result<DeviceKey, SealError> {
+/// Refuse a secret file (device key, operator identity) that group or others can read, as ssh
+/// does.
+pub fn check_private_mode(path: &Path) -> Result<(), SealError> {
     let meta = fs::metadata(path).map_err(|source| SealError::Io {
         path: path.to_path_buf(),
         source,
@@ -202,6 +203,12 @@ pub fn load_key(path: &Path) -> Result<DeviceKey, SealError> {
             mode,
         });
     }
+    Ok(())
+}
+
+/// Load a private key file, refusing one that group or others can read (as ssh does).
+pub fn load_key(path: &Path) -> Result<DeviceKey, SealError> {
+    check_private_mode(path)?;
     let der = Zeroizing::new(fs::read(path).map_err(|source| SealError::Io {
         path: path.to_path_buf(),
         source,
